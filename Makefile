@@ -1,0 +1,41 @@
+# sipfed — make run starts a domain on embedded defaults; make test runs every test.
+GO      ?= go
+BIN     := bin/sipfed
+PKGS    := ./...
+export GOFLAGS ?= -buildvcs=false
+
+.PHONY: all build run demo test test-unit deps vet bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/sipfed
+
+# One domain (a.example) on 127.0.0.1:5060 UDP+TCP, memory store, users in ./users.txt.
+run: build
+	@test -f users.txt || { echo "make run: creating users.txt with alice@a.example / alice-secret and bob@a.example / bob-secret"; \
+	  echo alice-secret | ./$(BIN) user add --users users.txt --password-stdin alice@a.example; \
+	  echo bob-secret   | ./$(BIN) user add --users users.txt --password-stdin bob@a.example; }
+	./$(BIN) serve --domain a.example --users users.txt --http 127.0.0.1:8080
+
+deps:
+	./scripts/deps.sh
+
+vet:
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+# Every test: unit, conformance, integration and interop (SIPp, baresip, Redis, DNS).
+# Set CI=1 (or SIPFED_INTEROP=1) to make a missing tool fail instead of skip.
+test: deps vet
+	$(GO) test -count=1 -timeout 30m $(PKGS)
+
+test-unit:
+	$(GO) test -count=1 -short $(PKGS)
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	./scripts/bench.sh
+
+clean:
+	rm -rf bin

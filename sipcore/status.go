@@ -1,0 +1,86 @@
+// Package sipcore holds the SIP plumbing shared by sipfed's registrar,
+// proxy and endpoints on top of sipgo: the StatusError that carries a SIP
+// status to send, response helpers and header sanitising.
+package sipcore
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// StatusError is an error that carries the SIP response to send for it.
+// Packages return it; one place (Respond) turns it into a response.
+type StatusError struct {
+	Code    int
+	Reason  string
+	Headers []sip.Header // extra headers for the response (WWW-Authenticate, Min-Expires, Retry-After…)
+	Err     error        // the cause, for logs; never sent
+}
+
+// Errorf returns a StatusError with code and a reason phrase built from
+// format; the phrase is sanitised for use on a status line.
+func Errorf(code int, format string, args ...any) *StatusError {
+	return &StatusError{Code: code, Reason: Sanitize(fmt.Sprintf(format, args...))}
+}
+
+func (e *StatusError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%d %s: %v", e.Code, e.Reason, e.Err)
+	}
+	return fmt.Sprintf("%d %s", e.Code, e.Reason)
+}
+
+func (e *StatusError) Unwrap() error { return e.Err }
+
+// With returns e with extra response headers added.
+func (e *StatusError) With(h ...sip.Header) *StatusError {
+	e.Headers = append(e.Headers, h...)
+	return e
+}
+
+// AsStatus returns the StatusError inside err, or a 500 that wraps err.
+func AsStatus(err error) *StatusError {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se
+	}
+	return &StatusError{Code: 500, Reason: "Server Internal Error", Err: err}
+}
+
+// Response builds the response to req that err calls for.
+func Response(req *sip.Request, err error) *sip.Response {
+	se := AsStatus(err)
+	res := sip.NewResponseFromRequest(req, se.Code, se.Reason, nil)
+	for _, h := range se.Headers {
+		res.AppendHeader(h)
+	}
+	return res
+}
+
+// Sanitize makes s safe to copy into a header value or a reason phrase:
+// CR, LF and other control characters become spaces, and the result is
+// cut to 256 bytes.
+func Sanitize(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			clean = false
+			break
+		}
+	}
+	if clean && len(s) <= 256 {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s) && b.Len() < 256; i++ {
+		c := s[i]
+		if c < 0x20 || c == 0x7f {
+			c = ' '
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
