@@ -23,8 +23,6 @@ type command struct {
 // commands lists the subcommands; wired here, not from init().
 func commands() map[string]command {
 	return map[string]command{
-		"serve": {"run a domain's registrar and proxy", runServe},
-		"user":  {"add, delete and list users (add|del|list)", runUser},
 	}
 }
 
