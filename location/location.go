@@ -63,32 +63,46 @@ func (b *Binding) Key() string {
 }
 
 // Update is one REGISTER's change to an address-of-record, applied
-// atomically by Store.Update.
+// atomically by Store.Update: either all of it takes effect or, when it
+// fails, none of it.
 type Update struct {
-	// CallID and CSeq of the REGISTER. For a binding that already exists with
-	// the same Call-ID, a CSeq that is not higher aborts the whole update
-	// with ErrStaleCSeq (RFC 3261 §10.3 step 7).
+	// CallID and CSeq of the REGISTER. For every binding the update touches
+	// (by Set, Remove or RemoveAll) that already exists with the same
+	// Call-ID, a CSeq that is not higher aborts the whole update with
+	// ErrStaleCSeq (RFC 3261 §10.3 steps 6 and 7). The store records them
+	// in every binding it sets, whatever Binding.CallID and Binding.CSeq say.
 	CallID string
 	CSeq   uint32
 	// Now is the time the update is made at; bindings whose Expires is not
-	// after Now are treated as absent.
+	// after Now are treated as absent, and a Set binding that is already
+	// expired acts as a removal. Bindings set by one update count as more
+	// recently updated than those set at an earlier Now.
 	Now time.Time
-	// RemoveAll removes every binding of the AOR (Contact: *, Expires: 0).
+	// RemoveAll removes every binding of the AOR (Contact: *, Expires: 0)
+	// before Set is applied.
 	RemoveAll bool
-	// Set adds or refreshes bindings; Remove removes the bindings with these
-	// keys (expires=0). A key both set and removed is removed.
+	// Set adds or refreshes bindings, keyed by Binding.Key; Remove removes
+	// the bindings with these keys (expires=0). A key both set and removed
+	// is removed. The store sets Binding.AOR to the updated AOR and keeps
+	// Expires at millisecond precision.
 	Set    []Binding
 	Remove []string
 	// MaxContacts bounds the bindings the AOR may hold after the update;
-	// 0 means no bound. Exceeding it fails with ErrTooManyContacts.
+	// 0 means no bound. An update that would leave more than MaxContacts
+	// bindings, and more than the AOR held before, fails with
+	// ErrTooManyContacts; so refreshing, or replacing one device by another,
+	// still works when a lowered bound is already exceeded.
 	MaxContacts int
 }
 
 // Store keeps bindings. Every method is safe for concurrent use.
 type Store interface {
-	// Update applies u to aor and returns the bindings current afterwards.
+	// Update applies u to aor and returns the bindings current afterwards,
+	// in Lookup order.
 	Update(ctx context.Context, aor string, u Update) ([]Binding, error)
-	// Lookup returns aor's current (unexpired) bindings, highest q first.
+	// Lookup returns aor's current (unexpired) bindings, highest q first
+	// and, among equal q, the most recently updated first. An unknown AOR
+	// has no bindings and is not an error.
 	Lookup(ctx context.Context, aor string) ([]Binding, error)
 	// Close releases the store's resources.
 	Close() error
