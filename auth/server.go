@@ -1,0 +1,298 @@
+package auth
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipfed/sipfed/sipcore"
+)
+
+// Server verifies digest credentials (RFC 7616, RFC 8760, RFC 3261 §22).
+// It is safe for concurrent use.
+type Server struct {
+	creds    CredentialStore
+	macs     *macPool
+	nc       *ncTracker
+	lifetime time.Duration
+	now      func() time.Time
+	log      *slog.Logger
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// DefaultNonceLifetime is how long a nonce is accepted unless
+// WithNonceLifetime says otherwise.
+const DefaultNonceLifetime = 5 * time.Minute
+
+// maxTracked bounds each generation of the nonce-count tracker.
+const maxTracked = 1 << 17
+
+// RetryAfter is the Retry-After, in seconds, of the 503 sent when the
+// credential store is unavailable.
+const RetryAfter = 5
+
+// WithNonceLifetime sets how long a nonce is accepted; an older one is
+// answered with a fresh challenge carrying stale=true. The default is
+// DefaultNonceLifetime.
+func WithNonceLifetime(d time.Duration) Option { return func(s *Server) { s.lifetime = d } }
+
+// WithClock sets the clock (time.Now by default); tests use it to age
+// nonces.
+func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
+
+// WithLogger sets the logger (slog.Default by default).
+func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
+
+// NewServer returns a Server that looks users up in creds and signs nonces
+// with secret, which every node of a domain must share.
+func NewServer(creds CredentialStore, secret []byte, opts ...Option) *Server {
+	s := &Server{creds: creds, macs: newMACPool(secret), lifetime: DefaultNonceLifetime, now: time.Now, log: slog.Default()}
+	for _, o := range opts {
+		o(s)
+	}
+	s.nc = newNCTracker(s.lifetime, maxTracked)
+	return s
+}
+
+// Authenticate checks req's Authorization header (Proxy-Authorization when
+// proxy is true) for realm and returns the authenticated digest username,
+// the user part of the AOR. Otherwise it returns a *sipcore.StatusError:
+// 401 (407 when proxy) with a SHA-256 and an MD5 challenge, stale=true when
+// the digest was right but the nonce expired or its count was replayed;
+// 400 for a garbled header or a digest uri other than the Request-URI; 503
+// with Retry-After when the credential store is unavailable. An unknown
+// user and a wrong password get the same answer.
+func (s *Server) Authenticate(ctx context.Context, req *sip.Request, realm string, proxy bool) (string, error) {
+	name := "Authorization"
+	if proxy {
+		name = "Proxy-Authorization"
+	}
+	var c credentials
+	found := false
+	var garbled error
+	for _, h := range req.Headers() {
+		if !strings.EqualFold(h.Name(), name) {
+			continue
+		}
+		cc, err := parseAuthorization(h.Value())
+		if errors.Is(err, errNotDigest) {
+			continue
+		}
+		if err != nil {
+			garbled = err
+			continue
+		}
+		if strings.EqualFold(cc.realm, realm) {
+			c, found = cc, true
+			break
+		}
+	}
+	if !found {
+		if garbled != nil {
+			return "", &sipcore.StatusError{Code: 400, Reason: "Bad Request", Err: garbled}
+		}
+		return "", s.challenge(realm, proxy, false, ErrNoCredentials)
+	}
+
+	alg, ok := parseAlgorithm(c.algorithm)
+	if !ok || !strings.EqualFold(c.qop, "auth") {
+		return "", s.challenge(realm, proxy, false, fmt.Errorf("%w: algorithm=%q qop=%q", ErrUnsupported, clip(c.algorithm), clip(c.qop)))
+	}
+	if err := checkURI(c.uri, &req.Recipient); err != nil {
+		return "", &sipcore.StatusError{Code: 400, Reason: "Bad Request", Err: err}
+	}
+	now := s.now()
+	key, issued, err := s.macs.check(c.nonce, realm, now)
+	if err != nil {
+		return "", s.challenge(realm, proxy, false, err)
+	}
+
+	cred, err := s.creds.Lookup(ctx, c.username, realm)
+	var ha1 string
+	switch {
+	case err == nil:
+		ha1 = cred.HA1MD5
+		if alg == algSHA256 {
+			ha1 = cred.HA1SHA256
+		}
+	case errors.Is(err, ErrUnknownUser):
+	case errors.Is(err, ErrUnavailable):
+		return "", (&sipcore.StatusError{Code: 503, Reason: "Service Unavailable", Err: err}).
+			With(sip.NewHeader("Retry-After", strconv.Itoa(RetryAfter)))
+	default:
+		return "", &sipcore.StatusError{Code: 500, Reason: "Server Internal Error", Err: err}
+	}
+	if len(ha1) != alg.hexLen() {
+		// Unknown user, or no hash for this algorithm: spend the same
+		// work as for a known one and answer as for a wrong password.
+		ha1 = dummyHA1[:alg.hexLen()]
+		err = ErrUnknownUser
+	}
+	var buf [2 * sha256.Size]byte
+	want := alg.response(buf[:0], ha1, string(req.Method), &c)
+	if !equalHexFold(want, c.response) || err != nil {
+		if err == nil {
+			err = ErrWrongPassword
+		}
+		return "", s.challenge(realm, proxy, false, fmt.Errorf("user %q: %w", clip(c.username), err))
+	}
+
+	if now.Sub(issued) > s.lifetime {
+		return "", s.challenge(realm, proxy, true, fmt.Errorf("%w: issued %v ago", ErrStaleNonce, now.Sub(issued).Round(time.Second)))
+	}
+	nc, _ := strconv.ParseUint(c.nc, 16, 32)
+	forced, err := s.nc.use(key, issued, uint32(nc), now)
+	if forced {
+		s.log.Warn("auth: nonce-count tracker full, dropped older nonces early; raise capacity or shorten the nonce lifetime", "max", maxTracked)
+	}
+	if err != nil {
+		return "", s.challenge(realm, proxy, true, err)
+	}
+	return c.username, nil
+}
+
+// challenge returns a 401 (407 when proxy) carrying a fresh nonce in a
+// SHA-256 challenge, then an MD5 one (RFC 8760 §3: most preferred first).
+func (s *Server) challenge(realm string, proxy, stale bool, cause error) *sipcore.StatusError {
+	code, reason, name := 401, "Unauthorized", "WWW-Authenticate"
+	if proxy {
+		code, reason, name = 407, "Proxy Authentication Required", "Proxy-Authenticate"
+	}
+	var b strings.Builder
+	b.WriteString(`Digest realm="`)
+	for i := 0; i < len(realm); i++ {
+		if c := realm[i]; c == '"' || c == '\\' {
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		} else if c >= ' ' && c != 0x7f {
+			b.WriteByte(c)
+		}
+	}
+	b.WriteString(`", nonce="`)
+	b.WriteString(s.macs.newNonce(s.now(), realm))
+	b.WriteString(`", qop="auth"`)
+	if stale {
+		b.WriteString(", stale=true")
+	}
+	b.WriteString(", algorithm=")
+	v := b.String()
+	return (&sipcore.StatusError{Code: code, Reason: reason, Err: cause}).
+		With(sip.NewHeader(name, v+"SHA-256"), sip.NewHeader(name, v+"MD5"))
+}
+
+// algorithm is a digest algorithm the server offers.
+type algorithm uint8
+
+const (
+	algMD5 algorithm = iota
+	algSHA256
+)
+
+// dummyHA1 stands in for the hash of an unknown user.
+const dummyHA1 = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// parseAlgorithm maps the algorithm parameter; absent means MD5 (RFC 7616
+// §3.3). The -sess variants are not offered.
+func parseAlgorithm(s string) (algorithm, bool) {
+	switch {
+	case s == "" || strings.EqualFold(s, "MD5"):
+		return algMD5, true
+	case strings.EqualFold(s, "SHA-256"):
+		return algSHA256, true
+	}
+	return 0, false
+}
+
+func (a algorithm) hexLen() int {
+	if a == algSHA256 {
+		return 2 * sha256.Size
+	}
+	return 2 * md5.Size
+}
+
+// hexSum appends the lower-case hex digest of data to dst.
+func (a algorithm) hexSum(dst, data []byte) []byte {
+	if a == algSHA256 {
+		h := sha256.Sum256(data)
+		return hex.AppendEncode(dst, h[:])
+	}
+	h := md5.Sum(data)
+	return hex.AppendEncode(dst, h[:])
+}
+
+// response appends the expected request-digest for qop=auth to dst
+// (RFC 7616 §3.4.1): KD(HA1, nonce ":" nc ":" cnonce ":" qop ":" H(A2)),
+// A2 = method ":" uri.
+func (a algorithm) response(dst []byte, ha1, method string, c *credentials) []byte {
+	var scratch [512]byte
+	b := append(append(append(scratch[:0], method...), ':'), c.uri...)
+	var ha2 [2 * sha256.Size]byte
+	h2 := a.hexSum(ha2[:0], b)
+	b = append(append(scratch[:0], ha1...), ':')
+	b = append(append(b, c.nonce...), ':')
+	b = append(append(b, c.nc...), ':')
+	b = append(append(b, c.cnonce...), ':')
+	b = append(append(b, c.qop...), ':')
+	b = append(b, h2...)
+	return a.hexSum(dst, b)
+}
+
+// equalHexFold compares the lower-case hex want with the client's hex
+// got, ignoring case, in time that depends only on the lengths.
+func equalHexFold(want []byte, got string) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	var lower [2 * sha256.Size]byte
+	for i := 0; i < len(got); i++ {
+		c := got[i]
+		if c >= 'A' && c <= 'F' {
+			c |= 0x20
+		}
+		lower[i] = c
+	}
+	return subtle.ConstantTimeCompare(want, lower[:len(got)]) == 1
+}
+
+// checkURI checks that the digest uri names the Request-URI (RFC 7616
+// §3.4.6). Proxies and clients differ in details, so it compares as SIP
+// URIs, leniently: user, host (case-insensitive) and port, with an absent
+// port equal to the scheme's default; parameters are not compared.
+func checkURI(uri string, ruri *sip.Uri) error {
+	u := uriPool.Get().(*sip.Uri)
+	defer uriPool.Put(u)
+	*u = sip.Uri{}
+	if err := sip.ParseUri(uri, u); err != nil || u.Host == "" {
+		return fmt.Errorf("%w: uri %q: %v", ErrMalformed, clip(uri), err)
+	}
+	if u.User != ruri.User || !strings.EqualFold(u.Host, ruri.Host) || port(u) != port(ruri) {
+		return fmt.Errorf("%w: %q, Request-URI %q", ErrURIMismatch, clip(uri), clip(ruri.String()))
+	}
+	return nil
+}
+
+// uriPool saves an allocation per request in checkURI.
+var uriPool = sync.Pool{New: func() any { return new(sip.Uri) }}
+
+func port(u *sip.Uri) int {
+	switch {
+	case u.Port != 0:
+		return u.Port
+	case strings.EqualFold(u.Scheme, "sips"):
+		return 5061
+	}
+	return 5060
+}
