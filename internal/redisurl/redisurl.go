@@ -39,7 +39,8 @@ func Open(rawURL string) (goredis.UniversalClient, error) {
 // 26379 for Sentinel. The password authenticates to the Redis servers;
 // Sentinels that require one of their own get it from the
 // sentinel_password option. The other options are go-redis' own URL
-// options (dial_timeout, read_timeout, pool_size, ...).
+// options (dial_timeout, read_timeout, pool_size, ...), and
+// context_timeout_enabled for every form.
 func Parse(rawURL string) (*goredis.UniversalOptions, error) {
 	scheme, rest, ok := strings.Cut(rawURL, "://")
 	if !ok {
@@ -147,6 +148,10 @@ func parseSingle(base, rest string) (*goredis.UniversalOptions, error) {
 	if len(p.hosts) > 1 {
 		return nil, errors.New("redisurl: redis:// takes one host; use redis+cluster:// or redis+sentinel:// for several")
 	}
+	ctxTimeout, err := p.takeBool("context_timeout_enabled")
+	if err != nil {
+		return nil, err
+	}
 	o, err := goredis.ParseURL(p.goURL(base, p.path))
 	if err != nil {
 		return nil, wrap(err)
@@ -166,7 +171,7 @@ func parseSingle(base, rest string) (*goredis.UniversalOptions, error) {
 		DialerRetryTimeout:    o.DialerRetryTimeout,
 		ReadTimeout:           o.ReadTimeout,
 		WriteTimeout:          o.WriteTimeout,
-		ContextTimeoutEnabled: o.ContextTimeoutEnabled,
+		ContextTimeoutEnabled: ctxTimeout,
 		PoolFIFO:              o.PoolFIFO,
 		PoolSize:              o.PoolSize,
 		MaxConcurrentDials:    o.MaxConcurrentDials,
@@ -270,6 +275,10 @@ func parseCluster(base, rest string) (*goredis.UniversalOptions, error) {
 	for _, h := range p.hosts[1:] {
 		p.query.Add("addr", h)
 	}
+	ctxTimeout, err := p.takeBool("context_timeout_enabled")
+	if err != nil {
+		return nil, err
+	}
 	o, err := goredis.ParseClusterURL(p.goURL(base, ""))
 	if err != nil {
 		return nil, wrap(err)
@@ -289,7 +298,7 @@ func parseCluster(base, rest string) (*goredis.UniversalOptions, error) {
 		DialerRetryTimeout:    o.DialerRetryTimeout,
 		ReadTimeout:           o.ReadTimeout,
 		WriteTimeout:          o.WriteTimeout,
-		ContextTimeoutEnabled: o.ContextTimeoutEnabled,
+		ContextTimeoutEnabled: ctxTimeout,
 		PoolFIFO:              o.PoolFIFO,
 		PoolSize:              o.PoolSize,
 		MaxConcurrentDials:    o.MaxConcurrentDials,
@@ -306,6 +315,20 @@ func parseCluster(base, rest string) (*goredis.UniversalOptions, error) {
 		RouteRandomly:         o.RouteRandomly,
 		FailingTimeoutSeconds: o.FailingTimeoutSeconds,
 	}, nil
+}
+
+// takeBool removes the option name from p's query and returns its value:
+// for options go-redis reads from some URLs and not from others.
+func (p *parts) takeBool(name string) (bool, error) {
+	v := p.query.Get(name)
+	p.query.Del(name)
+	switch v {
+	case "", "false", "0":
+		return false, nil
+	case "true", "1":
+		return true, nil
+	}
+	return false, fmt.Errorf("redisurl: invalid %s boolean %q", name, v)
 }
 
 // wrap prefixes a parse error, dropping the URL that net/url errors quote

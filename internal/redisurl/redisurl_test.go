@@ -27,6 +27,9 @@ func TestParse(t *testing.T) {
 			want: goredis.UniversalOptions{Addrs: []string{"redis.a.example:6380"}, DB: 3, Username: "sip", Password: "s@cret",
 				DialTimeout: 2 * time.Second, ReadTimeout: 500 * time.Millisecond, PoolSize: 7}},
 		{url: "redis://:pw@h:1", want: goredis.UniversalOptions{Addrs: []string{"h:1"}, Password: "pw"}},
+		{url: "redis://h:1?context_timeout_enabled=true", want: goredis.UniversalOptions{Addrs: []string{"h:1"}, ContextTimeoutEnabled: true}},
+		{url: "redis+cluster://h:1?context_timeout_enabled=1", want: goredis.UniversalOptions{Addrs: []string{"h:1"}, IsClusterMode: true, ContextTimeoutEnabled: true}},
+		{url: "redis+sentinel://h:1/m?context_timeout_enabled=true", want: goredis.UniversalOptions{Addrs: []string{"h:1"}, MasterName: "m", ContextTimeoutEnabled: true}},
 		{url: "rediss://h:6380", tls: true, want: goredis.UniversalOptions{Addrs: []string{"h:6380"}}},
 		{url: "redis+sentinel://s1:26379,s2,[2001:db8::2]:5000/mymaster",
 			want: goredis.UniversalOptions{Addrs: []string{"s1:26379", "s2:26379", "[2001:db8::2]:5000"}, MasterName: "mymaster"}},
@@ -50,6 +53,7 @@ func TestParse(t *testing.T) {
 				Addrs: o.Addrs, DB: o.DB, Username: o.Username, Password: o.Password,
 				MasterName: o.MasterName, SentinelPassword: o.SentinelPassword, IsClusterMode: o.IsClusterMode,
 				DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, PoolSize: o.PoolSize, ReadOnly: o.ReadOnly,
+				ContextTimeoutEnabled: o.ContextTimeoutEnabled,
 			}
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("options\n got %+v\nwant %+v", got, tc.want)
@@ -85,6 +89,7 @@ func TestParseErrors(t *testing.T) {
 		{"redis+sentinel://s1,,s2/m", "empty host"},
 		{"redis+cluster://n1:7000/0", "takes no path"},
 		{"redis+cluster://n1?dial_timeout=soon", "invalid dial_timeout"},
+		{"redis://h?context_timeout_enabled=yes", "invalid context_timeout_enabled"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.url, func(t *testing.T) {

@@ -1,0 +1,346 @@
+package redis_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/sipfed/sipfed/internal/redisurl"
+	"github.com/sipfed/sipfed/internal/testenv"
+	"github.com/sipfed/sipfed/location"
+	"github.com/sipfed/sipfed/location/redis"
+	"github.com/sipfed/sipfed/location/storetest"
+)
+
+const alice = "alice@a.example"
+
+func client(t testing.TB, r *testenv.Redis) goredis.UniversalClient {
+	t.Helper()
+	c, err := redisurl.Open(r.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, now func() time.Time) location.Store {
+		return redis.New(client(t, testenv.StartRedis(t)), redis.WithClock(now))
+	})
+}
+
+func register(t *testing.T, s location.Store, aor string, cseq uint32, bs ...location.Binding) []location.Binding {
+	t.Helper()
+	got, err := s.Update(context.Background(), aor, location.Update{CallID: "c1", CSeq: cseq, Now: time.Now(), Set: bs})
+	if err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	return got
+}
+
+func binding(contact string, ttl time.Duration) location.Binding {
+	return location.Binding{Contact: contact, Q: 1000, Expires: time.Now().Add(ttl)}
+}
+
+// TestUnavailable checks that a stopped Redis makes calls fail promptly
+// with location.ErrUnavailable (503 for the registrar), and that the store
+// works again, script included, once Redis is back, empty.
+func TestUnavailable(t *testing.T) {
+	r := testenv.StartRedis(t)
+	c, err := redisurl.Open(r.URL() + "?dial_timeout=200ms&read_timeout=200ms&write_timeout=200ms&max_retries=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := redis.New(c)
+	register(t, s, alice, 1, binding("sip:alice@10.0.0.1", time.Hour))
+
+	r.Stop()
+	for name, call := range map[string]func(context.Context) error{
+		"Update": func(ctx context.Context) error {
+			_, err := s.Update(ctx, alice, location.Update{CallID: "c1", CSeq: 2, Now: time.Now(),
+				Set: []location.Binding{binding("sip:alice@10.0.0.2", time.Hour)}})
+			return err
+		},
+		"Lookup": func(ctx context.Context) error {
+			_, err := s.Lookup(ctx, alice)
+			return err
+		},
+	} {
+		start := time.Now()
+		err := call(context.Background())
+		if !errors.Is(err, location.ErrUnavailable) {
+			t.Fatalf("%s with Redis stopped: %v, want ErrUnavailable", name, err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("%s with Redis stopped took %v", name, d)
+		}
+		t.Logf("%s with Redis stopped: %v after %v", name, err, time.Since(start))
+	}
+
+	r.Restart(t)
+	// go-redis stops dialing after repeated failures and probes once a
+	// second, so the first calls after the restart may still fail.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := s.Update(context.Background(), alice, location.Update{CallID: "c1", CSeq: 3, Now: time.Now(),
+			Set: []location.Binding{binding("sip:alice@10.0.0.3", time.Hour)}})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, location.ErrUnavailable) || time.Now().After(deadline) {
+			t.Fatalf("Update after Redis came back: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	bs, err := s.Lookup(context.Background(), alice)
+	if err != nil || len(bs) != 1 || bs[0].Contact != "sip:alice@10.0.0.3" {
+		t.Fatalf("Lookup after Redis came back = %v, %v; want the one binding made since", bs, err)
+	}
+}
+
+// TestHungRedisTimesOut checks a Redis that accepts connections and never
+// answers: the read timeout, or the caller's deadline, ends the call with
+// ErrUnavailable.
+func TestHungRedisTimesOut(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		var held []net.Conn // accepted, never answered, closed with l
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				for _, c := range held {
+					c.Close()
+				}
+				return
+			}
+			held = append(held, conn)
+		}
+	}()
+	for _, tc := range []struct {
+		name, query string
+		timeout     time.Duration
+	}{
+		{"ReadTimeout", "?max_retries=-1&read_timeout=300ms", time.Minute},
+		{"ContextDeadline", "?max_retries=-1&context_timeout_enabled=true", 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := redisurl.Open("redis://" + l.Addr().String() + tc.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			s := redis.New(c)
+			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+			defer cancel()
+			start := time.Now()
+			_, err = s.Lookup(ctx, alice)
+			if !errors.Is(err, location.ErrUnavailable) {
+				t.Fatalf("Lookup on a hung Redis: %v, want ErrUnavailable", err)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Fatalf("Lookup on a hung Redis took %v", d)
+			}
+		})
+	}
+}
+
+// TestLayout checks the data as other tools and nodes see it: one hash per
+// AOR under its hash tag, one field per device, JSON values, and a key
+// TTL that is the latest binding's expiry.
+func TestLayout(t *testing.T) {
+	r := testenv.StartRedis(t)
+	c := client(t, r)
+	s := redis.New(c)
+	ctx := context.Background()
+	key := "sipfed:loc:{alice@a.example}"
+	if redis.Key(alice) != key {
+		t.Fatalf("Key = %q, want %q", redis.Key(alice), key)
+	}
+	short, long := binding("sip:alice@10.0.0.1", time.Hour), binding("sip:alice@10.0.0.2", 2*time.Hour)
+	register(t, s, alice, 1, short, long)
+
+	pttl := func(want time.Duration) {
+		t.Helper()
+		got, err := c.PTTL(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got > want || got < want-5*time.Second {
+			t.Fatalf("PTTL %v, want about %v", got, want)
+		}
+	}
+	pttl(2 * time.Hour)
+
+	fields, err := c.HGetAll(ctx, key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fields) != 2 {
+		t.Fatalf("hash fields %v, want 2", fields)
+	}
+	var v struct {
+		Contact string `json:"contact"`
+		Expires int64  `json:"expires"`
+	}
+	if err := json.Unmarshal([]byte(fields[short.Key()]), &v); err != nil {
+		t.Fatalf("field %s: %v", short.Key(), err)
+	}
+	if v.Contact != short.Contact || v.Expires != short.Expires.UnixMilli() {
+		t.Fatalf("field %s = %s", short.Key(), fields[short.Key()])
+	}
+
+	_, err = s.Update(ctx, alice, location.Update{CallID: "c1", CSeq: 2, Now: time.Now(), Remove: []string{long.Key()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pttl(time.Hour)
+	_, err = s.Update(ctx, alice, location.Update{CallID: "c1", CSeq: 3, Now: time.Now(), RemoveAll: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Exists(ctx, key).Result(); err != nil || n != 0 {
+		t.Fatalf("key exists (%d, %v) after its last binding went", n, err)
+	}
+}
+
+// TestUndecodableFieldIgnored checks that a field that is not a binding
+// (written by hand or by a future version) neither breaks the AOR nor stays.
+func TestUndecodableFieldIgnored(t *testing.T) {
+	r := testenv.StartRedis(t)
+	c := client(t, r)
+	s := redis.New(c)
+	ctx := context.Background()
+	if err := c.HSet(ctx, redis.Key(alice), "junk", "{not json").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if bs, err := s.Lookup(ctx, alice); err != nil || len(bs) != 0 {
+		t.Fatalf("Lookup = %v, %v; want nothing", bs, err)
+	}
+	register(t, s, alice, 1, binding("sip:alice@10.0.0.1", time.Hour))
+	if ok, err := c.HExists(ctx, redis.Key(alice), "junk").Result(); err != nil || ok {
+		t.Fatalf("junk field still there after an Update (%v, %v)", ok, err)
+	}
+}
+
+// TestPublishOnChange checks the message other nodes get when an AOR
+// changes, and that updates changing nothing publish nothing.
+func TestPublishOnChange(t *testing.T) {
+	r := testenv.StartRedis(t)
+	c := client(t, r)
+	s := redis.New(c)
+	ctx := context.Background()
+	ps := c.Subscribe(ctx, redis.Key(alice), redis.Key("bob@a.example"))
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	msgs := ps.Channel()
+	next := func() *goredis.Message {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			return m
+		case <-time.After(5 * time.Second):
+			t.Fatal("no message published")
+			return nil
+		}
+	}
+
+	register(t, s, alice, 1, binding("sip:alice@10.0.0.1", time.Hour))
+	if m := next(); m.Channel != redis.Key(alice) || m.Payload != alice {
+		t.Fatalf("message %q on %q, want %q on %q", m.Payload, m.Channel, alice, redis.Key(alice))
+	}
+	// A query, a stale update and removing an unknown contact change nothing.
+	register(t, s, alice, 2)
+	if _, err := s.Update(ctx, alice, location.Update{CallID: "c1", CSeq: 1, Now: time.Now(),
+		Set: []location.Binding{binding("sip:alice@10.0.0.1", time.Hour)}}); !errors.Is(err, location.ErrStaleCSeq) {
+		t.Fatalf("stale Update: %v", err)
+	}
+	if _, err := s.Update(ctx, alice, location.Update{CallID: "c1", CSeq: 3, Now: time.Now(), Remove: []string{"c:sip:nobody"}}); err != nil {
+		t.Fatal(err)
+	}
+	register(t, s, "bob@a.example", 1, binding("sip:bob@10.0.0.9", time.Hour))
+	if m := next(); m.Payload != "bob@a.example" {
+		t.Fatalf("message %q, want bob's: an update that changed nothing published", m.Payload)
+	}
+	// Removing publishes too.
+	if _, err := s.Update(ctx, alice, location.Update{CallID: "c1", CSeq: 4, Now: time.Now(), RemoveAll: true}); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(); m.Payload != alice {
+		t.Fatalf("message %q after removing, want %q", m.Payload, alice)
+	}
+}
+
+func TestWatch(t *testing.T) {
+	r := testenv.StartRedis(t)
+	c := client(t, r)
+	s := redis.New(c)
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := s.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another node's store on its own client.
+	register(t, redis.New(client(t, r)), alice, 1, binding("sip:alice@10.0.0.1", time.Hour))
+	select {
+	case aor := <-ch:
+		if aor != alice {
+			t.Fatalf("Watch gave %q, want %q", aor, alice)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Watch gave nothing")
+	}
+	cancel()
+	select {
+	case _, ok := <-ch:
+		if ok {
+			t.Fatal("Watch gave a change after its context ended")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Watch channel not closed after its context ended")
+	}
+}
+
+// TestSurvivesRestartOfSipfed checks that a new Store, as after a restart
+// of sipfed, finds the bindings an earlier one made.
+func TestSurvivesRestartOfSipfed(t *testing.T) {
+	r := testenv.StartRedis(t)
+	c1 := client(t, r)
+	s1 := redis.New(c1)
+	want := register(t, s1, alice, 1, binding("sip:alice@10.0.0.1", time.Hour), binding("sip:alice@10.0.0.2", time.Hour))
+	s1.Close()
+	c1.Close()
+
+	got, err := redis.New(client(t, r)).Lookup(context.Background(), alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("new store found %d bindings, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i].Contact != want[i].Contact || !got[i].Expires.Equal(want[i].Expires) {
+			t.Fatalf("binding %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
+func BenchmarkUpdate(b *testing.B) {
+	storetest.BenchUpdate(b, redis.New(client(b, testenv.StartRedis(b))))
+}
+
+func BenchmarkLookup(b *testing.B) {
+	storetest.BenchLookup(b, redis.New(client(b, testenv.StartRedis(b))))
+}
