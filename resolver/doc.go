@@ -1,0 +1,8 @@
+// Package resolver finds the SIP servers of a domain the way a mail server
+// finds an MX: NAPTR, then SRV, then A/AAAA, as RFC 3263 §4 says
+// (https://www.rfc-editor.org/rfc/rfc3263#section-4), with the weighted
+// order of RFC 2782 (https://www.rfc-editor.org/rfc/rfc2782), a cache that
+// honours record TTLs and negative answers (RFC 2308,
+// https://www.rfc-editor.org/rfc/rfc2308), and failover order for callers.
+// It also holds LabServer, a small authoritative DNS server for labs and tests.
+package resolver
