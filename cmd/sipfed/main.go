@@ -23,7 +23,9 @@ type command struct {
 // commands lists the subcommands; wired here, not from init().
 func commands() map[string]command {
 	return map[string]command{
-		"user": {"add, delete and list users (add|del|list)", runUser},
+		"resolve": {"print the RFC 3263 targets for a SIP URI", runResolve},
+		"dns":     {"serve lab DNS zones (NAPTR, SRV, A) for tests", runDNS},
+		"user":    {"add, delete and list users (add|del|list)", runUser},
 	}
 }
 
