@@ -1,4 +1,4 @@
-// Package memory is the in-process location.Store: bindings of one node, kept
-// in a sharded map, for a single sipfed without Redis (RFC 3261 §10,
-// https://www.rfc-editor.org/rfc/rfc3261#section-10; Path RFC 3327; instances RFC 5626).
+// Package memory is the location.Store of a single sipfed node: the bindings of RFC 3261 §10
+// (https://www.rfc-editor.org/rfc/rfc3261#section-10), with Path (https://www.rfc-editor.org/rfc/rfc3327)
+// and instances (https://www.rfc-editor.org/rfc/rfc5626), in a sharded map in memory.
 package memory

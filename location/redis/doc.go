@@ -1,4 +1,4 @@
-// Package redis is the location.Store shared by sipfed nodes: one Redis hash
-// per AOR, updated atomically by a Lua script (RFC 3261 §10.3,
-// https://www.rfc-editor.org/rfc/rfc3261#section-10.3; Path RFC 3327; instances RFC 5626).
+// Package redis is the location.Store that sipfed nodes share: the bindings of RFC 3261 §10
+// (https://www.rfc-editor.org/rfc/rfc3261#section-10), with Path (https://www.rfc-editor.org/rfc/rfc3327)
+// and instances (https://www.rfc-editor.org/rfc/rfc5626), one Redis hash per AOR, changed by one Lua script.
 package redis
