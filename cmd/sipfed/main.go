@@ -25,6 +25,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"resolve": {"print the RFC 3263 targets for a SIP URI", runResolve},
 		"dns":     {"serve lab DNS zones (NAPTR, SRV, A) for tests", runDNS},
+		"serve":   {"run a domain's registrar and proxy", runServe},
 		"user":    {"add, delete and list users (add|del|list)", runUser},
 	}
 }

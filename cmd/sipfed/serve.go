@@ -1,0 +1,339 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/sipfed/sipfed/auth"
+	"github.com/sipfed/sipfed/internal/metrics"
+	"github.com/sipfed/sipfed/internal/redisurl"
+	"github.com/sipfed/sipfed/location"
+	"github.com/sipfed/sipfed/location/memory"
+	locredis "github.com/sipfed/sipfed/location/redis"
+	"github.com/sipfed/sipfed/registrar"
+	"github.com/sipfed/sipfed/sipcore"
+)
+
+const serveUsage = `
+Usage: sipfed serve --domain DOMAIN [--domain DOMAIN...] [flags]
+
+Runs the registrar (and, later, the proxy) of one or more SIP domains.
+Users are user@DOMAIN; add them with 'sipfed user add'.
+
+Examples:
+  sipfed serve --domain a.example --users users.txt
+  sipfed serve --domain a.example --listen udp:0.0.0.0:5060 --listen tcp:0.0.0.0:5060 \
+               --store redis://127.0.0.1:6379/0 --users redis --http 127.0.0.1:8080
+`
+
+type serveConfig struct {
+	domains        *listFlag
+	listen         *listFlag
+	store          string
+	users          string
+	http           string
+	secret         string
+	minExpires     int
+	maxExpires     int
+	defaultExpires int
+	maxContacts    int
+	nodeID         string
+	logLevel       string
+	drain          time.Duration
+}
+
+func runServe(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "serve", serveUsage)
+	fs.withConfig()
+	host, _ := os.Hostname()
+	c := serveConfig{domains: newListFlag(), listen: newListFlag("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")}
+	fs.Var(c.domains, "domain", "a SIP `domain` served here (repeatable)")
+	fs.Var(c.listen, "listen", "`transport:host:port` to listen on, transport udp or tcp (repeatable)")
+	fs.StringVar(&c.store, "store", "memory", "location store: memory, or a Redis `URL` (redis://, rediss://, redis+sentinel://, redis+cluster://)")
+	fs.StringVar(&c.users, "users", "users.txt", "credentials: a users `file` written by 'sipfed user add', or 'redis' to keep them in the --store Redis")
+	fs.StringVar(&c.http, "http", "", "`address` for /healthz and /metrics (empty: off)")
+	fs.StringVar(&c.secret, "secret", "", "nonce `secret` shared by every node of a domain (default: kept in Redis when --store is Redis, else random per process)")
+	fs.IntVar(&c.minExpires, "min-expires", 60, "shortest registration interval in `seconds` (shorter → 423)")
+	fs.IntVar(&c.maxExpires, "max-expires", 3600, "longest registration interval in `seconds` (longer is clamped)")
+	fs.IntVar(&c.defaultExpires, "default-expires", 3600, "interval in `seconds` when a REGISTER gives none")
+	fs.IntVar(&c.maxContacts, "max-contacts", 10, "most bindings per address-of-record (0: no limit)")
+	fs.StringVar(&c.nodeID, "node-id", host, "`name` of this node, stored with each binding")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&c.drain, "drain", 5*time.Second, "on SIGTERM, how long to wait for requests in progress")
+	pos, err := fs.parse(e, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q (see --help)", pos[0])
+	}
+	if len(c.domains.vals) == 0 {
+		return usagef("--domain is required (see --help)")
+	}
+	for i, d := range c.domains.vals {
+		d = strings.ToLower(strings.TrimSpace(d))
+		if d == "" || strings.ContainsAny(d, " @:/\r\n") {
+			return usagef("--domain %q is not a domain name", d)
+		}
+		c.domains.vals[i] = d
+	}
+	if c.minExpires < 1 || c.maxExpires < c.minExpires || c.defaultExpires < c.minExpires || c.defaultExpires > c.maxExpires {
+		return usagef("need 1 <= --min-expires <= --default-expires <= --max-expires")
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return usagef("--log-level: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	return serve(ctx, e, c, log)
+}
+
+type listenSpec struct{ network, addr string }
+
+func parseListen(s string) (listenSpec, error) {
+	network, addr, ok := strings.Cut(s, ":")
+	network = strings.ToLower(network)
+	if !ok || (network != "udp" && network != "tcp") {
+		return listenSpec{}, usagef("--listen %q: want udp:HOST:PORT or tcp:HOST:PORT", s)
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return listenSpec{}, usagef("--listen %q: %v", s, err)
+	}
+	return listenSpec{network, addr}, nil
+}
+
+func serve(ctx context.Context, e *env, c serveConfig, log *slog.Logger) error {
+	var specs []listenSpec
+	for _, l := range c.listen.vals {
+		s, err := parseListen(l)
+		if err != nil {
+			return err
+		}
+		specs = append(specs, s)
+	}
+
+	// Stores.
+	var (
+		rdb   goredis.UniversalClient
+		store location.Store
+		creds auth.CredentialStore
+	)
+	if c.store == "memory" {
+		store = memory.New()
+	} else {
+		var err error
+		rdb, err = redisurl.Open(c.store)
+		if err != nil {
+			return usagef("--store: %v", err)
+		}
+		defer rdb.Close()
+		store = locredis.New(rdb)
+	}
+	defer store.Close()
+	switch {
+	case c.users == "redis":
+		if rdb == nil {
+			return usagef("--users redis needs --store redis://…")
+		}
+		creds = auth.NewRedisStore(rdb)
+	default:
+		fstore, err := auth.OpenFile(c.users)
+		if err != nil {
+			return fmt.Errorf("--users: %w", err)
+		}
+		creds = fstore
+	}
+	secret, err := nonceSecret(ctx, c.secret, rdb, log)
+	if err != nil {
+		return err
+	}
+	authSrv := auth.NewServer(creds, secret, auth.WithLogger(log))
+
+	reg := metrics.Registry{}
+	requests := reg.NewCounterVec("sipfed_sip_requests_total", "SIP requests received, by method.", "method")
+	responses := reg.NewCounterVec("sipfed_sip_responses_total", "SIP final responses sent by the registrar, by method and status code.", "method", "code")
+	start := time.Now()
+	reg.NewGaugeFunc("sipfed_uptime_seconds", "Seconds since the server started.", func() float64 { return time.Since(start).Seconds() })
+
+	registrarOpts := []registrar.Option{
+		registrar.WithExpires(c.minExpires, c.maxExpires, c.defaultExpires),
+		registrar.WithMaxContacts(c.maxContacts),
+		registrar.WithNodeID(c.nodeID),
+		registrar.WithLogger(log),
+	}
+	rg := registrar.New(c.domains.vals, store, authSrv, registrarOpts...)
+
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("sipfed"), sipgo.WithUserAgentParser(sipcore.NewParser()))
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer ua.Close()
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(log))
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+
+	// Requests in progress, waited for on SIGTERM.
+	var inflight sync.WaitGroup
+	var draining sync.Mutex
+	closed := false
+	track := func(h func(*sip.Request, sip.ServerTransaction)) sipgo.RequestHandler {
+		return func(req *sip.Request, tx sip.ServerTransaction) {
+			draining.Lock()
+			if closed {
+				draining.Unlock()
+				tx.Respond(sipcore.Response(req, sipcore.Errorf(503, "Shutting down").With(sip.NewHeader("Retry-After", "5"))))
+				return
+			}
+			inflight.Add(1)
+			draining.Unlock()
+			defer inflight.Done()
+			requests.Inc(string(req.Method))
+			h(req, &countingTx{ServerTransaction: tx, method: string(req.Method), responses: responses})
+		}
+	}
+	srv.OnRegister(track(rg.ServeSIP))
+	srv.OnOptions(track(func(req *sip.Request, tx sip.ServerTransaction) {
+		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+		res.AppendHeader(sip.NewHeader("Allow", "REGISTER, OPTIONS"))
+		res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
+		res.AppendHeader(sip.NewHeader("Supported", "path"))
+		tx.Respond(res)
+	}))
+	srv.OnNoRoute(track(func(req *sip.Request, tx sip.ServerTransaction) {
+		if req.IsAck() {
+			return
+		}
+		res := sip.NewResponseFromRequest(req, 405, "Method Not Allowed", nil)
+		res.AppendHeader(sip.NewHeader("Allow", "REGISTER, OPTIONS"))
+		tx.Respond(res)
+	}))
+
+	// Listeners.
+	var closers []func()
+	serveErr := make(chan error, len(specs)+1)
+	for _, s := range specs {
+		switch s.network {
+		case "udp":
+			conn, err := net.ListenPacket("udp", s.addr)
+			if err != nil {
+				return fmt.Errorf("serve: listen udp %s: %w", s.addr, err)
+			}
+			closers = append(closers, func() { conn.Close() })
+			log.Info("listening", "transport", "udp", "addr", conn.LocalAddr().String())
+			go func() { serveErr <- srv.ServeUDP(conn) }()
+		case "tcp":
+			l, err := net.Listen("tcp", s.addr)
+			if err != nil {
+				return fmt.Errorf("serve: listen tcp %s: %w", s.addr, err)
+			}
+			closers = append(closers, func() { l.Close() })
+			log.Info("listening", "transport", "tcp", "addr", l.Addr().String())
+			go func() { serveErr <- srv.ServeTCP(l) }()
+		}
+	}
+	if c.http != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintln(w, "ok")
+		})
+		mux.Handle("/metrics", &reg)
+		hl, err := net.Listen("tcp", c.http)
+		if err != nil {
+			return fmt.Errorf("serve: listen http %s: %w", c.http, err)
+		}
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		closers = append(closers, func() { hs.Close() })
+		log.Info("http", "addr", hl.Addr().String())
+		go hs.Serve(hl)
+	}
+	log.Info("serving", "domains", strings.Join(c.domains.vals, ","), "store", storeKind(c.store), "users", c.users)
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	// Drain: refuse new work, wait for what is in progress, then close.
+	log.Info("draining", "timeout", c.drain)
+	draining.Lock()
+	closed = true
+	draining.Unlock()
+	done := make(chan struct{})
+	go func() { inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(c.drain):
+		log.Warn("drain timeout: requests still in progress")
+	}
+	for _, cl := range closers {
+		cl()
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func storeKind(s string) string {
+	if s == "memory" {
+		return s
+	}
+	return "redis"
+}
+
+// nonceSecret returns the HMAC secret for digest nonces: the flag, else one
+// kept in Redis (so every node of a domain shares it), else a random one.
+func nonceSecret(ctx context.Context, flagSecret string, rdb goredis.UniversalClient, log *slog.Logger) ([]byte, error) {
+	if flagSecret != "" {
+		return []byte(flagSecret), nil
+	}
+	b := make([]byte, 32)
+	rand.Read(b)
+	fresh := hex.EncodeToString(b)
+	if rdb == nil {
+		return []byte(fresh), nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	const key = "sipfed:nonce-secret"
+	if err := rdb.SetNX(cctx, key, fresh, 0).Err(); err != nil {
+		log.Warn("redis unreachable at start; using a per-process nonce secret", "error", err)
+		return []byte(fresh), nil
+	}
+	v, err := rdb.Get(cctx, key).Result()
+	if err != nil {
+		log.Warn("redis unreachable at start; using a per-process nonce secret", "error", err)
+		return []byte(fresh), nil
+	}
+	return []byte(v), nil
+}
+
+// countingTx counts the final response a handler sends.
+type countingTx struct {
+	sip.ServerTransaction
+	method    string
+	responses *metrics.CounterVec
+}
+
+func (t *countingTx) Respond(res *sip.Response) error {
+	if res.StatusCode >= 200 {
+		t.responses.Inc(t.method, strconv.Itoa(res.StatusCode))
+	}
+	return t.ServerTransaction.Respond(res)
+}

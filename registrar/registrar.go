@@ -1,0 +1,439 @@
+// Package registrar implements a domain's SIP registrar: REGISTER per
+// RFC 3261 §10.3, with Path (RFC 3327), the source flow of each binding
+// (RFC 3581, RFC 5626) and digest authentication through an Authenticator.
+//
+// https://www.rfc-editor.org/rfc/rfc3261#section-10.3
+package registrar
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipfed/sipfed/location"
+	"github.com/sipfed/sipfed/sipcore"
+)
+
+// Authenticator checks a request's digest credentials for realm and returns
+// the authenticated user name, or a *sipcore.StatusError (401 challenge,
+// 400, 503). auth.Server implements it.
+type Authenticator interface {
+	Authenticate(ctx context.Context, req *sip.Request, realm string, proxy bool) (string, error)
+}
+
+// Registrar answers REGISTER requests for a set of domains.
+type Registrar struct {
+	domains        map[string]bool
+	store          location.Store
+	auth           Authenticator
+	minExpires     int
+	maxExpires     int
+	defaultExpires int
+	maxContacts    int
+	retryAfter     int
+	nodeID         string
+	now            func() time.Time
+	log            *slog.Logger
+}
+
+// Option configures a Registrar.
+type Option func(*Registrar)
+
+// WithExpires sets the minimum (423 below it), maximum (clamped) and default
+// registration intervals in seconds. Defaults: 60, 3600, 3600.
+func WithExpires(min, max, def int) Option {
+	return func(r *Registrar) { r.minExpires, r.maxExpires, r.defaultExpires = min, max, def }
+}
+
+// WithMaxContacts bounds the bindings per AOR (403 beyond it); 0 is no
+// bound. Default 10.
+func WithMaxContacts(n int) Option { return func(r *Registrar) { r.maxContacts = n } }
+
+// WithNodeID names this node in the bindings it writes.
+func WithNodeID(id string) Option { return func(r *Registrar) { r.nodeID = id } }
+
+// WithClock replaces time.Now (tests).
+func WithClock(now func() time.Time) Option { return func(r *Registrar) { r.now = now } }
+
+// WithLogger sets the logger; the default discards.
+func WithLogger(l *slog.Logger) Option { return func(r *Registrar) { r.log = l } }
+
+// WithRetryAfter sets the Retry-After seconds sent with 503 when the
+// location store is unavailable. Default 5.
+func WithRetryAfter(s int) Option { return func(r *Registrar) { r.retryAfter = s } }
+
+// New returns a registrar for domains that keeps bindings in store and
+// authenticates with auth.
+func New(domains []string, store location.Store, auth Authenticator, opts ...Option) *Registrar {
+	r := &Registrar{
+		domains:        make(map[string]bool, len(domains)),
+		store:          store,
+		auth:           auth,
+		minExpires:     60,
+		maxExpires:     3600,
+		defaultExpires: 3600,
+		maxContacts:    10,
+		retryAfter:     5,
+		now:            time.Now,
+		log:            slog.New(slog.DiscardHandler),
+	}
+	for _, d := range domains {
+		r.domains[strings.ToLower(d)] = true
+	}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+// ServeSIP answers one REGISTER on its server transaction.
+func (r *Registrar) ServeSIP(req *sip.Request, tx sip.ServerTransaction) {
+	res, err := r.Register(context.Background(), req)
+	if err != nil {
+		se := sipcore.AsStatus(err)
+		if se.Code >= 500 {
+			r.log.Warn("register failed", "call_id", callID(req), "status", se.Code, "error", err)
+		} else {
+			r.log.Debug("register rejected", "call_id", callID(req), "status", se.Code, "reason", se.Reason)
+		}
+		res = sipcore.Response(req, err)
+	}
+	if err := tx.Respond(res); err != nil {
+		r.log.Debug("register: respond", "call_id", callID(req), "error", err)
+	}
+}
+
+func callID(req *sip.Request) string {
+	if c := req.CallID(); c != nil {
+		return sipcore.Sanitize(c.Value())
+	}
+	return ""
+}
+
+// Register processes req (RFC 3261 §10.3) and returns the 200 response, or
+// an error carrying the SIP status to answer with.
+func (r *Registrar) Register(ctx context.Context, req *sip.Request) (*sip.Response, error) {
+	// Step 1: we are the registrar for the Request-URI's domain, or we say
+	// so; we do not relay REGISTER.
+	domain := strings.ToLower(req.Recipient.Host)
+	if !r.domains[domain] {
+		return nil, sipcore.Errorf(404, "Domain %s not served here", domain)
+	}
+	if err := sipcore.CheckRequest(req); err != nil {
+		return nil, err
+	}
+	// Step 2: extensions in Require we do not support → 420.
+	if unsup := unsupported(req); len(unsup) > 0 {
+		return nil, sipcore.Errorf(420, "Bad Extension").With(sip.NewHeader("Unsupported", strings.Join(unsup, ", ")))
+	}
+	// Step 3: authenticate, in the realm of the domain.
+	user, err := r.auth.Authenticate(ctx, req, domain, false)
+	if err != nil {
+		return nil, err
+	}
+	// Steps 4-5: the To is an AOR of the Request-URI's domain, and the
+	// authenticated user may only register its own AOR.
+	to := req.To().Address
+	if !strings.EqualFold(to.Host, domain) {
+		return nil, sipcore.Errorf(404, "To is not an address of %s", domain)
+	}
+	aor := sipcore.AOR(to)
+	if !sameUser(user, to.User, domain) {
+		return nil, sipcore.Errorf(403, "Not allowed to register %s", aor)
+	}
+	// Step 6: the Contacts and their intervals.
+	contacts, wildcard, err := r.parseContacts(req)
+	if err != nil {
+		return nil, err
+	}
+
+	now := r.now()
+	u := location.Update{
+		CallID:      req.CallID().Value(),
+		CSeq:        req.CSeq().SeqNo,
+		Now:         now,
+		RemoveAll:   wildcard,
+		MaxContacts: r.maxContacts,
+	}
+	if len(contacts) > 0 {
+		path := headerValues(req, "Path")
+		ua := ""
+		if h := req.GetHeader("User-Agent"); h != nil {
+			ua = sipcore.Sanitize(h.Value())
+		}
+		for i := range contacts {
+			c := &contacts[i]
+			if c.expires == 0 {
+				b := location.Binding{Contact: c.uri, InstanceID: c.instance, RegID: c.regID}
+				u.Remove = append(u.Remove, b.Key())
+				continue
+			}
+			u.Set = append(u.Set, location.Binding{
+				AOR:        aor,
+				Contact:    c.uri,
+				InstanceID: c.instance,
+				RegID:      c.regID,
+				Q:          c.q,
+				Expires:    now.Add(time.Duration(c.expires) * time.Second),
+				CallID:     u.CallID,
+				CSeq:       u.CSeq,
+				Path:       path,
+				Received:   req.Source(),
+				Transport:  strings.ToLower(req.Transport()),
+				NodeID:     r.nodeID,
+				UserAgent:  ua,
+			})
+		}
+	}
+	var bindings []location.Binding
+	if wildcard || len(u.Set) > 0 || len(u.Remove) > 0 {
+		bindings, err = r.store.Update(ctx, aor, u)
+	} else {
+		// Step 8 without changes: a query for the current bindings.
+		bindings, err = r.store.Lookup(ctx, aor)
+	}
+	switch {
+	case errors.Is(err, location.ErrStaleCSeq):
+		return nil, sipcore.Errorf(400, "CSeq not higher than the binding's for this Call-ID")
+	case errors.Is(err, location.ErrTooManyContacts):
+		return nil, sipcore.Errorf(403, "Too many contacts (at most %d)", r.maxContacts)
+	case errors.Is(err, location.ErrUnavailable):
+		se := sipcore.Errorf(503, "Location service unavailable").With(sip.NewHeader("Retry-After", strconv.Itoa(r.retryAfter)))
+		se.Err = err
+		return nil, se
+	case err != nil:
+		return nil, &sipcore.StatusError{Code: 500, Reason: "Server Internal Error", Err: err}
+	}
+	r.log.Debug("registered", "aor", aor, "call_id", u.CallID, "bindings", len(bindings))
+	return r.ok(req, bindings, now), nil
+}
+
+// ok builds the 200 that lists every current binding with its remaining
+// expires (§10.3 step 8), echoes Path (RFC 3327 §5.3) and says what we support.
+func (r *Registrar) ok(req *sip.Request, bindings []location.Binding, now time.Time) *sip.Response {
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	var b strings.Builder
+	for i := range bindings {
+		bd := &bindings[i]
+		left := int(math.Ceil(bd.Expires.Sub(now).Seconds()))
+		if left <= 0 {
+			continue
+		}
+		b.Reset()
+		b.WriteByte('<')
+		b.WriteString(bd.Contact)
+		b.WriteString(">;expires=")
+		b.WriteString(strconv.Itoa(left))
+		if bd.Q != 1000 {
+			b.WriteString(";q=")
+			b.WriteString(formatQ(bd.Q))
+		}
+		if bd.InstanceID != "" {
+			b.WriteString(`;+sip.instance="<`)
+			b.WriteString(bd.InstanceID)
+			b.WriteString(`>"`)
+			if bd.RegID != 0 {
+				b.WriteString(";reg-id=")
+				b.WriteString(strconv.Itoa(bd.RegID))
+			}
+		}
+		res.AppendHeader(sip.NewHeader("Contact", b.String()))
+	}
+	if supports(req, "path") {
+		for _, p := range headerValues(req, "Path") {
+			res.AppendHeader(sip.NewHeader("Path", p))
+		}
+	}
+	res.AppendHeader(sip.NewHeader("Supported", "path"))
+	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(http1123)))
+	return res
+}
+
+const http1123 = "Mon, 02 Jan 2006 15:04:05 GMT"
+
+type contact struct {
+	uri      string
+	expires  int
+	q        int
+	instance string
+	regID    int
+}
+
+// parseContacts reads the Contact headers with their expires (param, then
+// Expires header, then default, §10.3 step 6), min-expires (423) and
+// max-expires (clamp), and the wildcard rule.
+func (r *Registrar) parseContacts(req *sip.Request) ([]contact, bool, error) {
+	hdrExpires := -1
+	if h := req.GetHeader("Expires"); h != nil {
+		n, err := parseExpires(h.Value())
+		if err != nil {
+			return nil, false, sipcore.Errorf(400, "Invalid Expires header")
+		}
+		hdrExpires = n
+	}
+	var out []contact
+	wildcard := false
+	hs := req.GetHeaders("Contact")
+	for _, h := range hs {
+		ch, ok := h.(*sip.ContactHeader)
+		if !ok {
+			return nil, false, sipcore.Errorf(400, "Malformed Contact header")
+		}
+		if ch.Address.Wildcard {
+			wildcard = true
+			continue
+		}
+		c := contact{uri: ch.Address.String(), expires: hdrExpires, q: 1000}
+		switch strings.ToLower(ch.Address.Scheme) {
+		case "sip", "sips":
+		default:
+			return nil, false, sipcore.Errorf(400, "Contact must be a sip: or sips: URI")
+		}
+		if ch.Address.Host == "" {
+			return nil, false, sipcore.Errorf(400, "Contact URI has no host")
+		}
+		if v, ok := ch.Params.Get("expires"); ok {
+			n, err := parseExpires(v)
+			if err != nil {
+				return nil, false, sipcore.Errorf(400, "Invalid expires parameter")
+			}
+			c.expires = n
+		}
+		if c.expires < 0 {
+			c.expires = r.defaultExpires
+		}
+		if v, ok := ch.Params.Get("q"); ok {
+			q, err := parseQ(v)
+			if err != nil {
+				return nil, false, sipcore.Errorf(400, "Invalid q parameter")
+			}
+			c.q = q
+		}
+		if v, ok := ch.Params.Get("+sip.instance"); ok {
+			v = strings.Trim(v, `"`)
+			v = strings.TrimSuffix(strings.TrimPrefix(v, "<"), ">")
+			c.instance = sipcore.Sanitize(v)
+		}
+		if v, ok := ch.Params.Get("reg-id"); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return nil, false, sipcore.Errorf(400, "Invalid reg-id parameter")
+			}
+			c.regID = n
+		}
+		if c.expires > 0 && c.expires < r.minExpires {
+			return nil, false, sipcore.Errorf(423, "Interval Too Brief").With(sip.NewHeader("Min-Expires", strconv.Itoa(r.minExpires)))
+		}
+		if c.expires > r.maxExpires {
+			c.expires = r.maxExpires
+		}
+		out = append(out, c)
+	}
+	// §10.3 step 6: "*" only alone and only with Expires: 0.
+	if wildcard && (len(hs) != 1 || hdrExpires != 0) {
+		return nil, false, sipcore.Errorf(400, "Contact: * needs Expires: 0 and no other Contact")
+	}
+	return out, wildcard, nil
+}
+
+func parseExpires(s string) (int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || len(s) > 10 {
+		return 0, strconv.ErrSyntax
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, err
+	}
+	if n > math.MaxInt32 {
+		n = math.MaxInt32
+	}
+	return int(n), nil
+}
+
+// parseQ parses a qvalue (RFC 3261 §25.1: 0 to 1 with at most three
+// decimals) into thousandths.
+func parseQ(s string) (int, error) {
+	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || f < 0 || f > 1 || math.IsNaN(f) {
+		return 0, strconv.ErrSyntax
+	}
+	return int(math.Round(f * 1000)), nil
+}
+
+func formatQ(q int) string {
+	return strconv.FormatFloat(float64(q)/1000, 'f', -1, 64)
+}
+
+func sameUser(authUser, toUser, domain string) bool {
+	return authUser == toUser || authUser == toUser+"@"+domain
+}
+
+func headerValues(req *sip.Request, name string) []string {
+	var out []string
+	for _, h := range req.GetHeaders(name) {
+		for _, v := range splitComma(h.Value()) {
+			out = append(out, sipcore.Sanitize(v))
+		}
+	}
+	return out
+}
+
+// splitComma splits a header value on commas outside <> and quotes.
+func splitComma(s string) []string {
+	var out []string
+	depth, quoted, start := 0, false, 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"':
+			quoted = !quoted
+		case quoted:
+		case c == '<':
+			depth++
+		case c == '>':
+			depth--
+		case c == ',' && depth == 0:
+			if v := strings.TrimSpace(s[start:i]); v != "" {
+				out = append(out, v)
+			}
+			start = i + 1
+		}
+	}
+	if v := strings.TrimSpace(s[start:]); v != "" {
+		out = append(out, v)
+	}
+	return out
+}
+
+// supported lists the option tags we support in Require.
+var supported = map[string]bool{"path": true}
+
+func unsupported(req *sip.Request) []string {
+	var out []string
+	for _, h := range req.GetHeaders("Require") {
+		for _, tag := range strings.Split(h.Value(), ",") {
+			tag = strings.ToLower(strings.TrimSpace(tag))
+			if tag != "" && !supported[tag] {
+				out = append(out, sipcore.Sanitize(tag))
+			}
+		}
+	}
+	return out
+}
+
+func supports(req *sip.Request, tag string) bool {
+	for _, h := range req.GetHeaders("Supported") {
+		for _, t := range strings.Split(h.Value(), ",") {
+			if strings.EqualFold(strings.TrimSpace(t), tag) {
+				return true
+			}
+		}
+	}
+	return false
+}
