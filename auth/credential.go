@@ -37,14 +37,14 @@ func NewCredential(user, realm, password string) Credential {
 // the domain must be a host name or an IP address.
 func ParseAOR(aor string) (user, domain string, err error) {
 	s := strings.TrimPrefix(aor, "sip:")
+	if len(s) > 255 {
+		return "", "", fmt.Errorf("%w: longer than 255 bytes", ErrInvalidAOR)
+	}
 	at := strings.IndexByte(s, '@')
 	if at <= 0 || at == len(s)-1 {
 		return "", "", fmt.Errorf("%w: %q is not user@domain", ErrInvalidAOR, aor)
 	}
 	user, domain = s[:at], strings.ToLower(s[at+1:])
-	if len(s) > 255 {
-		return "", "", fmt.Errorf("%w: longer than 255 bytes", ErrInvalidAOR)
-	}
 	for i := 0; i < len(user); i++ {
 		if c := user[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`@:"\<>`, c) >= 0 {
 			return "", "", fmt.Errorf("%w: user part %q has %q", ErrInvalidAOR, user, c)
