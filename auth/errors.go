@@ -22,8 +22,6 @@ var (
 	// ErrUnsupported means the credentials use an algorithm or qop the
 	// server does not offer (only MD5 and SHA-256 with qop=auth are).
 	ErrUnsupported = errors.New("auth: unsupported algorithm or qop")
-	// ErrURIMismatch means the digest uri is not the Request-URI.
-	ErrURIMismatch = errors.New("auth: digest uri does not match the Request-URI")
 	// ErrBadNonce means the nonce was not issued by a node sharing the
 	// secret, or is from the future.
 	ErrBadNonce = errors.New("auth: nonce not issued by us")

@@ -26,6 +26,7 @@ type Server struct {
 	macs     *macPool
 	nc       *ncTracker
 	lifetime time.Duration
+	offer    []algorithm
 	now      func() time.Time
 	log      *slog.Logger
 }
@@ -56,10 +57,49 @@ func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = n
 // WithLogger sets the logger (slog.Default by default).
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 
+// WithAlgorithms sets the digest algorithms offered, most preferred first
+// ("MD5", "SHA-256"); unknown names are ignored (see CheckAlgorithms). The
+// default is MD5 then SHA-256: many clients (SIPp, JsSIP, older phones)
+// read only the first challenge and know only MD5, while clients that
+// follow RFC 8760 pick the best algorithm they support from all of them.
+func WithAlgorithms(names ...string) Option {
+	return func(s *Server) {
+		var offer []algorithm
+		for _, n := range names {
+			if a, ok := parseAlgorithm(n); ok && n != "" {
+				offer = append(offer, a)
+			}
+		}
+		if len(offer) > 0 {
+			s.offer = offer
+		}
+	}
+}
+
+// CheckAlgorithms reports an error unless names is a non-empty list of
+// distinct algorithms the server offers ("MD5", "SHA-256").
+func CheckAlgorithms(names []string) error {
+	seen := map[algorithm]bool{}
+	for _, n := range names {
+		a, ok := parseAlgorithm(n)
+		if !ok || n == "" {
+			return fmt.Errorf("%w: digest algorithm %q (want MD5 or SHA-256)", ErrUnsupported, clip(n))
+		}
+		if seen[a] {
+			return fmt.Errorf("%w: digest algorithm %q given twice", ErrUnsupported, clip(n))
+		}
+		seen[a] = true
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("%w: no digest algorithm", ErrUnsupported)
+	}
+	return nil
+}
+
 // NewServer returns a Server that looks users up in creds and signs nonces
 // with secret, which every node of a domain must share.
 func NewServer(creds CredentialStore, secret []byte, opts ...Option) *Server {
-	s := &Server{creds: creds, macs: newMACPool(secret), lifetime: DefaultNonceLifetime, now: time.Now, log: slog.Default()}
+	s := &Server{creds: creds, macs: newMACPool(secret), lifetime: DefaultNonceLifetime, offer: []algorithm{algMD5, algSHA256}, now: time.Now, log: slog.Default()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -108,10 +148,10 @@ func (s *Server) Authenticate(ctx context.Context, req *sip.Request, realm strin
 	}
 
 	alg, ok := parseAlgorithm(c.algorithm)
-	if !ok || !strings.EqualFold(c.qop, "auth") {
+	if !ok || !s.offers(alg) || !strings.EqualFold(c.qop, "auth") {
 		return "", s.challenge(realm, proxy, false, fmt.Errorf("%w: algorithm=%q qop=%q", ErrUnsupported, clip(c.algorithm), clip(c.qop)))
 	}
-	if err := checkURI(c.uri, &req.Recipient); err != nil {
+	if err := checkURI(c.uri); err != nil {
 		return "", &sipcore.StatusError{Code: 400, Reason: "Bad Request", Err: err}
 	}
 	now := s.now()
@@ -164,8 +204,17 @@ func (s *Server) Authenticate(ctx context.Context, req *sip.Request, realm strin
 	return c.username, nil
 }
 
-// challenge returns a 401 (407 when proxy) carrying a fresh nonce in a
-// SHA-256 challenge, then an MD5 one (RFC 8760 §3: most preferred first).
+func (s *Server) offers(a algorithm) bool {
+	for _, o := range s.offer {
+		if o == a {
+			return true
+		}
+	}
+	return false
+}
+
+// challenge returns a 401 (407 when proxy) carrying a fresh nonce in one
+// challenge per offered algorithm, most preferred first (RFC 8760 §2.4).
 func (s *Server) challenge(realm string, proxy, stale bool, cause error) *sipcore.StatusError {
 	code, reason, name := 401, "Unauthorized", "WWW-Authenticate"
 	if proxy {
@@ -189,8 +238,11 @@ func (s *Server) challenge(realm string, proxy, stale bool, cause error) *sipcor
 	}
 	b.WriteString(", algorithm=")
 	v := b.String()
-	return (&sipcore.StatusError{Code: code, Reason: reason, Err: cause}).
-		With(sip.NewHeader(name, v+"SHA-256"), sip.NewHeader(name, v+"MD5"))
+	se := &sipcore.StatusError{Code: code, Reason: reason, Err: cause}
+	for _, a := range s.offer {
+		se.Headers = append(se.Headers, sip.NewHeader(name, v+a.String()))
+	}
+	return se
 }
 
 // algorithm is a digest algorithm the server offers.
@@ -214,6 +266,13 @@ func parseAlgorithm(s string) (algorithm, bool) {
 		return algSHA256, true
 	}
 	return 0, false
+}
+
+func (a algorithm) String() string {
+	if a == algSHA256 {
+		return "SHA-256"
+	}
+	return "MD5"
 }
 
 func (a algorithm) hexLen() int {
@@ -267,19 +326,16 @@ func equalHexFold(want []byte, got string) bool {
 	return subtle.ConstantTimeCompare(want, lower[:len(got)]) == 1
 }
 
-// checkURI checks that the digest uri names the Request-URI (RFC 7616
-// §3.4.6). Proxies and clients differ in details, so it compares as SIP
-// URIs, leniently: user, host (case-insensitive) and port, with an absent
-// port equal to the scheme's default; parameters are not compared.
-func checkURI(uri string, ruri *sip.Uri) error {
+// checkURI checks that the digest uri is a SIP URI with a host. It is not
+// compared with the Request-URI: clients differ there (SIPp puts the
+// server's address, proxies may rewrite the Request-URI), the uri is
+// covered by the response hash, and replays are stopped by the nonce count.
+func checkURI(uri string) error {
 	u := uriPool.Get().(*sip.Uri)
 	defer uriPool.Put(u)
 	*u = sip.Uri{}
 	if err := sip.ParseUri(uri, u); err != nil || u.Host == "" {
 		return fmt.Errorf("%w: uri %q: %v", ErrMalformed, clip(uri), err)
-	}
-	if u.User != ruri.User || !strings.EqualFold(u.Host, ruri.Host) || port(u) != port(ruri) {
-		return fmt.Errorf("%w: %q, Request-URI %q", ErrURIMismatch, clip(uri), clip(ruri.String()))
 	}
 	return nil
 }
@@ -287,12 +343,3 @@ func checkURI(uri string, ruri *sip.Uri) error {
 // uriPool saves an allocation per request in checkURI.
 var uriPool = sync.Pool{New: func() any { return new(sip.Uri) }}
 
-func port(u *sip.Uri) int {
-	switch {
-	case u.Port != 0:
-		return u.Port
-	case strings.EqualFold(u.Scheme, "sips"):
-		return 5061
-	}
-	return 5060
-}

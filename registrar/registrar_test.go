@@ -186,7 +186,7 @@ func headerValue(se *sipcore.StatusError, name string) string {
 	return ""
 }
 
-func TestRFC3261_10_3_Step3_ChallengeOffersSHA256AndMD5(t *testing.T) {
+func TestRFC3261_10_3_Step3_ChallengeOffersMD5AndSHA256(t *testing.T) {
 	f := newFixture(t)
 	_, se := f.send(f.register("alice@a.example", "Contact: <sip:alice@192.0.2.10:5062>"))
 	wantStatus(t, se, 401)
@@ -203,8 +203,8 @@ func TestRFC3261_10_3_Step3_ChallengeOffersSHA256AndMD5(t *testing.T) {
 			algs = append(algs, strings.ToUpper(c.Algorithm))
 		}
 	}
-	if strings.Join(algs, ",") != "SHA-256,MD5" {
-		t.Fatalf("challenges %v, want SHA-256 then MD5", algs)
+	if strings.Join(algs, ",") != "MD5,SHA-256" {
+		t.Fatalf("challenges %v, want MD5 then SHA-256", algs)
 	}
 }
 

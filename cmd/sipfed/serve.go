@@ -48,6 +48,7 @@ type serveConfig struct {
 	users          string
 	http           string
 	secret         string
+	digest         string
 	minExpires     int
 	maxExpires     int
 	defaultExpires int
@@ -68,6 +69,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&c.users, "users", "users.txt", "credentials: a users `file` written by 'sipfed user add', or 'redis' to keep them in the --store Redis")
 	fs.StringVar(&c.http, "http", "", "`address` for /healthz and /metrics (empty: off)")
 	fs.StringVar(&c.secret, "secret", "", "nonce `secret` shared by every node of a domain (default: kept in Redis when --store is Redis, else random per process)")
+	fs.StringVar(&c.digest, "digest-algorithms", "MD5,SHA-256", "digest `algorithms` offered, most preferred first (MD5 first suits clients that read only the first challenge)")
 	fs.IntVar(&c.minExpires, "min-expires", 60, "shortest registration interval in `seconds` (shorter → 423)")
 	fs.IntVar(&c.maxExpires, "max-expires", 3600, "longest registration interval in `seconds` (longer is clamped)")
 	fs.IntVar(&c.defaultExpires, "default-expires", 3600, "interval in `seconds` when a REGISTER gives none")
@@ -94,6 +96,9 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	if c.minExpires < 1 || c.maxExpires < c.minExpires || c.defaultExpires < c.minExpires || c.defaultExpires > c.maxExpires {
 		return usagef("need 1 <= --min-expires <= --default-expires <= --max-expires")
+	}
+	if err := auth.CheckAlgorithms(splitList(c.digest)); err != nil {
+		return usagef("--digest-algorithms: %v", err)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
@@ -162,7 +167,7 @@ func serve(ctx context.Context, e *env, c serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	authSrv := auth.NewServer(creds, secret, auth.WithLogger(log))
+	authSrv := auth.NewServer(creds, secret, auth.WithLogger(log), auth.WithAlgorithms(splitList(c.digest)...))
 
 	reg := metrics.Registry{}
 	requests := reg.NewCounterVec("sipfed_sip_requests_total", "SIP requests received, by method.", "method")
@@ -288,6 +293,15 @@ func serve(ctx context.Context, e *env, c serveConfig, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// splitList splits a comma-separated flag value, trimming spaces.
+func splitList(s string) []string {
+	parts := strings.Split(s, ",")
+	for i := range parts {
+		parts[i] = strings.TrimSpace(parts[i])
+	}
+	return parts
 }
 
 func storeKind(s string) string {

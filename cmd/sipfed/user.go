@@ -27,10 +27,11 @@ var (
 	_ userAdmin = (*auth.RedisStore)(nil)
 )
 
-const userUsage = `Usage: sipfed user add|del|list [--users FILE | --store redis://…] [--password-stdin] [AOR | DOMAIN]
+const userUsage = `Usage: sipfed user add|del|list [--users FILE | --store redis://…] [--password-stdin] [AOR... | DOMAIN]
 
   sipfed user add alice@a.example          set alice's password (prompted, or --password-stdin)
-  sipfed user del alice@a.example          remove alice
+  sipfed user add --password-stdin a@x b@x set several, one password per stdin line, in order
+  sipfed user del alice@a.example          remove alice (or several)
   sipfed user list [a.example]             print the users, one AOR per line, sorted
 
 Only the HA1 hashes (MD5 and SHA-256) are stored, never the password. The
@@ -58,7 +59,7 @@ func runUser(ctx context.Context, e *env, args []string) error {
 	store := fs.String("store", "", "Redis `URL` holding the users (redis://, rediss://, redis+sentinel://, redis+cluster://)")
 	var passwordStdin *bool
 	if sub == "add" {
-		passwordStdin = fs.Bool("password-stdin", false, "read the password from the first line of stdin")
+		passwordStdin = fs.Bool("password-stdin", false, "read the password from stdin, one line per AOR")
 	}
 	pos, err := fs.parse(e, args[1:])
 	if errors.Is(err, errHelp) {
@@ -68,18 +69,21 @@ func runUser(ctx context.Context, e *env, args []string) error {
 		return usageError{err}
 	}
 
-	var arg string
-	switch {
-	case len(pos) > 1:
-		return usagef("too many arguments: %q", pos)
-	case len(pos) == 1:
-		arg = pos[0]
-	case sub != "list":
-		return usagef("missing the user's AOR, e.g. alice@a.example")
-	}
-	if sub != "list" {
-		if _, _, err := auth.ParseAOR(arg); err != nil {
-			return usagef("%v", err)
+	if sub == "list" {
+		if len(pos) > 1 {
+			return usagef("too many arguments: %q", pos)
+		}
+	} else {
+		if len(pos) == 0 {
+			return usagef("missing the user's AOR, e.g. alice@a.example")
+		}
+		for _, a := range pos {
+			if _, _, err := auth.ParseAOR(a); err != nil {
+				return usagef("%v", err)
+			}
+		}
+		if sub == "add" && len(pos) > 1 && !*passwordStdin {
+			return usagef("several AORs need --password-stdin (one password per line, in order)")
 		}
 	}
 
@@ -91,15 +95,30 @@ func runUser(ctx context.Context, e *env, args []string) error {
 
 	switch sub {
 	case "add":
-		password, err := readPassword(e, arg, *passwordStdin)
-		if err != nil {
-			return err
+		in := bufio.NewReader(e.stdin)
+		for _, aor := range pos {
+			password, err := readPassword(e, in, aor, *passwordStdin)
+			if err != nil {
+				return err
+			}
+			if err := admin.Add(ctx, aor, password); err != nil {
+				return err
+			}
 		}
-		return admin.Add(ctx, arg, password)
+		return nil
 	case "del":
-		return admin.Del(ctx, arg)
+		for _, aor := range pos {
+			if err := admin.Del(ctx, aor); err != nil {
+				return err
+			}
+		}
+		return nil
 	default:
-		aors, err := admin.List(ctx, arg)
+		domain := ""
+		if len(pos) == 1 {
+			domain = pos[0]
+		}
+		aors, err := admin.List(ctx, domain)
 		if err != nil {
 			return err
 		}
@@ -135,15 +154,15 @@ func openUserAdmin(users, store string) (userAdmin, func(), error) {
 
 // readPassword reads the password from the first line of stdin, or prompts
 // for it twice without echo when stdin is a terminal.
-func readPassword(e *env, aor string, fromStdin bool) (string, error) {
+func readPassword(e *env, in *bufio.Reader, aor string, fromStdin bool) (string, error) {
 	if fromStdin {
-		line, err := bufio.NewReader(e.stdin).ReadString('\n')
+		line, err := in.ReadString('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
 			return "", fmt.Errorf("reading the password: %w", err)
 		}
 		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
 		if line == "" {
-			return "", errors.New("empty password on stdin")
+			return "", fmt.Errorf("no password on stdin for %s", aor)
 		}
 		return line, nil
 	}

@@ -96,7 +96,7 @@ func TestUserUsage(t *testing.T) {
 		{[]string{"add", "--users", users, "--password-stdin"}, 2, "missing the user's AOR"},
 		{[]string{"add", "alice", "--users", users, "--password-stdin"}, 2, "invalid address of record"},
 		{[]string{"add", "al ice@a.example", "--users", users, "--password-stdin"}, 2, "invalid address of record"},
-		{[]string{"add", "a@a.example", "b@a.example", "--users", users}, 2, "too many arguments"},
+		{[]string{"add", "a@a.example", "b@a.example", "--users", users}, 2, "several AORs need --password-stdin"},
 		{[]string{"add", "alice@a.example", "--users", users}, 2, "stdin is not a terminal: use --password-stdin"},
 		{[]string{"add", "alice@a.example", "--users", users, "--bogus"}, 2, "flag provided but not defined"},
 		{[]string{"del", "alice@a.example", "--users", "redis"}, 2, "--users redis needs --store"},
@@ -110,7 +110,7 @@ func TestUserUsage(t *testing.T) {
 	if _, err := os.Stat(users); !os.IsNotExist(err) {
 		t.Errorf("a failed command wrote %s", users)
 	}
-	if code, _, stderr := runUserCLI(t, "\n", "add", "alice@a.example", "--users", users, "--password-stdin"); code != 1 || !strings.Contains(stderr, "empty password") {
+	if code, _, stderr := runUserCLI(t, "\n", "add", "alice@a.example", "--users", users, "--password-stdin"); code != 1 || !strings.Contains(stderr, "no password on stdin") {
 		t.Errorf("empty password: exit %d: %s", code, stderr)
 	}
 }
