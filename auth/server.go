@@ -27,6 +27,7 @@ type Server struct {
 	nc       *ncTracker
 	lifetime time.Duration
 	offer    []algorithm
+	legacyUA []string
 	now      func() time.Time
 	log      *slog.Logger
 }
@@ -76,6 +77,37 @@ func WithAlgorithms(names ...string) Option {
 	}
 }
 
+// WithMD5OnlyAgents names clients, by User-Agent prefix, that get a lone
+// MD5 challenge when MD5 is offered. Some clients fail on the first
+// challenge they do not understand rather than picking one they do:
+// baresip 1.x (libre) gives up with ENOSYS on a SHA-256 challenge. The
+// default is DefaultMD5OnlyAgents.
+func WithMD5OnlyAgents(prefixes ...string) Option {
+	return func(s *Server) { s.legacyUA = prefixes }
+}
+
+// DefaultMD5OnlyAgents are the User-Agent prefixes of clients known to
+// fail when offered SHA-256 beside MD5.
+var DefaultMD5OnlyAgents = []string{"baresip v0.", "baresip v1."}
+
+// md5Only reports whether req comes from a client that must see MD5 alone.
+func (s *Server) md5Only(req *sip.Request) bool {
+	if len(s.legacyUA) == 0 || !s.offers(algMD5) || len(s.offer) == 1 {
+		return false
+	}
+	h := req.GetHeader("User-Agent")
+	if h == nil {
+		return false
+	}
+	ua := h.Value()
+	for _, p := range s.legacyUA {
+		if p != "" && strings.HasPrefix(ua, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // CheckAlgorithms reports an error unless names is a non-empty list of
 // distinct algorithms the server offers ("MD5", "SHA-256").
 func CheckAlgorithms(names []string) error {
@@ -99,7 +131,7 @@ func CheckAlgorithms(names []string) error {
 // NewServer returns a Server that looks users up in creds and signs nonces
 // with secret, which every node of a domain must share.
 func NewServer(creds CredentialStore, secret []byte, opts ...Option) *Server {
-	s := &Server{creds: creds, macs: newMACPool(secret), lifetime: DefaultNonceLifetime, offer: []algorithm{algMD5, algSHA256}, now: time.Now, log: slog.Default()}
+	s := &Server{creds: creds, macs: newMACPool(secret), lifetime: DefaultNonceLifetime, offer: []algorithm{algMD5, algSHA256}, legacyUA: DefaultMD5OnlyAgents, now: time.Now, log: slog.Default()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -144,12 +176,12 @@ func (s *Server) Authenticate(ctx context.Context, req *sip.Request, realm strin
 		if garbled != nil {
 			return "", &sipcore.StatusError{Code: 400, Reason: "Bad Request", Err: garbled}
 		}
-		return "", s.challenge(realm, proxy, false, ErrNoCredentials)
+		return "", s.challenge(req, realm, proxy, false, ErrNoCredentials)
 	}
 
 	alg, ok := parseAlgorithm(c.algorithm)
 	if !ok || !s.offers(alg) || !strings.EqualFold(c.qop, "auth") {
-		return "", s.challenge(realm, proxy, false, fmt.Errorf("%w: algorithm=%q qop=%q", ErrUnsupported, clip(c.algorithm), clip(c.qop)))
+		return "", s.challenge(req, realm, proxy, false, fmt.Errorf("%w: algorithm=%q qop=%q", ErrUnsupported, clip(c.algorithm), clip(c.qop)))
 	}
 	if err := checkURI(c.uri); err != nil {
 		return "", &sipcore.StatusError{Code: 400, Reason: "Bad Request", Err: err}
@@ -157,7 +189,7 @@ func (s *Server) Authenticate(ctx context.Context, req *sip.Request, realm strin
 	now := s.now()
 	key, issued, err := s.macs.check(c.nonce, realm, now)
 	if err != nil {
-		return "", s.challenge(realm, proxy, false, err)
+		return "", s.challenge(req, realm, proxy, false, err)
 	}
 
 	cred, err := s.creds.Lookup(ctx, c.username, realm)
@@ -187,11 +219,11 @@ func (s *Server) Authenticate(ctx context.Context, req *sip.Request, realm strin
 		if err == nil {
 			err = ErrWrongPassword
 		}
-		return "", s.challenge(realm, proxy, false, fmt.Errorf("user %q: %w", clip(c.username), err))
+		return "", s.challenge(req, realm, proxy, false, fmt.Errorf("user %q: %w", clip(c.username), err))
 	}
 
 	if now.Sub(issued) > s.lifetime {
-		return "", s.challenge(realm, proxy, true, fmt.Errorf("%w: issued %v ago", ErrStaleNonce, now.Sub(issued).Round(time.Second)))
+		return "", s.challenge(req, realm, proxy, true, fmt.Errorf("%w: issued %v ago", ErrStaleNonce, now.Sub(issued).Round(time.Second)))
 	}
 	nc, _ := strconv.ParseUint(c.nc, 16, 32)
 	forced, err := s.nc.use(key, issued, uint32(nc), now)
@@ -199,7 +231,7 @@ func (s *Server) Authenticate(ctx context.Context, req *sip.Request, realm strin
 		s.log.Warn("auth: nonce-count tracker full, dropped older nonces early; raise capacity or shorten the nonce lifetime", "max", maxTracked)
 	}
 	if err != nil {
-		return "", s.challenge(realm, proxy, true, err)
+		return "", s.challenge(req, realm, proxy, true, err)
 	}
 	return c.username, nil
 }
@@ -215,7 +247,7 @@ func (s *Server) offers(a algorithm) bool {
 
 // challenge returns a 401 (407 when proxy) carrying a fresh nonce in one
 // challenge per offered algorithm, most preferred first (RFC 8760 §2.4).
-func (s *Server) challenge(realm string, proxy, stale bool, cause error) *sipcore.StatusError {
+func (s *Server) challenge(req *sip.Request, realm string, proxy, stale bool, cause error) *sipcore.StatusError {
 	code, reason, name := 401, "Unauthorized", "WWW-Authenticate"
 	if proxy {
 		code, reason, name = 407, "Proxy Authentication Required", "Proxy-Authenticate"
@@ -239,6 +271,10 @@ func (s *Server) challenge(realm string, proxy, stale bool, cause error) *sipcor
 	b.WriteString(", algorithm=")
 	v := b.String()
 	se := &sipcore.StatusError{Code: code, Reason: reason, Err: cause}
+	if s.md5Only(req) {
+		se.Headers = append(se.Headers, sip.NewHeader(name, v+algMD5.String()))
+		return se
+	}
 	for _, a := range s.offer {
 		se.Headers = append(se.Headers, sip.NewHeader(name, v+a.String()))
 	}

@@ -444,7 +444,8 @@ func TestRFC7616DigestURIMustParse(t *testing.T) {
 }
 
 // TestAlgorithmsOfferedInOrder checks WithAlgorithms: the challenges come
-// in the configured order, and an algorithm not offered is re-challenged.
+// in the configured order, and an algorithm not offered is re-challenged;
+// and WithMD5OnlyAgents: baresip 1.x gets MD5 alone.
 func TestAlgorithmsOfferedInOrder(t *testing.T) {
 	s := NewServer(users(), testSecret, WithAlgorithms("SHA-256"))
 	_, err := s.Authenticate(context.Background(), register(t, "sip:a.example"), "a.example", false)
@@ -457,6 +458,12 @@ func TestAlgorithmsOfferedInOrder(t *testing.T) {
 	_, err = s.Authenticate(context.Background(), register(t, "sip:a.example", c.answer("REGISTER", "sip:a.example", nonce, "00000001", "c")), "a.example", false)
 	if statusOf(t, err).Code != 401 {
 		t.Fatalf("MD5 answer to a SHA-256-only server: %v, want 401", err)
+	}
+	legacy := register(t, "sip:a.example")
+	legacy.AppendHeader(sip.NewHeader("User-Agent", "baresip v1.0.0 (x86_64/linux)"))
+	_, err = NewServer(users(), testSecret).Authenticate(context.Background(), legacy, "a.example", false)
+	if hs := statusOf(t, err).Headers; len(hs) != 1 || !strings.HasSuffix(hs[0].Value(), "algorithm=MD5") {
+		t.Fatalf("baresip 1.x: challenges %v, want MD5 alone", hs)
 	}
 	for _, bad := range [][]string{nil, {"SHA-512"}, {"MD5", "md5"}, {""}} {
 		if CheckAlgorithms(bad) == nil {

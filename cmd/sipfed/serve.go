@@ -49,6 +49,7 @@ type serveConfig struct {
 	http           string
 	secret         string
 	digest         string
+	md5OnlyAgents  *listFlag
 	minExpires     int
 	maxExpires     int
 	defaultExpires int
@@ -62,7 +63,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "serve", serveUsage)
 	fs.withConfig()
 	host, _ := os.Hostname()
-	c := serveConfig{domains: newListFlag(), listen: newListFlag("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")}
+	c := serveConfig{domains: newListFlag(), md5OnlyAgents: newListFlag(auth.DefaultMD5OnlyAgents...), listen: newListFlag("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")}
 	fs.Var(c.domains, "domain", "a SIP `domain` served here (repeatable)")
 	fs.Var(c.listen, "listen", "`transport:host:port` to listen on, transport udp or tcp (repeatable)")
 	fs.StringVar(&c.store, "store", "memory", "location store: memory, or a Redis `URL` (redis://, rediss://, redis+sentinel://, redis+cluster://)")
@@ -70,6 +71,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&c.http, "http", "", "`address` for /healthz and /metrics (empty: off)")
 	fs.StringVar(&c.secret, "secret", "", "nonce `secret` shared by every node of a domain (default: kept in Redis when --store is Redis, else random per process)")
 	fs.StringVar(&c.digest, "digest-algorithms", "MD5,SHA-256", "digest `algorithms` offered, most preferred first (MD5 first suits clients that read only the first challenge)")
+	fs.Var(c.md5OnlyAgents, "digest-md5-only-agents", "User-Agent `prefix` of clients that fail on a SHA-256 challenge and get MD5 alone (repeatable)")
 	fs.IntVar(&c.minExpires, "min-expires", 60, "shortest registration interval in `seconds` (shorter → 423)")
 	fs.IntVar(&c.maxExpires, "max-expires", 3600, "longest registration interval in `seconds` (longer is clamped)")
 	fs.IntVar(&c.defaultExpires, "default-expires", 3600, "interval in `seconds` when a REGISTER gives none")
@@ -167,7 +169,7 @@ func serve(ctx context.Context, e *env, c serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	authSrv := auth.NewServer(creds, secret, auth.WithLogger(log), auth.WithAlgorithms(splitList(c.digest)...))
+	authSrv := auth.NewServer(creds, secret, auth.WithLogger(log), auth.WithAlgorithms(splitList(c.digest)...), auth.WithMD5OnlyAgents(c.md5OnlyAgents.vals...))
 
 	reg := metrics.Registry{}
 	requests := reg.NewCounterVec("sipfed_sip_requests_total", "SIP requests received, by method.", "method")

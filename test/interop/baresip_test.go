@@ -1,0 +1,84 @@
+package interop
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/sipfed/sipfed/internal/testenv"
+)
+
+// baresipConfig writes a headless baresip configuration (no sound card:
+// ausine source, null player) for one account and returns its folder.
+func baresipConfig(t *testing.T, sipPort, rtpBase int, account string) string {
+	t.Helper()
+	dir := t.TempDir()
+	config := fmt.Sprintf(`poll_method epoll
+sip_listen 127.0.0.1:%d
+net_interface 127.0.0.1
+audio_source ausine,440
+ausrc_srate 48000
+ausrc_channels 2
+audio_player alsa,null
+audio_alert alsa,null
+rtp_ports %d-%d
+module_path /usr/lib/baresip/modules
+module g711.so
+module ausine.so
+module alsa.so
+module account.so
+module uuid.so
+`, sipPort, rtpBase, rtpBase+19)
+	writeFile(t, filepath.Join(dir, "config"), config)
+	writeFile(t, filepath.Join(dir, "accounts"), account+"\n")
+	return dir
+}
+
+// TestBaresipRegisters starts baresip 1.0 against `sipfed serve` with the
+// Redis store and finds its binding there, with baresip's User-Agent.
+func TestBaresipRegisters(t *testing.T) {
+	bin := testenv.Need(t, "baresip")
+	r := testenv.StartRedis(t)
+	dir := t.TempDir()
+	inf := filepath.Join(dir, "users.csv")
+	addUsers(t, 1, []string{"--store", r.URL()}, inf)
+	srv := startServe(t, "--store", r.URL(), "--users", "redis")
+
+	sipPort := testenv.FreePort(t)
+	account := fmt.Sprintf(`<sip:u0001@a.test>;auth_pass=pw-u0001;outbound="sip:%s;transport=udp";regint=300;answermode=auto;audio_codecs=PCMU`, srv.addr())
+	cfg := baresipConfig(t, sipPort, 10000+sipPort%1000*20, account)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-f", cfg, "-t", "20")
+	out := &logBuf{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Env = append(os.Environ(), "HOME="+cfg)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+
+	rdb := goredis.NewClient(&goredis.Options{Addr: r.Addr})
+	defer rdb.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		vals, err := rdb.HVals(context.Background(), "sipfed:loc:{u0001@a.test}").Result()
+		if err == nil && len(vals) == 1 && strings.Contains(vals[0], "baresip") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no baresip binding in Redis (%v, %v)\n--- baresip:\n%s\n--- sipfed:\n%s", vals, err, tail(out.String(), 3000), tail(srv.out.String(), 3000))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !strings.Contains(out.String(), "200 OK") {
+		t.Logf("baresip output:\n%s", tail(out.String(), 2000))
+	}
+}
