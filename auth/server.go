@@ -378,4 +378,3 @@ func checkURI(uri string) error {
 
 // uriPool saves an allocation per request in checkURI.
 var uriPool = sync.Pool{New: func() any { return new(sip.Uri) }}
-
