@@ -33,9 +33,13 @@ test: deps vet
 test-unit:
 	$(GO) test -count=1 -short $(PKGS)
 
+# Go benchmarks, then SIPp REGISTER (digest auth) at rising rates against
+# sipfed (memory and Redis stores) and Kamailio 5.6, one run on one machine.
+BENCH_RATES ?= 500,1000,2000,3000,4000,5000,6000,7000,8000
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
-	./scripts/bench.sh
+	$(GO) run ./test/bench -rates $(BENCH_RATES)
+	RATES=$(BENCH_RATES) ./scripts/bench-kamailio.sh
 
 clean:
 	rm -rf bin
