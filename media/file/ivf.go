@@ -41,8 +41,11 @@ func (r *IVFReader) ReadFrame() ([]byte, uint32, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	ts := fh.Timestamp * uint64(r.hdr.TimebaseNumerator) * VideoClockRate / uint64(r.hdr.TimebaseDenominator)
-	return frame, uint32(ts), nil
+	// ivfreader reports pts * denominator / numerator; undo that to get the
+	// pts, whose unit is numerator/denominator seconds.
+	num, den := uint64(max(r.hdr.TimebaseNumerator, 1)), uint64(r.hdr.TimebaseDenominator)
+	pts := fh.Timestamp * num / den
+	return frame, uint32(pts * num * VideoClockRate / den), nil
 }
 
 // NewVP8Packetizer returns a packetizer of VP8 frames into RTP packets of at

@@ -102,6 +102,7 @@ func goertzelSNR(pcm []int16, freq, rate float64) float64 {
 // quantisation alone leaves about 38 dB) and the recording must be exactly
 // as long as what was sent.
 func TestLoopbackTone(t *testing.T) {
+	t.Parallel()
 	const frames = 500 // 10 s
 	for _, tc := range []struct {
 		law g711.Law

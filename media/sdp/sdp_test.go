@@ -295,7 +295,7 @@ func TestH264Profiles(t *testing.T) {
 	}{
 		{"profile-level-id=42e01f;packetization-mode=1", true},
 		{"profile-level-id=42c01f;packetization-mode=1;level-asymmetry-allowed=1", true},
-		{"profile-level-id=4de01f;packetization-mode=1", true}, // main with set0+set1: constrained baseline
+		{"profile-level-id=4de01f;packetization-mode=1", true},  // main with set0+set1: constrained baseline
 		{"profile-level-id=42001f;packetization-mode=1", false}, // baseline
 		{"profile-level-id=42e01f", false},                      // mode 0
 		{"profile-level-id=640c1f;packetization-mode=1", false}, // high
