@@ -282,7 +282,8 @@ func (s *Session) send(p *rtp.Packet) error {
 }
 
 // WriteDTMF sends one digit as RFC 4733 telephone events with payload type
-// pt, paced one interval apart, then moves the running timestamp past it.
+// pt, one packet per interval and then the end packet three times, and moves
+// the running timestamp past the event.
 // It blocks for the digit's duration; the caller sends no audio meanwhile.
 func (s *Session) WriteDTMF(ctx context.Context, pt uint8, digit rune, d, interval time.Duration) error {
 	ps, err := dtmf.Packets(digit, d, s.clockRate, interval)
@@ -294,7 +295,7 @@ func (s *Session) WriteDTMF(ctx context.Context, pt uint8, digit rune, d, interv
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for i, p := range ps {
-		if i > 0 && !p.Event.End {
+		if i > 0 && !ps[i-1].Event.End { // the end packets go back to back
 			select {
 			case <-ctx.Done():
 				return ctx.Err()

@@ -107,6 +107,8 @@ func Answer(offer *Session, c Config) (*Session, error) {
 			why = append(why, om.Kind+" not supported")
 		case !acceptedProtos[om.Proto]:
 			why = append(why, om.Kind+" over "+om.Proto)
+		case !om.Addr.IsValid():
+			why = append(why, om.Kind+" without a connection address")
 		case taken[om.Kind]:
 			why = append(why, "second "+om.Kind+" stream")
 		default:
