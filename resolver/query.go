@@ -57,7 +57,11 @@ func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) (*answ
 	case <-c.done:
 		return c.ans, c.err
 	case <-ctx.Done():
-		return nil, &LookupError{Name: name, Type: dns.TypeToString[qtype], Err: fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())}
+		err := ctx.Err()
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w: %w", ErrTimeout, err)
+		}
+		return nil, &LookupError{Name: name, Type: dns.TypeToString[qtype], Err: err}
 	}
 }
 

@@ -71,15 +71,11 @@ func parseZone(r io.Reader, origin, file string) (*zone, error) {
 			return nil, fmt.Errorf("resolver: zone %s: %s is outside the zone %s", file, h.Name, z.origin)
 		}
 		z.names[name] = append(z.names[name], rr)
-		for n := name; ; {
-			z.exists[n] = true
-			if n == z.origin {
-				break
-			}
-			i, _ := dns.NextLabel(n, 0)
-			n = n[i:]
+		for off, end := 0, false; !end && name[off:] != z.origin; off, end = dns.NextLabel(name, off) {
+			z.exists[name[off:]] = true
 		}
 	}
+	z.exists[z.origin] = true
 	for name, rrs := range z.names {
 		cname, other := 0, 0
 		for _, rr := range rrs {
