@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strconv"
 	"strings"
@@ -68,7 +69,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	fs.Var(c.listen, "listen", "`transport:host:port` to listen on, transport udp or tcp (repeatable)")
 	fs.StringVar(&c.store, "store", "memory", "location store: memory, or a Redis `URL` (redis://, rediss://, redis+sentinel://, redis+cluster://)")
 	fs.StringVar(&c.users, "users", "users.txt", "credentials: a users `file` written by 'sipfed user add', or 'redis' to keep them in the --store Redis")
-	fs.StringVar(&c.http, "http", "", "`address` for /healthz and /metrics (empty: off)")
+	fs.StringVar(&c.http, "http", "", "`address` for /healthz, /metrics and /debug/pprof (empty: off; keep it private)")
 	fs.StringVar(&c.secret, "secret", "", "nonce `secret` shared by every node of a domain (default: kept in Redis when --store is Redis, else random per process)")
 	fs.StringVar(&c.digest, "digest-algorithms", "MD5,SHA-256", "digest `algorithms` offered, most preferred first (MD5 first suits clients that read only the first challenge)")
 	fs.Var(c.md5OnlyAgents, "digest-md5-only-agents", "User-Agent `prefix` of clients that fail on a SHA-256 challenge and get MD5 alone (repeatable)")
@@ -241,6 +242,12 @@ func serve(ctx context.Context, e *env, c serveConfig, log *slog.Logger) error {
 			if err != nil {
 				return fmt.Errorf("serve: listen udp %s: %w", s.addr, err)
 			}
+			// A burst of datagrams must not overflow the socket while
+			// the handlers catch up; the kernel caps this at rmem_max.
+			if uc, ok := conn.(*net.UDPConn); ok {
+				uc.SetReadBuffer(udpBuffer)
+				uc.SetWriteBuffer(udpBuffer)
+			}
 			closers = append(closers, func() { conn.Close() })
 			log.Info("listening", "transport", "udp", "addr", conn.LocalAddr().String())
 			go func() { serveErr <- srv.ServeUDP(conn) }()
@@ -260,6 +267,8 @@ func serve(ctx context.Context, e *env, c serveConfig, log *slog.Logger) error {
 			fmt.Fprintln(w, "ok")
 		})
 		mux.Handle("/metrics", &reg)
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		hl, err := net.Listen("tcp", c.http)
 		if err != nil {
 			return fmt.Errorf("serve: listen http %s: %w", c.http, err)
@@ -296,6 +305,9 @@ func serve(ctx context.Context, e *env, c serveConfig, log *slog.Logger) error {
 	log.Info("stopped")
 	return nil
 }
+
+// udpBuffer is the socket buffer asked for on UDP listeners.
+const udpBuffer = 4 << 20
 
 // splitList splits a comma-separated flag value, trimming spaces.
 func splitList(s string) []string {
