@@ -47,6 +47,10 @@ type Binding struct {
 	// that reaches a device behind NAT (RFC 3581, RFC 5626).
 	Received  string `json:"received,omitempty"`
 	Transport string `json:"transport,omitempty"`
+	// NAT is set when the device must be reached over the flow it
+	// registered from (Received, Transport) rather than at its Contact:
+	// it registered over a connection, or from behind a NAT.
+	NAT bool `json:"nat,omitempty"`
 	// NodeID names the sipfed node that accepted the registration.
 	NodeID string `json:"node,omitempty"`
 	// UserAgent is the User-Agent header of the REGISTER.

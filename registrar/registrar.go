@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -163,6 +164,7 @@ func (r *Registrar) Register(ctx context.Context, req *sip.Request) (*sip.Respon
 	}
 	if len(contacts) > 0 {
 		path := headerValues(req, "Path")
+		transport := strings.ToLower(req.Transport())
 		ua := ""
 		if h := req.GetHeader("User-Agent"); h != nil {
 			ua = sipcore.Sanitize(h.Value())
@@ -185,7 +187,8 @@ func (r *Registrar) Register(ctx context.Context, req *sip.Request) (*sip.Respon
 				CSeq:       u.CSeq,
 				Path:       path,
 				Received:   req.Source(),
-				Transport:  strings.ToLower(req.Transport()),
+				Transport:  transport,
+				NAT:        behindNAT(req, transport, c.host),
 				NodeID:     r.nodeID,
 				UserAgent:  ua,
 			})
@@ -259,6 +262,7 @@ const http1123 = "Mon, 02 Jan 2006 15:04:05 GMT"
 
 type contact struct {
 	uri      string
+	host     string
 	expires  int
 	q        int
 	instance string
@@ -289,7 +293,7 @@ func (r *Registrar) parseContacts(req *sip.Request) ([]contact, bool, error) {
 			wildcard = true
 			continue
 		}
-		c := contact{uri: ch.Address.String(), expires: hdrExpires, q: 1000}
+		c := contact{uri: ch.Address.String(), host: ch.Address.Host, expires: hdrExpires, q: 1000}
 		switch strings.ToLower(ch.Address.Scheme) {
 		case "sip", "sips":
 		default:
@@ -341,6 +345,42 @@ func (r *Registrar) parseContacts(req *sip.Request) ([]contact, bool, error) {
 	}
 	return out, wildcard, nil
 }
+
+// behindNAT reports whether the device must be reached over the flow its
+// REGISTER came from rather than at its Contact: it registered over a
+// connection (RFC 5626), its Via sent-by is not where the packet came from
+// (RFC 3581), or its Contact is a private address other than the source.
+func behindNAT(req *sip.Request, transport, contactHost string) bool {
+	if transport != "udp" {
+		return true
+	}
+	src, err := netip.ParseAddrPort(req.Source())
+	if err != nil {
+		return false
+	}
+	if v := req.Via(); v != nil {
+		port := v.Port
+		if port == 0 {
+			port = 5060
+		}
+		ip, err := netip.ParseAddr(strings.Trim(v.Host, "[]"))
+		if err != nil || ip.Unmap() != src.Addr().Unmap() || port != int(src.Port()) {
+			return true
+		}
+	}
+	ip, err := netip.ParseAddr(strings.Trim(contactHost, "[]"))
+	if err != nil {
+		return false
+	}
+	return privateAddr(ip) && ip.Unmap() != src.Addr().Unmap()
+}
+
+// privateAddr reports RFC 1918, RFC 6598 (CGNAT) and RFC 4193 addresses.
+func privateAddr(ip netip.Addr) bool {
+	return ip.IsPrivate() || cgnat.Contains(ip.Unmap())
+}
+
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 
 func parseExpires(s string) (int, error) {
 	s = strings.TrimSpace(s)

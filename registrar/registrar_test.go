@@ -517,3 +517,30 @@ func FuzzRegister(f *testing.F) {
 		_ = res.String()
 	})
 }
+
+// TestRFC3581_NATDetection checks when a binding is marked to be reached
+// over its source flow instead of its Contact.
+func TestRFC3581_NATDetection(t *testing.T) {
+	for _, c := range []struct {
+		name, via, contact string
+		nat                bool
+	}{
+		{"public contact, Via is the source", "192.0.2.10:5062", "<sip:alice@192.0.2.10:5062>", false},
+		{"contact elsewhere, Via is the source", "192.0.2.10:5062", "<sip:alice@192.0.2.99:5070>", false},
+		{"Via differs from the source", "10.0.0.5:5060", "<sip:alice@10.0.0.5:5060>", true},
+		{"private contact", "192.0.2.10:5062", "<sip:alice@10.0.0.5:5060>", true},
+		{"CGNAT contact", "192.0.2.10:5062", "<sip:alice@100.64.1.2:5060>", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			raw := strings.Replace(f.register("alice@a.example", "Contact: "+c.contact), "SIP/2.0/UDP 192.0.2.10:5062", "SIP/2.0/UDP "+c.via, 1)
+			if _, se := f.auth(raw, "alice", "alice-pw", false); se != nil {
+				t.Fatal(se)
+			}
+			b, _ := f.store.Lookup(context.Background(), "alice@a.example")
+			if len(b) != 1 || b[0].NAT != c.nat {
+				t.Fatalf("bindings %+v, want NAT=%v", b, c.nat)
+			}
+		})
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/http/pprof"
 	"os"
 	"strconv"
@@ -26,15 +27,18 @@ import (
 	"github.com/sipfed/sipfed/location"
 	"github.com/sipfed/sipfed/location/memory"
 	locredis "github.com/sipfed/sipfed/location/redis"
+	"github.com/sipfed/sipfed/proxy"
 	"github.com/sipfed/sipfed/registrar"
+	"github.com/sipfed/sipfed/resolver"
 	"github.com/sipfed/sipfed/sipcore"
 )
 
 const serveUsage = `
 Usage: sipfed serve --domain DOMAIN [--domain DOMAIN...] [flags]
 
-Runs the registrar (and, later, the proxy) of one or more SIP domains.
-Users are user@DOMAIN; add them with 'sipfed user add'.
+Runs the registrar and the proxy of one or more SIP domains. Users are
+user@DOMAIN; add them with 'sipfed user add'. Calls to other domains are
+routed through DNS (NAPTR, SRV, A/AAAA; --dns picks the servers).
 
 Examples:
   sipfed serve --domain a.example --users users.txt
@@ -58,13 +62,17 @@ type serveConfig struct {
 	nodeID         string
 	logLevel       string
 	drain          time.Duration
+	dns            *listFlag
+	advertise      string
+	timerC         time.Duration
+	failover       time.Duration
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "serve", serveUsage)
 	fs.withConfig()
 	host, _ := os.Hostname()
-	c := serveConfig{domains: newListFlag(), md5OnlyAgents: newListFlag(auth.DefaultMD5OnlyAgents...), listen: newListFlag("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")}
+	c := serveConfig{dns: newListFlag(), domains: newListFlag(), md5OnlyAgents: newListFlag(auth.DefaultMD5OnlyAgents...), listen: newListFlag("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")}
 	fs.Var(c.domains, "domain", "a SIP `domain` served here (repeatable)")
 	fs.Var(c.listen, "listen", "`transport:host:port` to listen on, transport udp or tcp (repeatable)")
 	fs.StringVar(&c.store, "store", "memory", "location store: memory, or a Redis `URL` (redis://, rediss://, redis+sentinel://, redis+cluster://)")
@@ -79,6 +87,10 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&c.maxContacts, "max-contacts", 10, "most bindings per address-of-record (0: no limit)")
 	fs.StringVar(&c.nodeID, "node-id", host, "`name` of this node, stored with each binding")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Var(c.dns, "dns", "DNS `server` (host[:port]) for finding other domains (RFC 3263; repeatable; default: /etc/resolv.conf)")
+	fs.StringVar(&c.advertise, "advertise", "", "`host` (IP or name) put in Via and Record-Route; default: the --listen host (required when that is 0.0.0.0 or ::)")
+	fs.DurationVar(&c.timerC, "timer-c", 180*time.Second, "Timer C: how long an INVITE branch may ring before it is CANCELed (RFC 3261 §16.6)")
+	fs.DurationVar(&c.failover, "failover-timeout", 5*time.Second, "how long to wait for any answer from another domain's server before trying the next one")
 	fs.DurationVar(&c.drain, "drain", 5*time.Second, "on SIGTERM, how long to wait for requests in progress")
 	pos, err := fs.parse(e, args)
 	if err != nil {
@@ -86,6 +98,9 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	if len(pos) > 0 {
 		return usagef("unexpected argument %q (see --help)", pos[0])
+	}
+	if c.timerC < time.Second || c.failover < 100*time.Millisecond {
+		return usagef("--timer-c must be at least 1s and --failover-timeout at least 100ms")
 	}
 	if len(c.domains.vals) == 0 {
 		return usagef("--domain is required (see --help)")
@@ -135,6 +150,19 @@ func serve(ctx context.Context, e *env, c serveConfig, log *slog.Logger) error {
 		specs = append(specs, s)
 	}
 
+	listeners, err := proxyListeners(specs, c.advertise)
+	if err != nil {
+		return err
+	}
+	resOpts := []resolver.Option{resolver.WithTransports(resolver.UDP, resolver.TCP)}
+	if len(c.dns.vals) > 0 {
+		resOpts = append(resOpts, resolver.WithServers(c.dns.vals))
+	}
+	res, err := resolver.New(resOpts...)
+	if err != nil {
+		return usagef("--dns: %v", err)
+	}
+
 	// Stores.
 	var (
 		rdb   goredis.UniversalClient
@@ -174,7 +202,7 @@ func serve(ctx context.Context, e *env, c serveConfig, log *slog.Logger) error {
 
 	reg := metrics.Registry{}
 	requests := reg.NewCounterVec("sipfed_sip_requests_total", "SIP requests received, by method.", "method")
-	responses := reg.NewCounterVec("sipfed_sip_responses_total", "SIP final responses sent by the registrar, by method and status code.", "method", "code")
+	responses := reg.NewCounterVec("sipfed_sip_responses_total", "SIP final responses sent, by method and status code.", "method", "code")
 	start := time.Now()
 	reg.NewGaugeFunc("sipfed_uptime_seconds", "Seconds since the server started.", func() float64 { return time.Since(start).Seconds() })
 
@@ -186,11 +214,24 @@ func serve(ctx context.Context, e *env, c serveConfig, log *slog.Logger) error {
 	}
 	rg := registrar.New(c.domains.vals, store, authSrv, registrarOpts...)
 
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("sipfed"), sipgo.WithUserAgentParser(sipcore.NewParser()))
+	var px *proxy.Proxy
+	stray := func(r *sip.Response) {
+		if px != nil {
+			px.HandleStrayResponse(r)
+		}
+	}
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("sipfed"), sipgo.WithUserAgentParser(sipcore.NewParser()),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerUnhandledResponseHandler(stray)))
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	defer ua.Close()
+	client, err := sipgo.NewClient(ua)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	px = proxy.New(c.domains.vals, store, authSrv, creds, res, client, listeners,
+		proxy.WithTimerC(c.timerC), proxy.WithFailoverTimeout(c.failover), proxy.WithLogger(log))
 	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(log))
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -216,21 +257,8 @@ func serve(ctx context.Context, e *env, c serveConfig, log *slog.Logger) error {
 		}
 	}
 	srv.OnRegister(track(rg.ServeSIP))
-	srv.OnOptions(track(func(req *sip.Request, tx sip.ServerTransaction) {
-		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-		res.AppendHeader(sip.NewHeader("Allow", "REGISTER, OPTIONS"))
-		res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
-		res.AppendHeader(sip.NewHeader("Supported", "path"))
-		tx.Respond(res)
-	}))
-	srv.OnNoRoute(track(func(req *sip.Request, tx sip.ServerTransaction) {
-		if req.IsAck() {
-			return
-		}
-		res := sip.NewResponseFromRequest(req, 405, "Method Not Allowed", nil)
-		res.AppendHeader(sip.NewHeader("Allow", "REGISTER, OPTIONS"))
-		tx.Respond(res)
-	}))
+	// Every other method is the proxy's (it answers OPTIONS for itself).
+	srv.OnNoRoute(track(px.ServeSIP))
 
 	// Listeners.
 	var closers []func()
@@ -304,6 +332,29 @@ func serve(ctx context.Context, e *env, c serveConfig, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// proxyListeners turns the --listen specs into the addresses the proxy
+// puts in Via and Record-Route.
+func proxyListeners(specs []listenSpec, advertise string) ([]proxy.Listener, error) {
+	var out []proxy.Listener
+	for _, s := range specs {
+		host, port, _ := net.SplitHostPort(s.addr)
+		n, err := strconv.Atoi(port)
+		if err != nil || n == 0 {
+			return nil, usagef("--listen %s:%s: give a port number (not 0)", s.network, s.addr)
+		}
+		adv := advertise
+		if adv == "" {
+			ip, err := netip.ParseAddr(host)
+			if host == "" || (err == nil && ip.IsUnspecified()) {
+				return nil, usagef("--listen %s:%s listens on every address: give --advertise HOST for Via and Record-Route", s.network, s.addr)
+			}
+			adv = host
+		}
+		out = append(out, proxy.Listener{Transport: s.network, Host: adv, Port: n, Bind: s.addr})
+	}
+	return out, nil
 }
 
 // udpBuffer is the socket buffer asked for on UDP listeners.

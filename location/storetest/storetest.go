@@ -533,6 +533,7 @@ func testRoundTrip(t *testing.T, s location.Store, c *clock) {
 		Path:       []string{"<sip:edge1.a.example;lr>", `<sip:P2@edge2.a.example;lr;ob;x="y,z">`},
 		Received:   "[2001:db8::1]:49152",
 		Transport:  "wss",
+		NAT:        true,
 		NodeID:     "node-7",
 		UserAgent:  `Zoiper "5.6" (Linux) ünïcode`,
 	}

@@ -1,0 +1,619 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipfed/sipfed/resolver"
+	"github.com/sipfed/sipfed/sipcore"
+)
+
+// branch is one forwarded copy of the request (§16.6), tried against its
+// targets in order until one answers.
+type branch struct {
+	base   *sip.Request // the copy before Via and transport are chosen
+	target branchTarget
+	rr     bool
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// collector gathers the branches' responses and answers upstream (§16.7).
+type collector struct {
+	p   *Proxy
+	req *sip.Request
+	tx  sip.ServerTransaction
+
+	mu        sync.Mutex
+	branches  []*branch
+	finals    []*sip.Response
+	finalSent bool
+	got6xx    bool
+}
+
+func (c *collector) newBranch(fwd *sip.Request, t branchTarget, rr bool) *branch {
+	r := fwd.Clone()
+	if t.ruri != nil {
+		r.Recipient = *t.ruri
+	}
+	for i := len(t.route) - 1; i >= 0; i-- {
+		var u sip.Uri
+		if parseNameAddr(t.route[i], &u) == nil {
+			r.PrependHeader(&sip.RouteHeader{Address: u})
+		}
+	}
+	if mf := r.MaxForwards(); mf != nil {
+		mf.Dec()
+	} else {
+		m := sip.MaxForwardsHeader(70)
+		r.AppendHeader(&m)
+	}
+	// RFC 3581 §4: note where the previous hop really is, so responses
+	// (and retransmitted 2xx relayed statelessly) find their way back.
+	if v := r.Via(); v != nil {
+		host, port, err := net.SplitHostPort(c.req.Source())
+		if err == nil {
+			if v.Params.Has("rport") {
+				v.Params.Add("rport", port)
+			}
+			if host != v.Host {
+				v.Params.Add("received", host)
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &branch{base: r, target: t, rr: rr, ctx: ctx, cancel: cancel}
+	c.mu.Lock()
+	c.branches = append(c.branches, b)
+	c.mu.Unlock()
+	return b
+}
+
+// cancelAll stops every branch (upstream CANCEL).
+func (c *collector) cancelAll() { c.cancelOthers(nil) }
+
+func (c *collector) cancelOthers(keep *branch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, b := range c.branches {
+		if b != keep {
+			b.cancel()
+		}
+	}
+}
+
+// provisional relays a 1xx other than 100 upstream.
+func (c *collector) provisional(res *sip.Response) {
+	c.mu.Lock()
+	sent := c.finalSent
+	c.mu.Unlock()
+	if sent {
+		return
+	}
+	c.respond(res)
+}
+
+// success relays a 2xx at once and cancels the other branches; later 2xx
+// from other forks are relayed too (§16.7 step 5).
+func (c *collector) success(b *branch, res *sip.Response) {
+	c.mu.Lock()
+	first := !c.finalSent
+	c.finalSent = true
+	c.mu.Unlock()
+	c.respond(res)
+	if first {
+		c.cancelOthers(b)
+	}
+}
+
+// final stores a non-2xx final response; a 6xx ends the search (§16.7 step 5).
+func (c *collector) final(b *branch, res *sip.Response) {
+	c.mu.Lock()
+	c.finals = append(c.finals, res)
+	six := res.StatusCode >= 600
+	if six {
+		c.got6xx = true
+	}
+	c.mu.Unlock()
+	if six {
+		c.cancelOthers(b)
+	}
+}
+
+func (c *collector) done() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.finalSent || c.got6xx
+}
+
+// finish answers upstream with the best final response when no 2xx was
+// sent: 408 when no branch answered, 401/407 challenges aggregated, 503
+// turned into 500 (§16.7 steps 6-7).
+func (c *collector) finish() error {
+	c.mu.Lock()
+	if c.finalSent {
+		c.mu.Unlock()
+		return nil
+	}
+	c.finalSent = true
+	finals := c.finals
+	c.mu.Unlock()
+	best := bestResponse(finals)
+	if best == nil {
+		return sipcore.Errorf(408, "Request Timeout")
+	}
+	res := best.Clone()
+	if best.StatusCode == 401 || best.StatusCode == 407 {
+		for _, f := range finals {
+			if f == best || (f.StatusCode != 401 && f.StatusCode != 407) {
+				continue
+			}
+			for _, name := range []string{"WWW-Authenticate", "Proxy-Authenticate"} {
+				for _, h := range f.GetHeaders(name) {
+					res.AppendHeader(sip.NewHeader(name, h.Value()))
+				}
+			}
+		}
+	}
+	if res.StatusCode == 503 {
+		res.StatusCode, res.Reason = 500, "Server Internal Error"
+	}
+	c.respond(res)
+	return nil
+}
+
+// respond sends a downstream response upstream without our Via.
+func (c *collector) respond(res *sip.Response) {
+	out := res
+	if v := res.Via(); v != nil && c.p.isOurVia(v) {
+		out = stripVia(res)
+		// A received response carries where it arrived; it goes to the
+		// hop in the next Via.
+		if v := out.Via(); v != nil {
+			out.SetDestination(viaDest(v))
+		}
+	}
+	if err := c.tx.Respond(out); err != nil {
+		// The server transaction is over (upstream CANCEL, or a 2xx from
+		// another fork after it): relay statelessly.
+		if out.IsSuccess() {
+			c.p.writeResponse(out)
+		}
+	}
+}
+
+// bestResponse picks per §16.7 step 6: a 6xx if any, else the lowest class,
+// preferring inside 4xx the responses a caller can act on.
+func bestResponse(finals []*sip.Response) *sip.Response {
+	var best *sip.Response
+	for _, f := range finals {
+		if best == nil || rank(f) < rank(best) {
+			best = f
+		}
+	}
+	return best
+}
+
+func rank(r *sip.Response) int {
+	code := r.StatusCode
+	class := code / 100
+	switch {
+	case class == 6:
+		return code
+	case code == 401 || code == 407:
+		return 1000
+	case code == 415 || code == 420 || code == 484:
+		return 1100 + code
+	case code == 486:
+		return 1600
+	case code == 408 || code == 487 || code == 480:
+		// The proxy's own timeouts and cancellations say least.
+		return 5000 + class*1000 + code
+	}
+	return 2000 + class*1000 + code
+}
+
+func stripVia(res *sip.Response) *sip.Response {
+	out := res.Clone()
+	out.RemoveHeader("Via")
+	return out
+}
+
+// runBranch sends b to its targets in order (RFC 3263 §4.3 failover) and
+// feeds the collector.
+func (p *Proxy) runBranch(parent context.Context, c *collector, b *branch) {
+	defer b.cancel()
+	hops := b.target.hops
+	if len(hops) == 0 {
+		hops = []resolver.Target{b.target.hop}
+	}
+	for i, hop := range hops {
+		last := i == len(hops)-1
+		next, res := p.attempt(parent, c, b, hop, b.target.binary && !last)
+		if !next {
+			if res != nil {
+				c.final(b, res)
+			}
+			return
+		}
+		p.log.Info("failing over", "call_id", callID(c.req), "target", hop.String())
+	}
+}
+
+// attempt sends one copy of b to hop. It returns next=true when the caller
+// should try the next target (failover allowed and the target failed).
+func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop resolver.Target, failover bool) (next bool, final *sip.Response) {
+	r, err := p.prepare(c.req, b, hop)
+	if err != nil {
+		p.log.Debug("branch not sent", "target", hop.String(), "error", err)
+		return failover, synth(c.req, 503, "Service Unavailable")
+	}
+	// The context only bounds the connection set-up; the transaction
+	// lives on after a CANCEL to collect the 487.
+	dialCtx, dialCancel := context.WithTimeout(context.Background(), p.failoverTimeout)
+	tx, err := p.client.TransactionRequest(dialCtx, r, noBuild)
+	dialCancel()
+	if err != nil {
+		p.res.MarkDown(hop, p.markDown)
+		p.log.Info("target unreachable", "call_id", callID(c.req), "target", hop.String(), "error", err)
+		return failover, synth(c.req, 503, "Service Unavailable")
+	}
+	defer tx.Terminate()
+	if r.IsInvite() {
+		tx.OnRetransmission(func(res *sip.Response) {
+			if res.IsSuccess() {
+				p.writeResponse(stripVia(res))
+			}
+		})
+	}
+
+	var timerC *time.Timer
+	var timerCC <-chan time.Time
+	if r.IsInvite() {
+		timerC = time.NewTimer(p.timerC)
+		defer timerC.Stop()
+		timerCC = timerC.C
+	}
+	var noAnswer <-chan time.Time
+	if failover {
+		t := time.NewTimer(p.failoverTimeout)
+		defer t.Stop()
+		noAnswer = t.C
+	}
+	provisional := false
+	cancelSent := false
+	cancelWanted := false
+	sendCancel := func() {
+		if !cancelSent && r.IsInvite() {
+			cancelSent = true
+			p.sendCancel(r)
+		}
+	}
+	stop := b.ctx.Done()
+	for {
+		select {
+		case res := <-tx.Responses():
+			noAnswer = nil
+			switch {
+			case res.StatusCode < 200:
+				if res.StatusCode == 100 {
+					continue
+				}
+				provisional = true
+				if cancelWanted {
+					sendCancel()
+				}
+				if timerC != nil {
+					timerC.Reset(p.timerC)
+				}
+				c.provisional(res)
+			case res.StatusCode < 300:
+				c.success(b, res)
+				return false, nil
+			case res.StatusCode == 503 && failover:
+				p.res.MarkDown(hop, retryAfter(res, p.markDown))
+				return true, nil
+			default:
+				return false, res
+			}
+		case <-tx.Done():
+			// Timeout or transport error with no final response.
+			if failover {
+				p.res.MarkDown(hop, p.markDown)
+				return true, nil
+			}
+			if cancelSent || cancelWanted {
+				return false, synth(c.req, 487, "Request Terminated")
+			}
+			return false, synth(c.req, 408, "Request Timeout")
+		case <-noAnswer:
+			p.res.MarkDown(hop, p.markDown)
+			p.log.Info("no answer from target", "call_id", callID(c.req), "target", hop.String(), "after", p.failoverTimeout)
+			return true, nil
+		case <-timerCC:
+			// Timer C (§16.6 step 11): CANCEL a ringing branch, or give up
+			// on one that never answered.
+			timerCC = nil
+			if provisional {
+				sendCancel()
+				continue
+			}
+			return false, synth(c.req, 408, "Request Timeout")
+		case <-stop:
+			stop = nil
+			cancelWanted = true
+			if provisional {
+				sendCancel()
+			}
+			if !r.IsInvite() {
+				return false, nil
+			}
+		case <-parent.Done():
+			parent = context.Background()
+			cancelWanted = true
+			if provisional {
+				sendCancel()
+			}
+		}
+	}
+}
+
+// prepare makes the copy of b for hop: Record-Route, our Via, transport and
+// destination.
+func (p *Proxy) prepare(in *sip.Request, b *branch, hop resolver.Target) (*sip.Request, error) {
+	r := b.base.Clone()
+	transport := strings.ToLower(hop.Transport)
+	if transport == "" {
+		transport = resolver.UDP
+	}
+	// RFC 3261 §18.1.1: too large for UDP goes over TCP.
+	if transport == resolver.UDP && len(r.String())+200 > p.maxUDP {
+		if _, ok := p.listener(resolver.TCP); ok {
+			transport = resolver.TCP
+		}
+	}
+	out, ok := p.listener(transport)
+	if !ok {
+		return nil, fmt.Errorf("proxy: no %s listener for %s", transport, hop)
+	}
+	if b.rr {
+		inT := strings.ToLower(in.Transport())
+		inL, ok := p.listener(inT)
+		if !ok {
+			inL = out
+		}
+		r.PrependHeader(recordRoute(inL))
+		if inL != out {
+			r.PrependHeader(recordRoute(out))
+		}
+	}
+	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: strings.ToUpper(transport), Host: out.Host, Port: out.Port}
+	via.Params.Add("branch", p.branchID(in))
+	via.Params.Add("rport", "")
+	r.PrependHeader(via)
+	r.SetTransport(strings.ToUpper(transport))
+	r.SetDestination(hop.AddrPort().String())
+	if transport == resolver.UDP {
+		bind := out.Bind
+		if bind == "" {
+			bind = net.JoinHostPort(out.Host, strconv.Itoa(out.Port))
+		}
+		if ap, err := netip.ParseAddrPort(bind); err == nil {
+			r.Laddr = sip.Addr{IP: ap.Addr().AsSlice(), Port: int(ap.Port())}
+		}
+	}
+	return r, nil
+}
+
+func recordRoute(l Listener) *sip.RecordRouteHeader {
+	u := sip.Uri{Scheme: "sip", Host: l.Host, Port: l.Port}
+	u.UriParams.Add("transport", l.Transport)
+	u.UriParams.Add("lr", "")
+	return &sip.RecordRouteHeader{Address: u}
+}
+
+func (p *Proxy) listener(transport string) (Listener, bool) {
+	for _, l := range p.listeners {
+		if l.Transport == transport {
+			return l, true
+		}
+	}
+	return Listener{}, false
+}
+
+// sendCancel sends a CANCEL for the INVITE copy r (RFC 3261 §9.1): same
+// Request-URI, Call-ID, From, To, CSeq number, Route and top Via.
+func (p *Proxy) sendCancel(r *sip.Request) {
+	c := sip.NewRequest(sip.CANCEL, r.Recipient)
+	c.AppendHeader(sip.HeaderClone(r.Via()))
+	for _, h := range r.GetHeaders("Route") {
+		c.AppendHeader(sip.HeaderClone(h))
+	}
+	mf := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	c.AppendHeader(sip.HeaderClone(r.From()))
+	c.AppendHeader(sip.HeaderClone(r.To()))
+	c.AppendHeader(sip.HeaderClone(r.CallID()))
+	c.AppendHeader(&sip.CSeqHeader{SeqNo: r.CSeq().SeqNo, MethodName: sip.CANCEL})
+	c.AppendHeader(sip.NewHeader("Content-Length", "0"))
+	c.SetTransport(r.Transport())
+	c.SetDestination(r.Destination())
+	c.Laddr = r.Laddr
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second)
+		defer cancel()
+		tx, err := p.client.TransactionRequest(ctx, c, noBuild)
+		if err != nil {
+			p.log.Debug("cancel not sent", "call_id", callID(r), "error", err)
+			return
+		}
+		defer tx.Terminate()
+		select {
+		case <-tx.Responses():
+		case <-tx.Done():
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// forwardACK relays an ACK for a 2xx statelessly along the route set.
+func (p *Proxy) forwardACK(ctx context.Context, in, fwd *sip.Request) error {
+	var next sip.Uri
+	if rt := fwd.Route(); rt != nil {
+		next = rt.Address
+	} else {
+		next = fwd.Recipient
+	}
+	hops, err := p.res.Resolve(ctx, next)
+	if err != nil || len(hops) == 0 {
+		return fmt.Errorf("proxy: ack: %w", err)
+	}
+	b := &branch{base: fwd}
+	if mf := fwd.MaxForwards(); mf != nil {
+		mf.Dec()
+	}
+	r, err := p.prepare(in, b, hops[0])
+	if err != nil {
+		return err
+	}
+	return p.client.WriteRequest(r, noBuild)
+}
+
+// HandleStrayResponse relays a response that matches no client
+// transaction (a 2xx retransmitted after ours ended) upstream, statelessly,
+// when its top Via is ours (RFC 3261 §16.7, RFC 6026).
+func (p *Proxy) HandleStrayResponse(res *sip.Response) {
+	v := res.Via()
+	if v == nil || !p.isOurVia(v) || !res.IsSuccess() {
+		return
+	}
+	p.writeResponse(stripVia(res))
+}
+
+func (p *Proxy) writeResponse(res *sip.Response) {
+	v := res.Via()
+	if v == nil {
+		return
+	}
+	res.SetTransport(v.Transport)
+	res.SetDestination(viaDest(v))
+	if err := p.client.TransportLayer().WriteMsg(res); err != nil {
+		p.log.Debug("stateless relay", "error", err)
+	}
+}
+
+// viaDest is where a response to the hop that added v goes (RFC 3261
+// §18.2.2, RFC 3581 §4).
+func viaDest(v *sip.ViaHeader) string {
+	host := v.Host
+	if r, ok := v.Params.Get("received"); ok && r != "" {
+		host = r
+	}
+	port := v.Port
+	if rp, ok := v.Params.Get("rport"); ok && rp != "" {
+		if n, err := strconv.Atoi(rp); err == nil {
+			port = n
+		}
+	}
+	if port == 0 {
+		port = 5060
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+func (p *Proxy) isOurVia(v *sip.ViaHeader) bool {
+	port := v.Port
+	if port == 0 {
+		port = 5060
+	}
+	return p.ours[strings.ToLower(net.JoinHostPort(v.Host, strconv.Itoa(port)))]
+}
+
+// loopPrefix is the start of every branch we make; the 8 hex digits after
+// it hash the request as received (RFC 3261 §16.6 step 8), so a request
+// that comes back unchanged is a loop (§16.3 step 4) and one that comes
+// back retargeted is a spiral.
+const loopPrefix = sip.RFC3261BranchMagicCookie + "-sf"
+
+func (p *Proxy) branchID(in *sip.Request) string {
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	return loopPrefix + loopHash(in) + "." + hex.EncodeToString(rnd[:])
+}
+
+func loopHash(req *sip.Request) string {
+	h := fnv.New32a()
+	h.Write([]byte(req.Recipient.String()))
+	if f := req.From(); f != nil {
+		t, _ := f.Params.Get("tag")
+		h.Write([]byte("\x00" + t))
+	}
+	if to := req.To(); to != nil {
+		t, _ := to.Params.Get("tag")
+		h.Write([]byte("\x00" + t))
+	}
+	if c := req.CallID(); c != nil {
+		h.Write([]byte("\x00" + c.Value()))
+	}
+	if c := req.CSeq(); c != nil {
+		h.Write([]byte("\x00" + strconv.FormatUint(uint64(c.SeqNo), 10)))
+	}
+	for _, pr := range req.GetHeaders("Proxy-Require") {
+		h.Write([]byte("\x00" + pr.Value()))
+	}
+	return fmt.Sprintf("%08x", h.Sum32())
+}
+
+// isLoop reports whether a Via of ours carries the branch we would give
+// req now (§16.3 step 4).
+func (p *Proxy) isLoop(req *sip.Request) bool {
+	var want string
+	for _, h := range req.GetHeaders("Via") {
+		v, ok := h.(*sip.ViaHeader)
+		if !ok || !p.isOurVia(v) {
+			continue
+		}
+		if want == "" {
+			want = loopPrefix + loopHash(req) + "."
+		}
+		if br, _ := v.Params.Get("branch"); strings.HasPrefix(br, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// synth is a response the proxy makes up for a branch (no answer, error).
+func synth(req *sip.Request, code int, reason string) *sip.Response {
+	return sip.NewResponseFromRequest(req, code, reason, nil)
+}
+
+// retryAfter reads Retry-After seconds, or returns def.
+func retryAfter(res *sip.Response, def time.Duration) time.Duration {
+	if h := res.GetHeader("Retry-After"); h != nil {
+		v, _, _ := strings.Cut(h.Value(), ";")
+		if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > 0 && n < 86400 {
+			return time.Duration(n) * time.Second
+		}
+	}
+	return def
+}
+
+func netipAddrPort(s string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return ap, fmt.Errorf("proxy: received address %q: %w", s, err)
+	}
+	return ap, nil
+}

@@ -1,0 +1,479 @@
+// Package proxy is a domain's stateful SIP proxy (RFC 3261 §16): it routes
+// requests to the domain's own users through the location service, forking
+// to their devices, and to other domains through DNS (RFC 3263), failing
+// over between targets. It authenticates its own users (no open relay),
+// adds Record-Route, bounds ringing with Timer C and never touches SDP.
+//
+// https://www.rfc-editor.org/rfc/rfc3261#section-16
+// https://www.rfc-editor.org/rfc/rfc3263#section-4.3
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipfed/sipfed/auth"
+	"github.com/sipfed/sipfed/location"
+	"github.com/sipfed/sipfed/resolver"
+	"github.com/sipfed/sipfed/sipcore"
+)
+
+// Locator finds the bindings of an address-of-record; location.Store is one.
+type Locator interface {
+	Lookup(ctx context.Context, aor string) ([]location.Binding, error)
+}
+
+// Authenticator checks digest credentials; auth.Server is one.
+type Authenticator interface {
+	Authenticate(ctx context.Context, req *sip.Request, realm string, proxy bool) (string, error)
+}
+
+// Users tells whether a user exists; auth.CredentialStore is one.
+type Users interface {
+	Lookup(ctx context.Context, user, realm string) (auth.Credential, error)
+}
+
+// Resolver turns a SIP URI into the ordered targets to try (RFC 3263);
+// resolver.Resolver is one.
+type Resolver interface {
+	Resolve(ctx context.Context, uri sip.Uri) ([]resolver.Target, error)
+	MarkDown(t resolver.Target, d time.Duration)
+}
+
+// Listener is an address the proxy receives on and puts in Via and
+// Record-Route: Transport "udp" or "tcp", Host an IP or name others reach.
+type Listener struct {
+	Transport string
+	Host      string
+	Port      int
+	// Bind is the local socket address of a UDP listener ("0.0.0.0:5060"),
+	// used to send from the listening socket; empty means Host:Port.
+	Bind string
+}
+
+// Proxy routes every request that is not a REGISTER.
+type Proxy struct {
+	domains   map[string]bool
+	loc       Locator
+	auth      Authenticator
+	users     Users
+	res       Resolver
+	client    *sipgo.Client
+	listeners []Listener
+	ours      map[string]bool // "host:port" of our listeners
+
+	timerC          time.Duration
+	failoverTimeout time.Duration
+	markDown        time.Duration
+	maxUDP          int
+	log             *slog.Logger
+}
+
+// Option configures a Proxy.
+type Option func(*Proxy)
+
+// WithTimerC sets Timer C, the bound on a ringing INVITE branch (RFC 3261
+// §16.6 step 11, more than 3 minutes). Default 180 s.
+func WithTimerC(d time.Duration) Option { return func(p *Proxy) { p.timerC = d } }
+
+// WithFailoverTimeout sets how long to wait for any response from a target
+// of another domain before trying the next one and marking it down.
+// Default 5 s.
+func WithFailoverTimeout(d time.Duration) Option { return func(p *Proxy) { p.failoverTimeout = d } }
+
+// WithLogger sets the logger; the default discards.
+func WithLogger(l *slog.Logger) Option { return func(p *Proxy) { p.log = l } }
+
+// New returns a proxy for domains. client sends the forwarded requests
+// through the same user agent as the server that receives them.
+func New(domains []string, loc Locator, authn Authenticator, users Users, res Resolver, client *sipgo.Client, listeners []Listener, opts ...Option) *Proxy {
+	p := &Proxy{
+		domains:         make(map[string]bool),
+		loc:             loc,
+		auth:            authn,
+		users:           users,
+		res:             res,
+		client:          client,
+		listeners:       listeners,
+		ours:            make(map[string]bool),
+		timerC:          180 * time.Second,
+		failoverTimeout: 5 * time.Second,
+		markDown:        30 * time.Second,
+		maxUDP:          1300,
+		log:             slog.New(slog.DiscardHandler),
+	}
+	for _, d := range domains {
+		p.domains[strings.ToLower(d)] = true
+	}
+	for _, l := range listeners {
+		p.ours[strings.ToLower(net.JoinHostPort(l.Host, strconv.Itoa(l.Port)))] = true
+	}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
+
+// noBuild stops sipgo from rebuilding a request we prepared ourselves.
+func noBuild(*sipgo.Client, *sip.Request) error { return nil }
+
+// ServeSIP handles one request on its server transaction. It returns when
+// the transaction is over (sipgo terminates it afterwards).
+func (p *Proxy) ServeSIP(req *sip.Request, tx sip.ServerTransaction) {
+	ctx := context.Background()
+	if err := p.serve(ctx, req, tx); err != nil {
+		if req.IsAck() {
+			p.log.Debug("ack dropped", "call_id", callID(req), "error", err)
+			return
+		}
+		se := sipcore.AsStatus(err)
+		if se.Code >= 500 {
+			p.log.Warn("request failed", "method", req.Method, "call_id", callID(req), "status", se.Code, "error", err)
+		} else {
+			p.log.Debug("request rejected", "method", req.Method, "call_id", callID(req), "status", se.Code, "reason", se.Reason)
+		}
+		if err := tx.Respond(sipcore.Response(req, err)); err != nil {
+			p.log.Debug("respond", "call_id", callID(req), "error", err)
+		}
+	}
+}
+
+func callID(req *sip.Request) string {
+	if c := req.CallID(); c != nil {
+		return sipcore.Sanitize(c.Value())
+	}
+	return ""
+}
+
+// serve implements RFC 3261 §16.3-16.6 for req.
+func (p *Proxy) serve(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) error {
+	if req.IsCancel() {
+		// A CANCEL that matched a transaction was answered by sipgo and
+		// reached that transaction's OnCancel; this one matched nothing.
+		return sipcore.Errorf(481, "Call/Transaction Does Not Exist")
+	}
+	// §16.3 request validation.
+	if err := sipcore.CheckRequest(req); err != nil {
+		return err
+	}
+	mf := req.MaxForwards()
+	if mf != nil && mf.Val() == 0 {
+		if req.Method == sip.OPTIONS && p.isOurs(req.Recipient) {
+			return p.options(req, tx)
+		}
+		return sipcore.Errorf(483, "Too Many Hops")
+	}
+	if p.isLoop(req) {
+		return sipcore.Errorf(482, "Loop Detected")
+	}
+	if unsup := proxyRequire(req); len(unsup) > 0 {
+		return sipcore.Errorf(420, "Bad Extension").With(sip.NewHeader("Unsupported", strings.Join(unsup, ", ")))
+	}
+
+	// §16.4 route information preprocessing: drop our own Route entries
+	// (two of them when we record-routed a transport change).
+	fwd := req.Clone()
+	viaOurs := false
+	for {
+		r := fwd.Route()
+		if r == nil || !p.isOurs(r.Address) {
+			break
+		}
+		fwd.RemoveHeader("Route")
+		viaOurs = true
+	}
+	inDialog := hasToTag(req)
+
+	// Requests addressed to this proxy or to a domain of ours as such
+	// (no user part): keepalives and monitoring.
+	if fwd.Route() == nil && (p.isOurs(fwd.Recipient) || fwd.Recipient.User == "" && p.domains[strings.ToLower(fwd.Recipient.Host)]) {
+		switch {
+		case req.Method == sip.OPTIONS:
+			return p.options(req, tx)
+		case req.IsAck():
+			return nil
+		}
+		return sipcore.Errorf(405, "Method Not Allowed").With(sip.NewHeader("Allow", allow))
+	}
+
+	// Policy: in-dialog requests that came through our Record-Route are
+	// not challenged again; everything else from a user of ours is.
+	if !(inDialog && viaOurs) {
+		if err := p.policy(ctx, req); err != nil {
+			return err
+		}
+	}
+
+	if req.IsAck() {
+		return p.forwardACK(ctx, req, fwd)
+	}
+
+	// Where to: a Route still there (in-dialog, or preloaded), our own
+	// domain's users, or another domain.
+	var plan [][]branchTarget
+	var err error
+	switch {
+	case fwd.Route() != nil:
+		plan, err = p.uriTargets(ctx, fwd.Route().Address)
+	case !inDialog && p.domains[strings.ToLower(fwd.Recipient.Host)]:
+		plan, err = p.lookup(ctx, fwd)
+	default:
+		plan, err = p.uriTargets(ctx, fwd.Recipient)
+	}
+	if err != nil {
+		return err
+	}
+	if req.IsInvite() {
+		tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
+	}
+	return p.relay(ctx, req, fwd, tx, plan, !inDialog && recordRoutes(req.Method))
+}
+
+// policy authenticates requests from users of ours (407, and the From
+// must be the authenticated user) and refuses to relay for anyone else:
+// a request from another domain may only go to our domain (§26.3.2.3 of
+// RFC 3261 on open relays; federation is accepting other domains' calls).
+func (p *Proxy) policy(ctx context.Context, req *sip.Request) error {
+	from := req.From().Address
+	fromDomain := strings.ToLower(from.Host)
+	toOurs := p.domains[strings.ToLower(req.Recipient.Host)]
+	if p.domains[fromDomain] {
+		if req.IsAck() || req.IsCancel() {
+			// They cannot be challenged (RFC 3261 §22.1); outside a
+			// dialog of ours they may only reach our own domain.
+			if !toOurs {
+				return sipcore.Errorf(403, "Relaying denied")
+			}
+			return nil
+		}
+		user, err := p.auth.Authenticate(ctx, req, fromDomain, true)
+		if err != nil {
+			return err
+		}
+		if user != from.User && user != from.User+"@"+fromDomain {
+			return sipcore.Errorf(403, "From does not match the authenticated user")
+		}
+		return nil
+	}
+	if !toOurs {
+		return sipcore.Errorf(403, "Relaying denied")
+	}
+	return nil
+}
+
+func (p *Proxy) options(req *sip.Request, tx sip.ServerTransaction) error {
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	res.AppendHeader(sip.NewHeader("Allow", allow))
+	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
+	res.AppendHeader(sip.NewHeader("Supported", "path"))
+	return tx.Respond(res)
+}
+
+// allow lists the methods a domain of ours accepts.
+const allow = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, REGISTER"
+
+// branchTarget is where one branch goes: the Request-URI to put on it,
+// the Route set to prepend (a binding's Path) and the next hop.
+type branchTarget struct {
+	ruri   *sip.Uri // nil: keep the request's
+	route  []string // Route header values (from Path)
+	hop    resolver.Target
+	hops   []resolver.Target // alternatives for failover, in order (foreign domains)
+	binary bool              // a federation target: fail over on transport error, timeout, 503
+}
+
+// lookup makes the fork plan for a user of ours (§16.5): one group per q
+// value, highest first; parallel inside a group.
+func (p *Proxy) lookup(ctx context.Context, req *sip.Request) ([][]branchTarget, error) {
+	ruri := req.Recipient
+	domain := strings.ToLower(ruri.Host)
+	aor := ruri.User + "@" + domain
+	if ruri.User == "" {
+		return nil, sipcore.Errorf(404, "Not Found")
+	}
+	bindings, err := p.loc.Lookup(ctx, aor)
+	if err != nil {
+		if errors.Is(err, location.ErrUnavailable) {
+			return nil, sipcore.Errorf(503, "Location service unavailable").With(sip.NewHeader("Retry-After", "5"))
+		}
+		return nil, &sipcore.StatusError{Code: 500, Reason: "Server Internal Error", Err: err}
+	}
+	if len(bindings) == 0 {
+		if _, err := p.users.Lookup(ctx, ruri.User, domain); err != nil {
+			if errors.Is(err, auth.ErrUnknownUser) {
+				return nil, sipcore.Errorf(404, "Not Found")
+			}
+			if errors.Is(err, auth.ErrUnavailable) {
+				return nil, sipcore.Errorf(503, "User directory unavailable").With(sip.NewHeader("Retry-After", "5"))
+			}
+			return nil, &sipcore.StatusError{Code: 500, Reason: "Server Internal Error", Err: err}
+		}
+		return nil, sipcore.Errorf(480, "Temporarily Unavailable")
+	}
+	var plan [][]branchTarget
+	lastQ := -1
+	for i := range bindings {
+		b := &bindings[i]
+		t, err := p.bindingTarget(ctx, b)
+		if err != nil {
+			p.log.Debug("binding unusable", "aor", aor, "contact", b.Contact, "error", err)
+			continue
+		}
+		if b.Q != lastQ {
+			plan = append(plan, nil)
+			lastQ = b.Q
+		}
+		plan[len(plan)-1] = append(plan[len(plan)-1], t)
+	}
+	if len(plan) == 0 {
+		return nil, sipcore.Errorf(480, "Temporarily Unavailable")
+	}
+	return plan, nil
+}
+
+// bindingTarget computes the next hop to a registered device: through its
+// Path (RFC 3327), or over the flow it registered from when it is behind
+// NAT or connected (RFC 3581, RFC 5626), or to its Contact.
+func (p *Proxy) bindingTarget(ctx context.Context, b *location.Binding) (branchTarget, error) {
+	var contact sip.Uri
+	if err := sip.ParseUri(b.Contact, &contact); err != nil {
+		return branchTarget{}, fmt.Errorf("proxy: contact %q: %w", b.Contact, err)
+	}
+	t := branchTarget{ruri: &contact}
+	if len(b.Path) > 0 {
+		var first sip.Uri
+		if err := parseNameAddr(b.Path[0], &first); err != nil {
+			return branchTarget{}, fmt.Errorf("proxy: path %q: %w", b.Path[0], err)
+		}
+		hops, err := p.res.Resolve(ctx, first)
+		if err != nil || len(hops) == 0 {
+			return branchTarget{}, fmt.Errorf("proxy: path %q: %w", b.Path[0], err)
+		}
+		t.route = b.Path
+		t.hop = hops[0]
+		return t, nil
+	}
+	if b.NAT && b.Received != "" {
+		ap, err := netipAddrPort(b.Received)
+		if err != nil {
+			return branchTarget{}, err
+		}
+		t.hop = resolver.Target{Transport: strings.ToLower(b.Transport), IP: ap.Addr(), Port: ap.Port()}
+		if t.hop.Transport == "" {
+			t.hop.Transport = resolver.UDP
+		}
+		return t, nil
+	}
+	hops, err := p.res.Resolve(ctx, contact)
+	if err != nil || len(hops) == 0 {
+		return branchTarget{}, fmt.Errorf("proxy: contact %q: %w", b.Contact, err)
+	}
+	t.hop = hops[0]
+	return t, nil
+}
+
+// uriTargets resolves a URI (another domain, a Route, a remote target)
+// into one branch that fails over along the RFC 3263 target list.
+func (p *Proxy) uriTargets(ctx context.Context, uri sip.Uri) ([][]branchTarget, error) {
+	hops, err := p.res.Resolve(ctx, uri)
+	if err != nil {
+		p.log.Info("resolve failed", "uri", sipcore.Sanitize(uri.String()), "error", err)
+		var le *resolver.LookupError
+		if errors.Is(err, resolver.ErrNXDomain) || errors.As(err, &le) && errors.Is(le, resolver.ErrNXDomain) {
+			return nil, sipcore.Errorf(404, "Domain %s not found", uri.Host)
+		}
+		return nil, sipcore.Errorf(503, "Cannot resolve %s", uri.Host).With(sip.NewHeader("Retry-After", "30"))
+	}
+	if len(hops) == 0 {
+		return nil, sipcore.Errorf(503, "No target for %s", uri.Host).With(sip.NewHeader("Retry-After", "30"))
+	}
+	return [][]branchTarget{{{hop: hops[0], hops: hops, binary: true}}}, nil
+}
+
+// relay runs the plan: groups in sequence, branches of a group in
+// parallel, and answers upstream per §16.7.
+func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerTransaction, plan [][]branchTarget, recordRoute bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ctl := &collector{p: p, req: req, tx: tx}
+	if req.IsInvite() {
+		tx.OnCancel(func(*sip.Request) {
+			ctl.cancelAll()
+			cancel()
+		})
+	}
+	for _, group := range plan {
+		var wg sync.WaitGroup
+		for i := range group {
+			b := ctl.newBranch(fwd, group[i], recordRoute)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p.runBranch(ctx, ctl, b)
+			}()
+		}
+		wg.Wait()
+		if ctl.done() || ctx.Err() != nil {
+			break
+		}
+	}
+	return ctl.finish()
+}
+
+// isOurs reports whether u names one of our listeners.
+func (p *Proxy) isOurs(u sip.Uri) bool {
+	port := u.Port
+	if port == 0 {
+		port = 5060
+	}
+	return p.ours[strings.ToLower(net.JoinHostPort(u.Host, strconv.Itoa(port)))]
+}
+
+func hasToTag(req *sip.Request) bool {
+	to := req.To()
+	return to != nil && to.Params.Has("tag")
+}
+
+// recordRoutes reports whether method creates a dialog we record-route.
+func recordRoutes(m sip.RequestMethod) bool {
+	switch m {
+	case sip.INVITE, sip.SUBSCRIBE, sip.REFER, sip.NOTIFY:
+		return true
+	}
+	return false
+}
+
+func proxyRequire(req *sip.Request) []string {
+	var out []string
+	for _, h := range req.GetHeaders("Proxy-Require") {
+		for _, tag := range strings.Split(h.Value(), ",") {
+			if tag = strings.TrimSpace(tag); tag != "" {
+				out = append(out, sipcore.Sanitize(tag))
+			}
+		}
+	}
+	return out
+}
+
+// parseNameAddr parses "<sip:…;lr>" or a bare URI.
+func parseNameAddr(v string, u *sip.Uri) error {
+	v = strings.TrimSpace(v)
+	if i := strings.IndexByte(v, '<'); i >= 0 {
+		j := strings.IndexByte(v[i:], '>')
+		if j < 0 {
+			return errors.New("missing >")
+		}
+		v = v[i+1 : i+j]
+	}
+	return sip.ParseUri(v, u)
+}

@@ -1,0 +1,524 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipfed/sipfed/auth"
+	"github.com/sipfed/sipfed/internal/testenv"
+	"github.com/sipfed/sipfed/location"
+	"github.com/sipfed/sipfed/location/memory"
+	"github.com/sipfed/sipfed/proxy"
+	"github.com/sipfed/sipfed/resolver"
+	"github.com/sipfed/sipfed/sipcore"
+)
+
+// domain is a.test's proxy running in-process on a loopback UDP port.
+type domain struct {
+	addr  string
+	store *memory.Store
+	users *auth.FileStore
+}
+
+func startProxy(t *testing.T, opts ...proxy.Option) *domain {
+	t.Helper()
+	return startProxyDNS(t, "", opts...)
+}
+
+// startProxyDNS starts the proxy with a lab DNS server holding zone (the
+// text of a zone file for a.test, with PORT standing for the proxy's port).
+func startProxyDNS(t *testing.T, zone string, opts ...proxy.Option) *domain {
+	t.Helper()
+	ctx := context.Background()
+	users, err := auth.OpenFile(filepath.Join(t.TempDir(), "users.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if err := users.Add(ctx, u+"@a.test", u+"-pw"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := memory.New()
+	t.Cleanup(func() { store.Close() })
+	port := testenv.FreePort(t)
+	dnsAddr := "127.0.0.1:1"
+	if zone != "" {
+		file := filepath.Join(t.TempDir(), "a.test.zone")
+		if err := os.WriteFile(file, []byte(strings.ReplaceAll(zone, "PORT", strconv.Itoa(port))), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		lab, err := resolver.NewLabServer(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := lab.Listen("127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		lctx, stop := context.WithCancel(context.Background())
+		go lab.Serve(lctx)
+		t.Cleanup(stop)
+		dnsAddr = lab.Addr()
+	}
+	res, err := resolver.New(resolver.WithServers([]string{dnsAddr}), resolver.WithTimeout(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	var px *proxy.Proxy
+	ua, err := sipgo.NewUA(sipgo.WithUserAgentParser(sipcore.NewParser()),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerUnhandledResponseHandler(func(r *sip.Response) { px.HandleStrayResponse(r) })))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := sipgo.NewClient(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authSrv := auth.NewServer(users, []byte("secret"))
+	if os.Getenv("SIPFED_TEST_LOG") != "" {
+		opts = append(opts, proxy.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	}
+	px = proxy.New([]string{"a.test"}, store, authSrv, users, res, client,
+		[]proxy.Listener{{Transport: "udp", Host: "127.0.0.1", Port: port}}, opts...)
+	srv.OnNoRoute(px.ServeSIP)
+	conn, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeUDP(conn)
+	t.Cleanup(func() { conn.Close(); ua.Close() })
+	return &domain{addr: addr, store: store, users: users}
+}
+
+// bind registers a device of aor at contact directly in the store.
+func (d *domain) bind(t *testing.T, aor, contact string, q int) {
+	t.Helper()
+	b := location.Binding{AOR: aor, Contact: contact, Q: q, Expires: time.Now().Add(time.Hour)}
+	if _, err := d.store.Update(context.Background(), aor, location.Update{CallID: contact, CSeq: 1, Now: time.Now(), Set: []location.Binding{b}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// device is a phone on loopback whose INVITE behaviour a test chooses.
+type device struct {
+	contact  string
+	invites  atomic.Int32
+	canceled atomic.Int32
+}
+
+type behaviour struct {
+	ring   bool          // send 180
+	answer time.Duration // answer 200 after this (0: never)
+	final  int           // or answer this final status at once after ringing
+}
+
+func startDevice(t *testing.T, user string, b behaviour) *device {
+	t.Helper()
+	ua, err := sipgo.NewUA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := testenv.FreePort(t)
+	d := &device{contact: fmt.Sprintf("sip:%s@127.0.0.1:%d", user, port)}
+	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+		d.invites.Add(1)
+		tx.OnCancel(func(*sip.Request) { d.canceled.Add(1) })
+		if b.ring {
+			tx.Respond(sip.NewResponseFromRequest(req, 180, "Ringing", nil))
+		}
+		if b.final != 0 {
+			tx.Respond(sip.NewResponseFromRequest(req, b.final, "Final", nil))
+			return
+		}
+		if b.answer > 0 {
+			select {
+			case <-time.After(b.answer):
+				res := sip.NewResponseFromRequest(req, 200, "OK", []byte("v=0\r\n"))
+				res.AppendHeader(sip.NewHeader("Contact", "<"+d.contact+">"))
+				tx.Respond(res)
+				return
+			case <-tx.Done():
+				return
+			}
+		}
+		<-tx.Done()
+	})
+	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
+	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	conn, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeUDP(conn)
+	t.Cleanup(func() { conn.Close(); ua.Close() })
+	return d
+}
+
+// caller sends requests to the proxy as a phone would.
+type caller struct {
+	t      *testing.T
+	client *sipgo.Client
+	proxy  string
+	port   int
+}
+
+func newCaller(t *testing.T, proxyAddr string) *caller {
+	t.Helper()
+	ua, err := sipgo.NewUA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := testenv.FreePort(t)
+	conn, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeUDP(conn)
+	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientPort(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(); ua.Close() })
+	return &caller{t: t, client: client, proxy: proxyAddr, port: port}
+}
+
+// request builds method from → to, sent to the proxy.
+func (c *caller) request(method sip.RequestMethod, from, to string, extra ...sip.Header) *sip.Request {
+	var ruri sip.Uri
+	if err := sip.ParseUri("sip:"+to, &ruri); err != nil {
+		c.t.Fatal(err)
+	}
+	req := sip.NewRequest(method, ruri)
+	var fromURI sip.Uri
+	sip.ParseUri("sip:"+from, &fromURI)
+	fh := &sip.FromHeader{Address: fromURI}
+	fh.Params.Add("tag", sip.GenerateTagN(8))
+	req.AppendHeader(fh)
+	req.AppendHeader(&sip.ToHeader{Address: ruri})
+	req.AppendHeader(sip.NewHeader("Contact", fmt.Sprintf("<sip:%s@127.0.0.1:%d>", strings.Split(from, "@")[0], c.port)))
+	for _, h := range extra {
+		req.AppendHeader(h)
+	}
+	if method == sip.INVITE {
+		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		req.SetBody([]byte("v=0\r\n"))
+	}
+	req.SetDestination(c.proxy)
+	req.SetTransport("UDP")
+	return req
+}
+
+// do sends req and returns the final response and the provisional codes.
+func (c *caller) do(req *sip.Request, timeout time.Duration) (*sip.Response, []int) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tx, err := c.client.TransactionRequest(ctx, req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer tx.Terminate()
+	var prov []int
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.StatusCode < 200 {
+				prov = append(prov, res.StatusCode)
+				continue
+			}
+			return res, prov
+		case <-tx.Done():
+			c.t.Fatalf("%s: no final response: %v", req.Method, tx.Err())
+		case <-ctx.Done():
+			c.t.Fatalf("%s: no final response within %v", req.Method, timeout)
+		}
+	}
+}
+
+func wantCode(t *testing.T, res *sip.Response, code int) {
+	t.Helper()
+	if res.StatusCode != code {
+		t.Fatalf("got %d %s, want %d", res.StatusCode, res.Reason, code)
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRFC3261_16_7_ForkFirst2xxCancelsOthers: two devices of equal q ring
+// in parallel; one answers, the other gets CANCEL.
+func TestRFC3261_16_7_ForkFirst2xxCancelsOthers(t *testing.T) {
+	d := startProxy(t)
+	answers := startDevice(t, "bob", behaviour{ring: true, answer: 300 * time.Millisecond})
+	rings := startDevice(t, "bob", behaviour{ring: true})
+	d.bind(t, "bob@a.test", answers.contact, 1000)
+	d.bind(t, "bob@a.test", rings.contact, 1000)
+	c := newCaller(t, d.addr)
+	res, prov := c.do(c.request(sip.INVITE, "carol@c.test", "bob@a.test"), 10*time.Second)
+	wantCode(t, res, 200)
+	if !containsInt(prov, 180) {
+		t.Errorf("180 not relayed: %v", prov)
+	}
+	if rr := res.GetHeaders("Record-Route"); len(rr) != 1 || !strings.Contains(rr[0].Value(), d.addr) {
+		t.Errorf("Record-Route in 200: %v", rr)
+	}
+	eventually(t, "CANCEL at the ringing device", func() bool { return rings.canceled.Load() == 1 })
+	if answers.invites.Load() != 1 || rings.invites.Load() != 1 {
+		t.Fatalf("invites: %d, %d", answers.invites.Load(), rings.invites.Load())
+	}
+}
+
+func containsInt(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRFC3261_16_7_BusyAndNoAnswerGive486: one device busy, the other
+// rings until Timer C; the caller gets the busy.
+func TestRFC3261_16_7_BusyAndNoAnswerGive486(t *testing.T) {
+	d := startProxy(t, proxy.WithTimerC(time.Second))
+	busy := startDevice(t, "bob", behaviour{ring: true, final: 486})
+	rings := startDevice(t, "bob", behaviour{ring: true})
+	d.bind(t, "bob@a.test", busy.contact, 1000)
+	d.bind(t, "bob@a.test", rings.contact, 1000)
+	c := newCaller(t, d.addr)
+	res, _ := c.do(c.request(sip.INVITE, "carol@c.test", "bob@a.test"), 15*time.Second)
+	wantCode(t, res, 486)
+	if rings.canceled.Load() != 1 {
+		t.Errorf("ringing device not canceled by Timer C")
+	}
+}
+
+// TestRFC3261_16_6_TimerC408: a device that never answers, not even 180,
+// ends with 408 when Timer C fires.
+func TestRFC3261_16_6_TimerC408(t *testing.T) {
+	d := startProxy(t, proxy.WithTimerC(time.Second))
+	mute := startDevice(t, "bob", behaviour{})
+	d.bind(t, "bob@a.test", mute.contact, 1000)
+	c := newCaller(t, d.addr)
+	res, _ := c.do(c.request(sip.INVITE, "carol@c.test", "bob@a.test"), 15*time.Second)
+	wantCode(t, res, 408)
+}
+
+// TestRFC3261_16_5_SequentialQGroups: the q=1.0 device is busy, so the
+// q=0.5 device is tried next and answers.
+func TestRFC3261_16_5_SequentialQGroups(t *testing.T) {
+	d := startProxy(t)
+	first := startDevice(t, "bob", behaviour{final: 486})
+	second := startDevice(t, "bob", behaviour{ring: true, answer: 100 * time.Millisecond})
+	d.bind(t, "bob@a.test", first.contact, 1000)
+	d.bind(t, "bob@a.test", second.contact, 500)
+	c := newCaller(t, d.addr)
+	res, _ := c.do(c.request(sip.INVITE, "carol@c.test", "bob@a.test"), 10*time.Second)
+	wantCode(t, res, 200)
+	if first.invites.Load() != 1 || second.invites.Load() != 1 {
+		t.Fatalf("invites %d then %d", first.invites.Load(), second.invites.Load())
+	}
+}
+
+// TestRFC3261_16_10_UpstreamCancelCancelsEveryBranch: the caller CANCELs
+// while two devices ring; both get CANCEL and the caller gets 487.
+func TestRFC3261_16_10_UpstreamCancelCancelsEveryBranch(t *testing.T) {
+	d := startProxy(t)
+	one := startDevice(t, "bob", behaviour{ring: true})
+	two := startDevice(t, "bob", behaviour{ring: true})
+	d.bind(t, "bob@a.test", one.contact, 1000)
+	d.bind(t, "bob@a.test", two.contact, 1000)
+	c := newCaller(t, d.addr)
+	inv := c.request(sip.INVITE, "carol@c.test", "bob@a.test")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tx, err := c.client.TransactionRequest(ctx, inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Terminate()
+	for res := range tx.Responses() {
+		if res.StatusCode == 180 {
+			break
+		}
+	}
+	cancelReq := sip.NewRequest(sip.CANCEL, inv.Recipient)
+	cancelReq.AppendHeader(sip.HeaderClone(inv.Via()))
+	cancelReq.AppendHeader(sip.HeaderClone(inv.From()))
+	cancelReq.AppendHeader(sip.HeaderClone(inv.To()))
+	cancelReq.AppendHeader(sip.HeaderClone(inv.CallID()))
+	cancelReq.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+	mf := sip.MaxForwardsHeader(70)
+	cancelReq.AppendHeader(&mf)
+	cancelReq.SetDestination(d.addr)
+	cancelReq.SetTransport("UDP")
+	cres, _ := c.do(cancelReq, 5*time.Second)
+	wantCode(t, cres, 200)
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.StatusCode < 200 {
+				continue
+			}
+			wantCode(t, res, 487)
+			eventually(t, "CANCEL at both devices", func() bool { return one.canceled.Load() == 1 && two.canceled.Load() == 1 })
+			return
+		case <-ctx.Done():
+			t.Fatal("no 487 after CANCEL")
+		}
+	}
+}
+
+// TestRFC3261_16_3_TooManyHops483 and loop detection 482.
+func TestRFC3261_16_3_TooManyHops483(t *testing.T) {
+	d := startProxy(t)
+	c := newCaller(t, d.addr)
+	mf := sip.MaxForwardsHeader(0)
+	req := c.request(sip.MESSAGE, "carol@c.test", "bob@a.test", &mf)
+	res, _ := c.do(req, 5*time.Second)
+	wantCode(t, res, 483)
+}
+
+// TestRFC3261_16_3_LoopDetected482: bob's device is bob's own address,
+// which DNS resolves back to this proxy; the request returns unchanged.
+func TestRFC3261_16_3_LoopDetected482(t *testing.T) {
+	d := startProxyDNS(t, `$ORIGIN a.test.
+$TTL 60
+@ IN SOA ns.a.test. host.a.test. 1 3600 600 86400 60
+@ IN NS ns.a.test.
+ns IN A 127.0.0.1
+_sip._udp IN SRV 10 10 PORT sip.a.test.
+sip IN A 127.0.0.1
+`)
+	d.bind(t, "bob@a.test", "sip:bob@a.test", 1000)
+	c := newCaller(t, d.addr)
+	res, _ := c.do(c.request(sip.MESSAGE, "carol@c.test", "bob@a.test"), 10*time.Second)
+	wantCode(t, res, 482)
+}
+
+// TestProxyRequire420: we support no proxy extension.
+func TestProxyRequire420(t *testing.T) {
+	d := startProxy(t)
+	c := newCaller(t, d.addr)
+	res, _ := c.do(c.request(sip.MESSAGE, "carol@c.test", "bob@a.test", sip.NewHeader("Proxy-Require", "foo")), 5*time.Second)
+	wantCode(t, res, 420)
+	if h := res.GetHeader("Unsupported"); h == nil || h.Value() != "foo" {
+		t.Fatalf("Unsupported: %v", h)
+	}
+}
+
+// TestLocalCallerChallenged407 and a spoofed From: a user of ours must
+// authenticate, and only as the From user.
+func TestLocalCallerChallenged407(t *testing.T) {
+	d := startProxy(t)
+	bob := startDevice(t, "bob", behaviour{answer: 50 * time.Millisecond})
+	d.bind(t, "bob@a.test", bob.contact, 1000)
+	c := newCaller(t, d.addr)
+	req := c.request(sip.INVITE, "alice@a.test", "bob@a.test")
+	res, _ := c.do(req, 5*time.Second)
+	wantCode(t, res, 407)
+	if res.GetHeader("Proxy-Authenticate") == nil {
+		t.Fatal("407 without Proxy-Authenticate")
+	}
+	ok, err := c.client.DoDigestAuth(context.Background(), req, res, sipgo.DigestAuth{Username: "alice", Password: "alice-pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, ok, 200)
+
+	// carol's credentials with alice's From: spoofing.
+	spoof := c.request(sip.INVITE, "alice@a.test", "bob@a.test")
+	res, _ = c.do(spoof, 5*time.Second)
+	wantCode(t, res, 407)
+	res, err = c.client.DoDigestAuth(context.Background(), spoof, res, sipgo.DigestAuth{Username: "carol", Password: "carol-pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, res, 403)
+}
+
+// TestNoOpenRelay403: a request neither for our domain nor from a user of
+// ours is refused.
+func TestNoOpenRelay403(t *testing.T) {
+	d := startProxy(t)
+	c := newCaller(t, d.addr)
+	res, _ := c.do(c.request(sip.INVITE, "carol@c.test", "dave@d.test"), 5*time.Second)
+	wantCode(t, res, 403)
+}
+
+// TestUnknownUser404AndKnownUserOffline480.
+func TestUnknownUser404AndKnownUserOffline480(t *testing.T) {
+	d := startProxy(t)
+	c := newCaller(t, d.addr)
+	res, _ := c.do(c.request(sip.MESSAGE, "carol@c.test", "nobody@a.test"), 5*time.Second)
+	wantCode(t, res, 404)
+	res, _ = c.do(c.request(sip.MESSAGE, "carol@c.test", "bob@a.test"), 5*time.Second)
+	wantCode(t, res, 480)
+}
+
+// TestSDPUntouched: the body reaches the device byte for byte.
+func TestSDPUntouched(t *testing.T) {
+	d := startProxy(t)
+	var got []byte
+	var mu sync.Mutex
+	ua, _ := sipgo.NewUA()
+	srv, _ := sipgo.NewServer(ua)
+	port := testenv.FreePort(t)
+	srv.OnMessage(func(req *sip.Request, tx sip.ServerTransaction) {
+		mu.Lock()
+		got = append([]byte(nil), req.Body()...)
+		mu.Unlock()
+		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	conn, _ := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
+	go srv.ServeUDP(conn)
+	t.Cleanup(func() { conn.Close(); ua.Close() })
+	d.bind(t, "bob@a.test", fmt.Sprintf("sip:bob@127.0.0.1:%d", port), 1000)
+	c := newCaller(t, d.addr)
+	body := "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+	req := c.request(sip.MESSAGE, "carol@c.test", "bob@a.test", sip.NewHeader("Content-Type", "application/sdp"))
+	req.SetBody([]byte(body))
+	res, _ := c.do(req, 5*time.Second)
+	wantCode(t, res, 200)
+	mu.Lock()
+	defer mu.Unlock()
+	if string(got) != body {
+		t.Fatalf("body changed:\n%q\n%q", got, body)
+	}
+}
