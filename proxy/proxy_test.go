@@ -97,14 +97,19 @@ func startProxyDNS(t *testing.T, zone string, opts ...proxy.Option) *domain {
 		opts = append(opts, proxy.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	}
 	px = proxy.New([]string{"a.test"}, store, authSrv, users, res, client,
-		[]proxy.Listener{{Transport: "udp", Host: "127.0.0.1", Port: port}}, opts...)
+		[]proxy.Listener{{Transport: "udp", Host: "127.0.0.1", Port: port}, {Transport: "tcp", Host: "127.0.0.1", Port: port}}, opts...)
 	srv.OnNoRoute(px.ServeSIP)
 	conn, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	go srv.ServeUDP(conn)
-	t.Cleanup(func() { conn.Close(); ua.Close() })
+	go srv.ServeTCP(ln)
+	t.Cleanup(func() { conn.Close(); ln.Close(); ua.Close() })
 	return &domain{addr: addr, store: store, users: users}
 }
 
@@ -521,4 +526,140 @@ func TestSDPUntouched(t *testing.T) {
 	if string(got) != body {
 		t.Fatalf("body changed:\n%q\n%q", got, body)
 	}
+}
+
+// recorder is a phone that answers MESSAGE 200 on UDP and TCP at one port
+// and notes the transport each arrived on.
+type recorder struct {
+	port       int
+	mu         sync.Mutex
+	transports []string
+	ua         *sipgo.UserAgent
+	client     *sipgo.Client
+}
+
+func startRecorder(t *testing.T) *recorder {
+	t.Helper()
+	ua, err := sipgo.NewUA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := sipgo.NewServer(ua)
+	r := &recorder{port: testenv.FreePort(t), ua: ua}
+	r.client, _ = sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientPort(r.port))
+	srv.OnMessage(func(req *sip.Request, tx sip.ServerTransaction) {
+		r.mu.Lock()
+		r.transports = append(r.transports, req.Transport())
+		r.mu.Unlock()
+		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	addr := "127.0.0.1:" + strconv.Itoa(r.port)
+	conn, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeUDP(conn)
+	go srv.ServeTCP(ln)
+	t.Cleanup(func() { conn.Close(); ln.Close(); ua.Close() })
+	return r
+}
+
+func (r *recorder) got() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.transports...)
+}
+
+// TestRFC3261_18_1_1_LargeRequestGoesOverTCP: a MESSAGE too large for UDP
+// to a UDP contact is sent over TCP to the same address.
+func TestRFC3261_18_1_1_LargeRequestGoesOverTCP(t *testing.T) {
+	d := startProxy(t)
+	phone := startRecorder(t)
+	d.bind(t, "bob@a.test", fmt.Sprintf("sip:bob@127.0.0.1:%d", phone.port), 1000)
+	c := newCaller(t, d.addr)
+	req := c.request(sip.MESSAGE, "carol@c.test", "bob@a.test", sip.NewHeader("Content-Type", "text/plain"))
+	req.SetTransport("TCP")
+	req.SetBody([]byte(strings.Repeat("x", 2000)))
+	res, _ := c.do(req, 10*time.Second)
+	wantCode(t, res, 200)
+	if got := phone.got(); len(got) != 1 || got[0] != "TCP" {
+		t.Fatalf("phone got the MESSAGE over %v, want TCP", got)
+	}
+	small := c.request(sip.MESSAGE, "carol@c.test", "bob@a.test")
+	res, _ = c.do(small, 10*time.Second)
+	wantCode(t, res, 200)
+	if got := phone.got(); len(got) != 2 || got[1] != "UDP" {
+		t.Fatalf("small MESSAGE went over %v, want UDP", got)
+	}
+}
+
+// TestRFC5626_ReachedOverItsRegistrationFlow: a device registered over TCP
+// (its Contact unreachable) is reached over the connection it opened, found
+// by its source address.
+func TestRFC5626_ReachedOverItsRegistrationFlow(t *testing.T) {
+	d := startProxy(t)
+	phone := startRecorder(t)
+	// The phone opens its flow to the proxy (as its REGISTER would).
+	opt := sip.NewRequest(sip.OPTIONS, sip.Uri{Scheme: "sip", Host: "a.test"})
+	opt.SetDestination(d.addr)
+	opt.SetTransport("TCP")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := phone.client.Do(ctx, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, res, 200)
+	// The flow's source address as the proxy saw it: the phone's side of
+	// its only TCP connection.
+	src := tcpPeerOf(t, phone.port, d.addr)
+	b := location.Binding{AOR: "bob@a.test", Contact: "sip:bob@10.255.255.1:5060", Q: 1000, Expires: time.Now().Add(time.Hour),
+		Received: src, Transport: "tcp", NAT: true}
+	if _, err := d.store.Update(ctx, "bob@a.test", location.Update{CallID: "x", CSeq: 1, Now: time.Now(), Set: []location.Binding{b}}); err != nil {
+		t.Fatal(err)
+	}
+	c := newCaller(t, d.addr)
+	res, _ = c.do(c.request(sip.MESSAGE, "carol@c.test", "bob@a.test"), 10*time.Second)
+	wantCode(t, res, 200)
+	if got := phone.got(); len(got) != 1 || got[0] != "TCP" {
+		t.Fatalf("phone got %v, want one MESSAGE over its TCP flow", got)
+	}
+}
+
+// tcpPeerOf finds the local address of the established TCP connection from
+// a process-local socket to remote, reading /proc/net/tcp.
+func tcpPeerOf(t *testing.T, _ int, remote string) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Skipf("SKIPPING: /proc/net/tcp: %v", err)
+	}
+	_, rport, _ := net.SplitHostPort(remote)
+	want := fmt.Sprintf("0100007F:%04X", mustAtoi(t, rport))
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[2] != want || f[3] != "01" {
+			continue
+		}
+		host, port, _ := strings.Cut(f[1], ":")
+		if host != "0100007F" {
+			continue
+		}
+		p, _ := strconv.ParseInt(port, 16, 32)
+		return fmt.Sprintf("127.0.0.1:%d", p)
+	}
+	t.Fatalf("no established TCP connection to %s", remote)
+	return ""
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
