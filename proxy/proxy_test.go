@@ -33,14 +33,14 @@ type domain struct {
 	users *auth.FileStore
 }
 
-func startProxy(t *testing.T, opts ...proxy.Option) *domain {
+func startProxy(t testing.TB, opts ...proxy.Option) *domain {
 	t.Helper()
 	return startProxyDNS(t, "", opts...)
 }
 
 // startProxyDNS starts the proxy with a lab DNS server holding zone (the
 // text of a zone file for a.test, with PORT standing for the proxy's port).
-func startProxyDNS(t *testing.T, zone string, opts ...proxy.Option) *domain {
+func startProxyDNS(t testing.TB, zone string, opts ...proxy.Option) *domain {
 	t.Helper()
 	ctx := context.Background()
 	users, err := auth.OpenFile(filepath.Join(t.TempDir(), "users.txt"))
@@ -114,7 +114,7 @@ func startProxyDNS(t *testing.T, zone string, opts ...proxy.Option) *domain {
 }
 
 // bind registers a device of aor at contact directly in the store.
-func (d *domain) bind(t *testing.T, aor, contact string, q int) {
+func (d *domain) bind(t testing.TB, aor, contact string, q int) {
 	t.Helper()
 	b := location.Binding{AOR: aor, Contact: contact, Q: q, Expires: time.Now().Add(time.Hour)}
 	if _, err := d.store.Update(context.Background(), aor, location.Update{CallID: contact, CSeq: 1, Now: time.Now(), Set: []location.Binding{b}}); err != nil {
@@ -135,7 +135,7 @@ type behaviour struct {
 	final  int           // or answer this final status at once after ringing
 }
 
-func startDevice(t *testing.T, user string, b behaviour) *device {
+func startDevice(t testing.TB, user string, b behaviour) *device {
 	t.Helper()
 	ua, err := sipgo.NewUA()
 	if err != nil {
@@ -185,13 +185,13 @@ func startDevice(t *testing.T, user string, b behaviour) *device {
 
 // caller sends requests to the proxy as a phone would.
 type caller struct {
-	t      *testing.T
+	t      testing.TB
 	client *sipgo.Client
 	proxy  string
 	port   int
 }
 
-func newCaller(t *testing.T, proxyAddr string) *caller {
+func newCaller(t testing.TB, proxyAddr string) *caller {
 	t.Helper()
 	ua, err := sipgo.NewUA()
 	if err != nil {
@@ -268,14 +268,14 @@ func (c *caller) do(req *sip.Request, timeout time.Duration) (*sip.Response, []i
 	}
 }
 
-func wantCode(t *testing.T, res *sip.Response, code int) {
+func wantCode(t testing.TB, res *sip.Response, code int) {
 	t.Helper()
 	if res.StatusCode != code {
 		t.Fatalf("got %d %s, want %d", res.StatusCode, res.Reason, code)
 	}
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
@@ -538,7 +538,7 @@ type recorder struct {
 	client     *sipgo.Client
 }
 
-func startRecorder(t *testing.T) *recorder {
+func startRecorder(t testing.TB) *recorder {
 	t.Helper()
 	ua, err := sipgo.NewUA()
 	if err != nil {
@@ -632,7 +632,7 @@ func TestRFC5626_ReachedOverItsRegistrationFlow(t *testing.T) {
 
 // tcpPeerOf finds the local address of the established TCP connection from
 // a process-local socket to remote, reading /proc/net/tcp.
-func tcpPeerOf(t *testing.T, _ int, remote string) string {
+func tcpPeerOf(t testing.TB, _ int, remote string) string {
 	t.Helper()
 	data, err := os.ReadFile("/proc/net/tcp")
 	if err != nil {
@@ -656,7 +656,7 @@ func tcpPeerOf(t *testing.T, _ int, remote string) string {
 	return ""
 }
 
-func mustAtoi(t *testing.T, s string) int {
+func mustAtoi(t testing.TB, s string) int {
 	n, err := strconv.Atoi(s)
 	if err != nil {
 		t.Fatal(err)
