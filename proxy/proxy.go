@@ -407,10 +407,14 @@ func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerT
 	defer cancel()
 	ctl := &collector{p: p, req: req, tx: tx}
 	if req.IsInvite() {
-		tx.OnCancel(func(*sip.Request) {
+		registered := tx.OnCancel(func(*sip.Request) {
 			ctl.cancelAll()
 			cancel()
 		})
+		if !registered {
+			// CANCELed (or over) before we forwarded anything.
+			return nil
+		}
 	}
 	for _, group := range plan {
 		var wg sync.WaitGroup
