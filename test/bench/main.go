@@ -1,12 +1,24 @@
 // Command bench drives SIPp against `sipfed serve` at rising rates and
-// reports, per store, the highest rate with 0 failed calls and its p99
-// response time. It starts and stops everything it uses (sipfed,
+// reports the highest rate with 0 failed calls and its p99 response time.
+// It starts and stops everything it uses (sipfed, its lab DNS,
 // redis-server, SIPp), all on loopback, each run bounded in count and time.
 //
-//	go run ./test/bench [-rates 500,1000,...] [-seconds 5]
+//	go run ./test/bench [-mode register,call1,call2] [-rates 500,1000,...] [-call-rates 100,200,...] [-seconds 5]
+//
+// Modes:
+//   - register: REGISTER with digest auth, per store (-stores).
+//   - call1: call setup through one proxy: alice@a.test calls bob@a.test
+//     (INVITE, 407, ACK, INVITE with credentials, 180, 200, ACK, BYE, 200),
+//     the callee a SIPp UAS registered at a.test.
+//   - call2: the same call to bob@b.test through two federated proxies,
+//     a.test finding b.test through `sipfed dns` (RFC 3263).
+//
+// For calls, the response time is the setup time: first INVITE sent to 200
+// received, including the 407 round trip.
 //
 // With -target it starts nothing and measures the SIP server already
-// listening there instead (see scripts/bench-kamailio.sh), under -label.
+// listening there instead (REGISTER only; see scripts/bench-kamailio.sh),
+// under -label.
 package main
 
 import (
@@ -33,12 +45,44 @@ func main() {
 	stores := flag.String("stores", "memory,redis", "stores to measure")
 	target := flag.String("target", "", "measure the SIP server at UDP `host:port` instead of sipfed; it must accept users u0001…u2000@a.test with passwords pw-uNNNN")
 	label := flag.String("label", "external", "name of -target in the results")
+	modes := flag.String("mode", "register", "what to measure, comma-separated: register, call1 (one proxy), call2 (two federated proxies)")
+	callRates := flag.String("call-rates", "100,250,500,1000,1500,2000,2500,3000", "call `rates` per second to try, in order (call1, call2)")
 	flag.Parse()
-	if err := run(*bin, *stores, *rates, *seconds, *target, *label); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+	for _, mode := range strings.Split(*modes, ",") {
+		var err error
+		switch mode {
+		case "register":
+			err = run(*bin, *stores, *rates, *seconds, *target, *label)
+		case "call1", "call2":
+			if *target != "" {
+				err = errors.New("-target measures REGISTER only")
+				break
+			}
+			hops := 1
+			if mode == "call2" {
+				hops = 2
+			}
+			err = runCalls(*bin, hops, *callRates, *seconds)
+		default:
+			err = fmt.Errorf("unknown -mode %q", mode)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
 	}
 }
+
+// scenario is a SIPp client scenario and what its calls are called.
+type scenario struct {
+	file string // under test/interop/testdata
+	unit string // in the RESULT line, e.g. "REGISTER/s"
+}
+
+var (
+	registerScenario = scenario{"register.xml", "REGISTER/s"}
+	callScenario     = scenario{"uac_call.xml", "calls/s"}
+)
 
 type result struct {
 	rate      int
@@ -70,7 +114,7 @@ func run(bin, stores, rates string, seconds int, target, label string) error {
 	fmt.Printf("REGISTER with digest auth (401 + 200 per call), SIPp 3.6 over UDP on loopback, %d s per rate, %d users\n", seconds, users)
 	fmt.Printf("%-8s %8s %8s %8s %10s %10s\n", "store", "rate/s", "ok", "failed", "p50 ms", "p99 ms")
 	if target != "" {
-		return measure(work, label, target, inf, rates, seconds)
+		return measure(work, registerScenario, label, target, inf, rates, seconds)
 	}
 	for _, store := range strings.Split(stores, ",") {
 		var serveArgs, userArgs []string
@@ -108,7 +152,7 @@ func run(bin, stores, rates string, seconds int, target, label string) error {
 			return err
 		}
 		time.Sleep(500 * time.Millisecond)
-		if err := measure(work, store, addr, inf, rates, seconds); err != nil {
+		if err := measure(work, registerScenario, store, addr, inf, rates, seconds); err != nil {
 			srv.Process.Kill()
 			return err
 		}
@@ -124,37 +168,50 @@ func run(bin, stores, rates string, seconds int, target, label string) error {
 
 // measure runs SIPp against addr at each rate in turn until one has
 // failures, printing a row per rate and the RESULT line under label.
-func measure(work, label, addr, inf, rates string, seconds int) error {
+func measure(work string, sc scenario, label, addr, inf, rates string, seconds int) error {
 	best := result{}
 	for _, rs := range strings.Split(rates, ",") {
 		rate, err := strconv.Atoi(rs)
 		if err != nil {
 			return fmt.Errorf("rate %q: %w", rs, err)
 		}
-		r, err := sippRun(work, addr, inf, rate, seconds)
+		r, err := sippRun(work, sc.file, addr, inf, rate, seconds)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("%-8s %8d %8d %8d %10.1f %10.1f\n", label, rate, r.ok, r.fail, r.p50, r.p99)
+		fmt.Printf("%-8s %8d %8d %8d %10s %10s\n", label, rate, r.ok, r.fail, ms(r.p50), ms(r.p99))
 		if r.fail > 0 || !r.completed {
 			break
 		}
 		best = r
 	}
-	fmt.Printf("RESULT %s: highest rate with 0 failures %d REGISTER/s, p99 %.1f ms\n", label, best.rate, best.p99)
+	if best.rate == 0 {
+		fmt.Printf("RESULT %s: no rate without failures\n", label)
+		return nil
+	}
+	fmt.Printf("RESULT %s: highest rate with 0 failures %d %s, p99 %s ms\n", label, best.rate, sc.unit, ms(best.p99))
 	return nil
 }
 
-// sippRun sends rate×seconds registrations at rate per second and reads
-// SIPp's counters and per-call response times.
-func sippRun(work, addr, inf string, rate, seconds int) (result, error) {
+// ms formats a SIPp response time: SIPp counts whole milliseconds, so 0
+// means under one.
+func ms(v float64) string {
+	if v < 1 {
+		return "<1"
+	}
+	return strconv.FormatFloat(v, 'f', 0, 64)
+}
+
+// sippRun runs rate×seconds calls of the client scenario at rate per
+// second and reads SIPp's counters and per-call response times.
+func sippRun(work, file, addr, inf string, rate, seconds int) (result, error) {
 	dir, err := os.MkdirTemp(work, "run")
 	if err != nil {
 		return result{}, err
 	}
 	n := rate * seconds
 	// SIPp runs in dir, so the scenario path must not be relative.
-	scenario, err := filepath.Abs("test/interop/testdata/register.xml")
+	scenario, err := filepath.Abs(filepath.Join("test/interop/testdata", file))
 	if err != nil {
 		return result{}, err
 	}
@@ -206,7 +263,9 @@ func counters(out string) (ok, failed int) {
 	return ok, failed
 }
 
-// rtts reads the response times (ms) from SIPp's *_rtt.csv.
+// rtts reads the response times (ms) from SIPp's *_rtt.csv, whose
+// columns are Date_ms;response_time_ms;rtd_no (the column is found by its
+// name: the third one is the timer's name or number, not a time).
 func rtts(dir string) ([]float64, error) {
 	files, _ := filepath.Glob(filepath.Join(dir, "*_rtt.csv"))
 	var out []float64
@@ -215,12 +274,22 @@ func rtts(dir string) ([]float64, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, line := range strings.Split(string(data), "\n")[1:] {
+		lines := strings.Split(string(data), "\n")
+		col := -1
+		for i, name := range strings.Split(strings.TrimSpace(lines[0]), ";") {
+			if name == "response_time_ms" {
+				col = i
+			}
+		}
+		if col < 0 {
+			return nil, fmt.Errorf("%s: no response_time_ms column in %q", f, lines[0])
+		}
+		for _, line := range lines[1:] {
 			cols := strings.Split(line, ";")
-			if len(cols) < 3 {
+			if len(cols) <= col {
 				continue
 			}
-			v, err := strconv.ParseFloat(cols[2], 64)
+			v, err := strconv.ParseFloat(cols[col], 64)
 			if err == nil {
 				out = append(out, v)
 			}
@@ -248,4 +317,140 @@ func waitTCP(addr string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("%s not listening", addr)
+}
+
+// runCalls measures call setup through one proxy (hops 1: alice@a.test →
+// bob@a.test) or two federated proxies (hops 2: alice@a.test → bob@b.test,
+// b.test found through the lab DNS). The callee is one SIPp UAS
+// (uas_answer.xml) whose address is registered as bob's contact.
+func runCalls(bin string, hops int, rates string, seconds int) error {
+	work, err := os.MkdirTemp("", "sipfed-bench-calls")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	var procs []*exec.Cmd
+	defer func() {
+		for _, p := range procs {
+			if filepath.Base(p.Path) == "sipp" {
+				p.Process.Kill() // SIPp has nothing to save
+			} else {
+				p.Process.Signal(syscall.SIGTERM)
+			}
+			done := make(chan struct{})
+			go func() { p.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				p.Process.Kill()
+				<-done
+			}
+		}
+	}()
+	start := func(name string, args ...string) error {
+		cmd := exec.Command(name, args...)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		procs = append(procs, cmd)
+		return nil
+	}
+	pa, pb, pdns := freePort(), freePort(), freePort()
+	zones := map[string]int{"a.test": pa, "b.test": pb}
+	dnsArgs := []string{"dns", "--listen", fmt.Sprintf("127.0.0.1:%d", pdns)}
+	for domain, port := range zones {
+		f := filepath.Join(work, domain+".zone")
+		if err := os.WriteFile(f, []byte(labZone(domain, port)), 0o600); err != nil {
+			return err
+		}
+		dnsArgs = append(dnsArgs, "--zone", f)
+	}
+	if err := start(bin, dnsArgs...); err != nil {
+		return err
+	}
+	if err := waitTCP(fmt.Sprintf("127.0.0.1:%d", pdns)); err != nil {
+		return err
+	}
+	users := map[string][]string{
+		"a.test": {"alice@a.test", "pw-alice", "bob@a.test", "pw-bob"},
+		"b.test": {"bob@b.test", "pw-bob"},
+	}
+	callee := "a.test"
+	domains := []string{"a.test"}
+	if hops == 2 {
+		callee = "b.test"
+		domains = append(domains, "b.test")
+	}
+	for _, domain := range domains {
+		file := filepath.Join(work, domain+"-users.txt")
+		args := []string{"user", "add", "--users", file, "--password-stdin"}
+		var pw strings.Builder
+		for i := 0; i < len(users[domain]); i += 2 {
+			args = append(args, users[domain][i])
+			pw.WriteString(users[domain][i+1] + "\n")
+		}
+		add := exec.Command(bin, args...)
+		add.Stdin = strings.NewReader(pw.String())
+		if out, err := add.CombinedOutput(); err != nil {
+			return fmt.Errorf("user add: %v: %s", err, out)
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", zones[domain])
+		if err := start(bin, "serve", "--domain", domain, "--listen", "udp:"+addr, "--listen", "tcp:"+addr,
+			"--dns", fmt.Sprintf("127.0.0.1:%d", pdns), "--users", file, "--log-level", "error"); err != nil {
+			return err
+		}
+		if err := waitTCP(addr); err != nil {
+			return err
+		}
+	}
+
+	// The callee: one SIPp UAS for every rate, stopped at the end.
+	uasPort := freePort()
+	uasScenario, err := filepath.Abs("test/interop/testdata/uas_answer.xml")
+	if err != nil {
+		return err
+	}
+	if err := start("sipp", "-sf", uasScenario, "-i", "127.0.0.1", "-p", strconv.Itoa(uasPort),
+		"-buff_size", "4194304", "-nostdin", "-timeout", "3600s"); err != nil {
+		return err
+	}
+	time.Sleep(300 * time.Millisecond)
+	reg := filepath.Join(work, "bob.csv")
+	if err := os.WriteFile(reg, []byte(fmt.Sprintf("SEQUENTIAL\nbob;pw-bob;%s;%d\n", callee, uasPort)), 0o600); err != nil {
+		return err
+	}
+	if r, err := sippRun(work, "register_contact.xml", fmt.Sprintf("127.0.0.1:%d", zones[callee]), reg, 1, 1); err != nil || r.ok != 1 {
+		return fmt.Errorf("registering the SIPp UAS as bob@%s: %v (%d ok)", callee, err, r.ok)
+	}
+
+	inf := filepath.Join(work, "alice.csv")
+	if err := os.WriteFile(inf, []byte("SEQUENTIAL\nalice;pw-alice;a.test;bob;"+callee+"\n"), 0o600); err != nil {
+		return err
+	}
+	label := "call1"
+	what := "one proxy (alice@a.test → bob@a.test)"
+	if hops == 2 {
+		label = "call2"
+		what = "two federated proxies (alice@a.test → a.test → DNS → b.test → bob@b.test)"
+	}
+	fmt.Printf("\nCall setup through %s: INVITE, 407, ACK, INVITE with credentials, 180, 200 (setup time), ACK, BYE, 200; SIPp 3.6 over UDP on loopback, %d s per rate, memory store\n", what, seconds)
+	fmt.Printf("%-8s %8s %8s %8s %10s %10s\n", "path", "calls/s", "ok", "failed", "p50 ms", "p99 ms")
+	return measure(work, callScenario, label, fmt.Sprintf("127.0.0.1:%d", pa), inf, rates, seconds)
+}
+
+// labZone is the RFC 3263 zone of a lab domain whose proxy listens on
+// 127.0.0.1:port (UDP and TCP), the shape of deploy/lab/*.zone.
+func labZone(domain string, port int) string {
+	return fmt.Sprintf(`$ORIGIN %[1]s.
+$TTL 300
+@ IN SOA ns.%[1]s. hostmaster.%[1]s. 1 3600 600 86400 60
+@ IN NS ns.%[1]s.
+ns IN A 127.0.0.1
+@ IN NAPTR 10 10 "S" "SIP+D2T" "" _sip._tcp.%[1]s.
+@ IN NAPTR 20 10 "S" "SIP+D2U" "" _sip._udp.%[1]s.
+_sip._tcp IN SRV 10 10 %[2]d sip.%[1]s.
+_sip._udp IN SRV 10 10 %[2]d sip.%[1]s.
+sip IN A 127.0.0.1
+`, domain, port)
 }

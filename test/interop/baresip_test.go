@@ -17,7 +17,8 @@ import (
 
 // baresipConfig writes a headless baresip configuration (no sound card:
 // ausine source, null player) for one account and returns its folder.
-func baresipConfig(t *testing.T, sipPort, rtpBase int, account string) string {
+// Extra lines are appended to the config file.
+func baresipConfig(t *testing.T, sipPort, rtpBase int, account string, extra ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	config := fmt.Sprintf(`poll_method epoll
@@ -36,6 +37,9 @@ module alsa.so
 module account.so
 module uuid.so
 `, sipPort, rtpBase, rtpBase+19)
+	for _, line := range extra {
+		config += line + "\n"
+	}
 	writeFile(t, filepath.Join(dir, "config"), config)
 	writeFile(t, filepath.Join(dir, "accounts"), account+"\n")
 	return dir

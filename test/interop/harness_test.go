@@ -60,18 +60,30 @@ func (l *logBuf) String() string {
 
 // server is a running `sipfed serve`.
 type server struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	out  *logBuf
-	Port int
-	args []string
-	done chan error
+	t      *testing.T
+	cmd    *exec.Cmd
+	out    *logBuf
+	Port   int
+	Domain string
+	args   []string
+	done   chan error
 }
 
 // startServe runs `sipfed serve` for a.test on a free port with args added.
 func startServe(t *testing.T, args ...string) *server {
 	t.Helper()
-	s := &server{t: t, Port: testenv.FreePort(t), args: args}
+	return startDomain(t, "a.test", 0, args...)
+}
+
+// startDomain runs `sipfed serve --domain domain` on UDP and TCP
+// 127.0.0.1:port (a free port when port is 0) with args added, and kills it
+// when the test ends.
+func startDomain(t *testing.T, domain string, port int, args ...string) *server {
+	t.Helper()
+	if port == 0 {
+		port = testenv.FreePort(t)
+	}
+	s := &server{t: t, Port: port, Domain: domain, args: args}
 	s.start()
 	t.Cleanup(func() { s.kill() })
 	return s
@@ -80,7 +92,7 @@ func startServe(t *testing.T, args ...string) *server {
 func (s *server) start() {
 	s.t.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(s.Port)
-	args := append([]string{"serve", "--domain", "a.test", "--listen", "udp:" + addr, "--listen", "tcp:" + addr, "--log-level", "warn"}, s.args...)
+	args := append([]string{"serve", "--domain", s.Domain, "--listen", "udp:" + addr, "--listen", "tcp:" + addr, "--log-level", "warn"}, s.args...)
 	s.cmd = exec.Command(sipfedBin, args...)
 	s.out = &logBuf{}
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
