@@ -35,10 +35,12 @@ test-unit:
 
 # Go benchmarks, then SIPp REGISTER (digest auth) at rising rates against
 # sipfed (memory and Redis stores) and Kamailio 5.6, one run on one machine.
-BENCH_RATES ?= 500,1000,2000,3000,4000,5000,6000,7000,8000
+BENCH_RATES ?= 1000,2000,3000,4000,5000,6000,7000,8000,9000,10000
+BENCH_CALL_RATES ?= 100,250,500,1000,1500,2000,2500,3000
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	$(GO) run ./test/bench -rates $(BENCH_RATES)
+	$(GO) run ./test/bench -mode call1,call2 -call-rates $(BENCH_CALL_RATES)
 	RATES=$(BENCH_RATES) ./scripts/bench-kamailio.sh
 
 clean:
