@@ -294,10 +294,14 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 	provisional := false
 	cancelSent := false
 	cancelWanted := false
+	// RFC 3261 §9.1: a CANCELed INVITE that gets no final response within
+	// 64*T1 is considered over.
+	var cancelDeadline <-chan time.Time
 	sendCancel := func() {
 		if !cancelSent && r.IsInvite() {
 			cancelSent = true
 			p.sendCancel(r)
+			cancelDeadline = time.After(64 * sip.T1)
 		}
 	}
 	stop := b.ctx.Done()
@@ -337,6 +341,8 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 				return false, synth(c.req, 487, "Request Terminated")
 			}
 			return false, synth(c.req, 408, "Request Timeout")
+		case <-cancelDeadline:
+			return false, synth(c.req, 487, "Request Terminated")
 		case <-noAnswer:
 			p.res.MarkDown(hop, p.markDown)
 			p.log.Info("no answer from target", "call_id", callID(c.req), "target", hop.String(), "after", p.failoverTimeout)
