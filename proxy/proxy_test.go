@@ -178,8 +178,13 @@ func startDevice(t testing.TB, user string, b behaviour) *device {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
 	go srv.ServeUDP(conn)
-	t.Cleanup(func() { conn.Close(); ua.Close() })
+	go srv.ServeTCP(ln)
+	t.Cleanup(func() { conn.Close(); ln.Close(); ua.Close() })
 	return d
 }
 
@@ -662,4 +667,22 @@ func mustAtoi(t testing.TB, s string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestRFC5658_TwoRecordRoutesWhenTransportChanges: a call that comes in
+// over UDP and leaves over TCP is record-routed twice, once per side.
+func TestRFC5658_TwoRecordRoutesWhenTransportChanges(t *testing.T) {
+	d := startProxy(t)
+	bob := startDevice(t, "bob", behaviour{answer: 10 * time.Millisecond})
+	d.bind(t, "bob@a.test", bob.contact+";transport=tcp", 1000)
+	c := newCaller(t, d.addr)
+	res, _ := c.do(c.request(sip.INVITE, "carol@c.test", "bob@a.test"), 10*time.Second)
+	wantCode(t, res, 200)
+	var rr []string
+	for _, h := range res.GetHeaders("Record-Route") {
+		rr = append(rr, h.Value())
+	}
+	if len(rr) != 2 || !strings.Contains(rr[0], "transport=tcp") || !strings.Contains(rr[1], "transport=udp") {
+		t.Fatalf("Record-Route %q, want the TCP side then the UDP side", rr)
+	}
 }
