@@ -22,7 +22,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -36,6 +35,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sipfed/sipfed/internal/testenv"
 )
 
 func main() {
@@ -228,7 +229,7 @@ func sippRun(work, file, addr, inf string, rate, seconds int) (result, error) {
 		return result{}, fmt.Errorf("sipp: %v: %s", err, out)
 	}
 	r := result{rate: rate, completed: ctx.Err() == nil}
-	r.ok, r.fail = counters(string(out))
+	r.ok, r.fail = testenv.SIPpCounts(string(out))
 	if r.ok+r.fail == 0 {
 		return r, fmt.Errorf("sipp made no call: %s", out)
 	}
@@ -242,25 +243,6 @@ func sippRun(work, file, addr, inf string, rate, seconds int) (result, error) {
 		r.p99 = times[min(len(times)-1, len(times)*99/100)]
 	}
 	return r, nil
-}
-
-func counters(out string) (ok, failed int) {
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		line := sc.Text()
-		f := strings.FieldsFunc(line, func(r rune) bool { return r == '|' || r == ' ' })
-		if len(f) < 3 {
-			continue
-		}
-		n, _ := strconv.Atoi(f[len(f)-1])
-		switch {
-		case strings.Contains(line, "Successful call"):
-			ok = n
-		case strings.Contains(line, "Failed call"):
-			failed = n
-		}
-	}
-	return ok, failed
 }
 
 // rtts reads the response times (ms) from SIPp's *_rtt.csv, whose

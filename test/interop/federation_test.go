@@ -284,9 +284,9 @@ func (f *federation) runCalls(t *testing.T, calleeDomain string, calls, rate int
 	err, out := sipp(t, f.a.addr(), "uac_call.xml", inf, "-m", strconv.Itoa(calls), "-r", strconv.Itoa(rate),
 		"-l", strconv.Itoa(rate*3), "-buff_size", "4194304", "-trace_msg", "-message_file", uacMsgs)
 	var r callResult
-	r.ok, r.failed = summary(out)
+	r.ok, r.failed = testenv.SIPpCounts(out)
 	uasErr, uasOut := uas.wait(30 * time.Second)
-	r.uasOK, r.uasFailed = summary(uasOut)
+	r.uasOK, r.uasFailed = testenv.SIPpCounts(uasOut)
 	if err != nil || r.ok != calls || r.failed != 0 || uasErr != nil || r.uasOK != calls || r.uasFailed != 0 {
 		uacErrs := out[strings.LastIndex(out, "--- errors:"):]
 		trace := callTrace(uacErrs+uas.errors(), uacMsgs, filepath.Join(uas.dir, "msg.log"))

@@ -3,7 +3,6 @@
 package interop
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -196,27 +195,6 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
-}
-
-// summary pulls SIPp's "Successful call" and "Failed call" counters
-// (cumulative column) from its final screen.
-func summary(out string) (ok, failed int) {
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		line := sc.Text()
-		f := strings.FieldsFunc(line, func(r rune) bool { return r == '|' || r == ' ' })
-		if len(f) < 3 {
-			continue
-		}
-		n, _ := strconv.Atoi(f[len(f)-1])
-		switch {
-		case strings.Contains(line, "Successful call"):
-			ok = n
-		case strings.Contains(line, "Failed call"):
-			failed = n
-		}
-	}
-	return ok, failed
 }
 
 func writeFile(t *testing.T, path, content string) {

@@ -34,7 +34,7 @@ func TestSIPpRegister1000Users(t *testing.T) {
 			addUsers(t, registerUsers, target, inf)
 			srv := startServe(t, args...)
 			err, out := sipp(t, srv.addr(), "register.xml", inf, "-m", "1000", "-r", "200", "-l", "200")
-			ok, failed := summary(out)
+			ok, failed := testenv.SIPpCounts(out)
 			if err != nil || failed != 0 || ok != registerUsers {
 				t.Fatalf("sipp: %v, %d successful, %d failed\n%s\n--- sipfed:\n%s", err, ok, failed, tail(out, 4000), tail(srv.out.String(), 3000))
 			}
@@ -60,7 +60,7 @@ func TestSIPpWrongPasswordFails(t *testing.T) {
 	writeFile(t, bad, "SEQUENTIAL\nu0001;wrong;a.test\nu0002;wrong;a.test\nu0003;wrong;a.test\n")
 	srv := startServe(t, "--users", users)
 	err, out := sipp(t, srv.addr(), "register.xml", bad, "-m", "3", "-recv_timeout", "2000")
-	ok, failed := summary(out)
+	ok, failed := testenv.SIPpCounts(out)
 	if err == nil || ok != 0 || failed != 3 {
 		t.Fatalf("wrong passwords: sipp %v, %d successful, %d failed; want 0 and 3\n%s", err, ok, failed, tail(out, 3000))
 	}
@@ -75,7 +75,7 @@ func TestSIPpUnregisterRemovesBinding(t *testing.T) {
 	addUsers(t, 5, []string{"--store", r.URL()}, inf)
 	srv := startServe(t, "--store", r.URL(), "--users", "redis")
 	err, out := sipp(t, srv.addr(), "unregister.xml", inf, "-m", "5")
-	if ok, failed := summary(out); err != nil || ok != 5 || failed != 0 {
+	if ok, failed := testenv.SIPpCounts(out); err != nil || ok != 5 || failed != 0 {
 		t.Fatalf("sipp: %v (%d ok, %d failed)\n%s", err, ok, failed, tail(out, 4000))
 	}
 	rdb := goredis.NewClient(&goredis.Options{Addr: r.Addr})
