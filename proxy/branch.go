@@ -40,6 +40,7 @@ type collector struct {
 	finals    []*sip.Response
 	finalSent bool
 	got6xx    bool
+	status    int // the first final status sent upstream
 }
 
 func (c *collector) newBranch(fwd *sip.Request, t branchTarget, rr bool) *branch {
@@ -183,6 +184,13 @@ func (c *collector) respond(res *sip.Response) {
 		if v := out.Via(); v != nil {
 			out.SetDestination(viaDest(v))
 		}
+	}
+	if out.StatusCode >= 200 {
+		c.mu.Lock()
+		if c.status == 0 {
+			c.status = out.StatusCode
+		}
+		c.mu.Unlock()
 	}
 	if err := c.tx.Respond(out); err != nil {
 		// The server transaction is over (upstream CANCEL, or a 2xx from

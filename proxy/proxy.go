@@ -405,10 +405,10 @@ func (p *Proxy) uriTargets(ctx context.Context, uri sip.Uri) ([][]branchTarget, 
 func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerTransaction, plan [][]branchTarget, recordRoute bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ctl := &collector{p: p, req: req, tx: tx}
+	c := &collector{p: p, req: req, tx: tx}
 	if req.IsInvite() {
 		registered := tx.OnCancel(func(*sip.Request) {
-			ctl.cancelAll()
+			c.cancelAll()
 			cancel()
 		})
 		if !registered {
@@ -416,22 +416,32 @@ func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerT
 			return nil
 		}
 	}
+	if req.IsInvite() {
+		start := time.Now()
+		defer func() {
+			c.mu.Lock()
+			status := c.status
+			c.mu.Unlock()
+			p.log.Info("call", "call_id", callID(req), "from", sipcore.AOR(req.From().Address), "to", sipcore.Sanitize(fwd.Recipient.String()),
+				"branches", len(c.branches), "status", status, "setup", time.Since(start).Round(time.Millisecond))
+		}()
+	}
 	for _, group := range plan {
 		var wg sync.WaitGroup
 		for i := range group {
-			b := ctl.newBranch(fwd, group[i], recordRoute)
+			b := c.newBranch(fwd, group[i], recordRoute)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				p.runBranch(ctx, ctl, b)
+				p.runBranch(ctx, c, b)
 			}()
 		}
 		wg.Wait()
-		if ctl.done() || ctx.Err() != nil {
+		if c.done() || ctx.Err() != nil {
 			break
 		}
 	}
-	return ctl.finish()
+	return c.finish()
 }
 
 // isOurs reports whether u names one of our listeners.
