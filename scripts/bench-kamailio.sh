@@ -161,7 +161,7 @@ auth_check "$work/bad.csv" 0 20
 auth_check "$work/good.csv" 20 0
 log "auth check passed: wrong passwords refused, right ones accepted"
 
-go run ./test/bench -target "127.0.0.1:$port" -label kamailio -rates "$rates" -seconds "$secs"
+go run ./test/bench -target "127.0.0.1:$port" -label kamailio -proc kamailio -rates "$rates" -seconds "$secs"
 
 if ! kill -0 "$kpid" 2>/dev/null; then
   log "kamailio exited during the run"

@@ -47,6 +47,7 @@ func main() {
 	target := flag.String("target", "", "measure the SIP server at UDP `host:port` instead of sipfed; it must accept users u0001…u2000@a.test with passwords pw-uNNNN")
 	label := flag.String("label", "external", "name of -target in the results")
 	modes := flag.String("mode", "register", "what to measure, comma-separated: register, call1 (one proxy), call2 (two federated proxies)")
+	flag.StringVar(&procName, "proc", "sipfed", "`name` of the server processes whose CPU time is reported per call (summed over all of them)")
 	callRates := flag.String("call-rates", "100,250,500,1000,1500,2000,2500,3000", "call `rates` per second to try, in order (call1, call2)")
 	flag.Parse()
 	for _, mode := range strings.Split(*modes, ",") {
@@ -90,6 +91,44 @@ type result struct {
 	ok, fail  int
 	p50, p99  float64
 	completed bool
+	sent      float64 // calls per second SIPp completed, start to finish of its run
+	cpu       float64 // server CPU µs per call
+}
+
+// procName names the server processes whose CPU time is measured.
+var procName string
+
+// header is the column line of every table.
+const header = "%-8s %8s %8s %8s %10s %10s %9s %10s\n"
+
+func printHeader(first string) {
+	fmt.Printf(header, first, "rate/s", "ok", "failed", "p50 ms", "p99 ms", "done/s", "cpu µs")
+}
+
+// cpuSeconds sums the user and system CPU time of every process named
+// name, from /proc (clock ticks of 10 ms).
+func cpuSeconds(name string) float64 {
+	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var ticks int64
+	for _, f := range dirs {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		s := string(data)
+		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || close < open || s[open+1:close] != name {
+			continue
+		}
+		fields := strings.Fields(s[close+1:])
+		if len(fields) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(fields[11], 10, 64)
+		k, _ := strconv.ParseInt(fields[12], 10, 64)
+		ticks += u + k
+	}
+	return float64(ticks) / 100
 }
 
 func run(bin, stores, rates string, seconds int, target, label string) error {
@@ -113,7 +152,7 @@ func run(bin, stores, rates string, seconds int, target, label string) error {
 		return err
 	}
 	fmt.Printf("REGISTER with digest auth (401 + 200 per call), SIPp 3.6 over UDP on loopback, %d s per rate, %d users\n", seconds, users)
-	fmt.Printf("%-8s %8s %8s %8s %10s %10s\n", "store", "rate/s", "ok", "failed", "p50 ms", "p99 ms")
+	printHeader("store")
 	if target != "" {
 		return measure(work, registerScenario, label, target, inf, rates, seconds)
 	}
@@ -176,11 +215,15 @@ func measure(work string, sc scenario, label, addr, inf, rates string, seconds i
 		if err != nil {
 			return fmt.Errorf("rate %q: %w", rs, err)
 		}
+		cpu0 := cpuSeconds(procName)
 		r, err := sippRun(work, sc.file, addr, inf, rate, seconds)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("%-8s %8d %8d %8d %10s %10s\n", label, rate, r.ok, r.fail, ms(r.p50), ms(r.p99))
+		if n := r.ok + r.fail; n > 0 {
+			r.cpu = (cpuSeconds(procName) - cpu0) / float64(n) * 1e6
+		}
+		fmt.Printf("%-8s %8d %8d %8d %10s %10s %9.0f %10.0f\n", label, rate, r.ok, r.fail, ms(r.p50), ms(r.p99), r.sent, r.cpu)
 		if r.fail > 0 || !r.completed {
 			break
 		}
@@ -223,13 +266,16 @@ func sippRun(work, file, addr, inf string, rate, seconds int) (result, error) {
 		"-l", strconv.Itoa(rate*2), "-buff_size", "4194304", "-timeout", strconv.Itoa(seconds+30)+"s",
 		"-recv_timeout", "5000", "-nostdin", "-trace_rtt", "-rtt_freq", "1", "-trace_stat", "-fd", "1")
 	cmd.Dir = dir
+	start := time.Now()
 	out, err := cmd.CombinedOutput()
+	elapsed := time.Since(start)
 	var exit *exec.ExitError
 	if err != nil && !errors.As(err, &exit) {
 		return result{}, fmt.Errorf("sipp: %v: %s", err, out)
 	}
 	r := result{rate: rate, completed: ctx.Err() == nil}
 	r.ok, r.fail = testenv.SIPpCounts(string(out))
+	r.sent = float64(r.ok+r.fail) / elapsed.Seconds()
 	if r.ok+r.fail == 0 {
 		return r, fmt.Errorf("sipp made no call: %s", out)
 	}
@@ -417,7 +463,7 @@ func runCalls(bin string, hops int, rates string, seconds int) error {
 		what = "two federated proxies (alice@a.test → a.test → DNS → b.test → bob@b.test)"
 	}
 	fmt.Printf("\nCall setup through %s: INVITE, 407, ACK, INVITE with credentials, 180, 200 (setup time), ACK, BYE, 200; SIPp 3.6 over UDP on loopback, %d s per rate, memory store\n", what, seconds)
-	fmt.Printf("%-8s %8s %8s %8s %10s %10s\n", "path", "calls/s", "ok", "failed", "p50 ms", "p99 ms")
+	printHeader("path")
 	return measure(work, callScenario, label, fmt.Sprintf("127.0.0.1:%d", pa), inf, rates, seconds)
 }
 
