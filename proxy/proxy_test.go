@@ -686,3 +686,43 @@ func TestRFC5658_TwoRecordRoutesWhenTransportChanges(t *testing.T) {
 		t.Fatalf("Record-Route %q, want the TCP side then the UDP side", rr)
 	}
 }
+
+// TestRFC3261_16_7_Every2xxRelayed: two devices answer at the same time;
+// the caller receives both 200s (two dialogs), not only the first.
+func TestRFC3261_16_7_Every2xxRelayed(t *testing.T) {
+	d := startProxy(t)
+	one := startDevice(t, "bob", behaviour{answer: 200 * time.Millisecond})
+	two := startDevice(t, "bob", behaviour{answer: 200 * time.Millisecond})
+	d.bind(t, "bob@a.test", one.contact, 1000)
+	d.bind(t, "bob@a.test", two.contact, 1000)
+	c := newCaller(t, d.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tx, err := c.client.TransactionRequest(ctx, c.request(sip.INVITE, "carol@c.test", "bob@a.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Terminate()
+	var mu sync.Mutex
+	tags := map[string]bool{}
+	note := func(res *sip.Response) {
+		if res.IsSuccess() {
+			tag, _ := res.To().Params.Get("tag")
+			mu.Lock()
+			tags[tag] = true
+			mu.Unlock()
+		}
+	}
+	tx.OnRetransmission(func(res *sip.Response) { note(res) })
+	for res := range tx.Responses() {
+		note(res)
+		if res.StatusCode >= 200 {
+			break
+		}
+	}
+	eventually(t, "a 200 from each device", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(tags) == 2
+	})
+}
