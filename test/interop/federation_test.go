@@ -159,7 +159,7 @@ func (f *federation) registerSIPpUAS(t *testing.T, user, domain, password string
 	t.Helper()
 	inf := filepath.Join(t.TempDir(), "reg.csv")
 	writeFile(t, inf, fmt.Sprintf("SEQUENTIAL\n%s;%s;%s;%d\n", user, password, domain, uasPort))
-	if err, out := sipp(t, f.proxy(domain).addr(), "register_contact.xml", inf, "-m", "1"); err != nil {
+	if out, err := sipp(t, f.proxy(domain).addr(), "register_contact.xml", inf, "-m", "1"); err != nil {
 		t.Fatalf("register %s@%s with contact port %d: %v\n%s\n%s", user, domain, uasPort, err, tail(out, 3000), f.logs())
 	}
 }
@@ -213,17 +213,17 @@ func startSIPpUAS(t *testing.T, scenario string, port, calls int) *sippServer {
 }
 
 // wait waits for the UAS to finish its calls (or for timeout) and returns
-// its exit error and final screen.
-func (s *sippServer) wait(timeout time.Duration) (error, string) {
+// its final screen and exit error.
+func (s *sippServer) wait(timeout time.Duration) (string, error) {
 	select {
 	case err := <-s.done:
 		s.done <- err
-		return err, s.out.String()
+		return s.out.String(), err
 	case <-time.After(timeout):
 		s.cancel()
 		err := <-s.done
 		s.done <- err
-		return fmt.Errorf("sipp uas still running after %v (killed): %v", timeout, err), s.out.String()
+		return s.out.String(), fmt.Errorf("sipp uas still running after %v (killed): %v", timeout, err)
 	}
 }
 
@@ -281,11 +281,11 @@ func (f *federation) runCalls(t *testing.T, calleeDomain string, calls, rate int
 	inf := filepath.Join(dir, "alice.csv")
 	writeFile(t, inf, "SEQUENTIAL\nalice;pw-alice;a.test;bob;"+calleeDomain+"\n")
 	uacMsgs := filepath.Join(dir, "msg.log")
-	err, out := sipp(t, f.a.addr(), "uac_call.xml", inf, "-m", strconv.Itoa(calls), "-r", strconv.Itoa(rate),
+	out, err := sipp(t, f.a.addr(), "uac_call.xml", inf, "-m", strconv.Itoa(calls), "-r", strconv.Itoa(rate),
 		"-l", strconv.Itoa(rate*3), "-buff_size", "4194304", "-trace_msg", "-message_file", uacMsgs)
 	var r callResult
 	r.ok, r.failed = testenv.SIPpCounts(out)
-	uasErr, uasOut := uas.wait(30 * time.Second)
+	uasOut, uasErr := uas.wait(30 * time.Second)
 	r.uasOK, r.uasFailed = testenv.SIPpCounts(uasOut)
 	if err != nil || r.ok != calls || r.failed != 0 || uasErr != nil || r.uasOK != calls || r.uasFailed != 0 {
 		uacErrs := out[strings.LastIndex(out, "--- errors:"):]

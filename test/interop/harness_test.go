@@ -163,8 +163,8 @@ func addUsers(t *testing.T, n int, target []string, injection string) {
 }
 
 // sipp runs one bounded SIPp client scenario against the server and returns
-// its exit error and output.
-func sipp(t *testing.T, srv string, scenario, injection string, extra ...string) (error, string) {
+// its output and exit error.
+func sipp(t *testing.T, srv string, scenario, injection string, extra ...string) (string, error) {
 	t.Helper()
 	bin := testenv.Need(t, "sipp")
 	dir := t.TempDir()
@@ -179,7 +179,7 @@ func sipp(t *testing.T, srv string, scenario, injection string, extra ...string)
 	cmd.Dir = mustGetwd(t)
 	out, err := cmd.CombinedOutput()
 	errs, _ := os.ReadFile(filepath.Join(dir, "err.log"))
-	return err, string(out) + "\n--- errors:\n" + tail(string(errs), 3000)
+	return string(out) + "\n--- errors:\n" + tail(string(errs), 3000), err
 }
 
 func mustGetwd(t *testing.T) string {

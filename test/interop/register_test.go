@@ -33,7 +33,7 @@ func TestSIPpRegister1000Users(t *testing.T) {
 			}
 			addUsers(t, registerUsers, target, inf)
 			srv := startServe(t, args...)
-			err, out := sipp(t, srv.addr(), "register.xml", inf, "-m", "1000", "-r", "200", "-l", "200")
+			out, err := sipp(t, srv.addr(), "register.xml", inf, "-m", "1000", "-r", "200", "-l", "200")
 			ok, failed := testenv.SIPpCounts(out)
 			if err != nil || failed != 0 || ok != registerUsers {
 				t.Fatalf("sipp: %v, %d successful, %d failed\n%s\n--- sipfed:\n%s", err, ok, failed, tail(out, 4000), tail(srv.out.String(), 3000))
@@ -59,7 +59,7 @@ func TestSIPpWrongPasswordFails(t *testing.T) {
 	bad := filepath.Join(dir, "bad.csv")
 	writeFile(t, bad, "SEQUENTIAL\nu0001;wrong;a.test\nu0002;wrong;a.test\nu0003;wrong;a.test\n")
 	srv := startServe(t, "--users", users)
-	err, out := sipp(t, srv.addr(), "register.xml", bad, "-m", "3", "-recv_timeout", "2000")
+	out, err := sipp(t, srv.addr(), "register.xml", bad, "-m", "3", "-recv_timeout", "2000")
 	ok, failed := testenv.SIPpCounts(out)
 	if err == nil || ok != 0 || failed != 3 {
 		t.Fatalf("wrong passwords: sipp %v, %d successful, %d failed; want 0 and 3\n%s", err, ok, failed, tail(out, 3000))
@@ -74,7 +74,7 @@ func TestSIPpUnregisterRemovesBinding(t *testing.T) {
 	r := testenv.StartRedis(t)
 	addUsers(t, 5, []string{"--store", r.URL()}, inf)
 	srv := startServe(t, "--store", r.URL(), "--users", "redis")
-	err, out := sipp(t, srv.addr(), "unregister.xml", inf, "-m", "5")
+	out, err := sipp(t, srv.addr(), "unregister.xml", inf, "-m", "5")
 	if ok, failed := testenv.SIPpCounts(out); err != nil || ok != 5 || failed != 0 {
 		t.Fatalf("sipp: %v (%d ok, %d failed)\n%s", err, ok, failed, tail(out, 4000))
 	}
@@ -94,12 +94,12 @@ func TestRegistrationSurvivesRestart(t *testing.T) {
 	r := testenv.StartRedis(t)
 	addUsers(t, 3, []string{"--store", r.URL()}, inf)
 	srv := startServe(t, "--store", r.URL(), "--users", "redis")
-	if err, out := sipp(t, srv.addr(), "register.xml", inf, "-m", "3"); err != nil {
+	if out, err := sipp(t, srv.addr(), "register.xml", inf, "-m", "3"); err != nil {
 		t.Fatalf("register: %v\n%s", err, tail(out, 3000))
 	}
 	srv.stop()
 	srv.start()
-	if err, out := sipp(t, srv.addr(), "query.xml", inf, "-m", "3"); err != nil {
+	if out, err := sipp(t, srv.addr(), "query.xml", inf, "-m", "3"); err != nil {
 		t.Fatalf("query after restart: %v\n%s\n--- sipfed:\n%s", err, tail(out, 3000), srv.out)
 	}
 }
@@ -114,18 +114,18 @@ func TestRedisOutage503ThenRecovers(t *testing.T) {
 	r := testenv.StartRedis(t)
 	addUsers(t, 2, []string{"--users", users}, inf)
 	srv := startServe(t, "--store", r.URL(), "--users", users)
-	if err, out := sipp(t, srv.addr(), "register.xml", inf, "-m", "1"); err != nil {
+	if out, err := sipp(t, srv.addr(), "register.xml", inf, "-m", "1"); err != nil {
 		t.Fatalf("register: %v\n%s", err, tail(out, 3000))
 	}
 	r.Stop()
-	err, out := sipp(t, srv.addr(), "register.xml", inf, "-m", "1", "-recv_timeout", "8000")
+	out, err := sipp(t, srv.addr(), "register.xml", inf, "-m", "1", "-recv_timeout", "8000")
 	if err == nil || !strings.Contains(out, "503") {
 		t.Fatalf("with Redis down: want the 200 to fail with a 503, got %v\n%s", err, tail(out, 3000))
 	}
 	r.Restart(t)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		err, out := sipp(t, srv.addr(), "register.xml", inf, "-m", "1")
+		out, err := sipp(t, srv.addr(), "register.xml", inf, "-m", "1")
 		if err == nil {
 			break
 		}
