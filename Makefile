@@ -21,9 +21,15 @@ run: build
 deps:
 	./scripts/deps.sh
 
-vet:
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+
+vet: $(STATICCHECK)
 	$(GO) vet $(PKGS)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(STATICCHECK) $(PKGS)
+
+$(STATICCHECK):
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Every test: unit, conformance, integration and interop (SIPp, baresip, Redis, DNS).
 # Set CI=1 (or SIPFED_INTEROP=1) to make a missing tool fail instead of skip.
