@@ -159,8 +159,9 @@ func (fs *flagSet) loadConfig(path string, set map[string]bool) error {
 	return nil
 }
 
-// listFlag is a repeatable string flag. Values given replace the default
-// rather than adding to it.
+// listFlag is a repeatable string flag that also takes comma-separated
+// lists (as the environment and the config file do). Values given replace
+// the default rather than adding to it.
 type listFlag struct {
 	vals []string
 	set  bool
@@ -179,9 +180,12 @@ func (l *listFlag) Set(v string) error {
 	if !l.set {
 		l.vals, l.set = nil, true
 	}
-	if v == "" {
-		return errors.New("empty value")
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			return errors.New("empty value")
+		}
+		l.vals = append(l.vals, part)
 	}
-	l.vals = append(l.vals, v)
 	return nil
 }

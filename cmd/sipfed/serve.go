@@ -197,6 +197,9 @@ func serve(ctx context.Context, e *env, c serveConfig, log *slog.Logger) error {
 		}
 		creds = auth.NewRedisStore(rdb)
 	default:
+		if _, err := os.Stat(c.users); errors.Is(err, os.ErrNotExist) {
+			log.Warn("users file does not exist yet: every REGISTER and call from a user of ours will be refused until 'sipfed user add' creates it", "users", c.users)
+		}
 		fstore, err := auth.OpenFile(c.users)
 		if err != nil {
 			return fmt.Errorf("--users: %w", err)

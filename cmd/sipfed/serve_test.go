@@ -225,3 +225,38 @@ func TestServeFlagsEnvAndConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestListFlagsTakeCommas checks that a repeatable flag takes a comma list
+// on the command line and in the config file, as in the environment, and
+// that user commands read --config too.
+func TestListFlagsTakeCommas(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(cfg, []byte("transport: udp, tcp\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}
+	fs := newFlagSet(e, "x", "")
+	fs.withConfig()
+	domains, transports := newListFlag(), newListFlag("ws")
+	fs.Var(domains, "domain", "")
+	fs.Var(transports, "transport", "")
+	if _, err := fs.parse(e, []string{"--domain", "c.test,d.test", "--domain", "e.test", "--config", cfg}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(domains.vals, " ") != "c.test d.test e.test" || strings.Join(transports.vals, " ") != "udp tcp" {
+		t.Fatalf("domains %q, transports %q", domains.vals, transports.vals)
+	}
+
+	users := filepath.Join(dir, "users.txt")
+	ucfg := filepath.Join(dir, "u.yaml")
+	if err := os.WriteFile(ucfg, []byte("users: "+users+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runUserCLI(t, "pw\n", "add", "--config", ucfg, "--password-stdin", "zed@a.test"); code != 0 {
+		t.Fatalf("user add --config: exit %d: %s", code, stderr)
+	}
+	if code, out, _ := runUserCLI(t, "", "list", "--config", ucfg); code != 0 || strings.TrimSpace(out) != "zed@a.test" {
+		t.Fatalf("user list --config: exit %d: %q", code, out)
+	}
+}

@@ -55,6 +55,7 @@ func runUser(ctx context.Context, e *env, args []string) error {
 		return usagef("unknown subcommand %q: want add, del or list", sub)
 	}
 	fs := newFlagSet(e, "user "+sub, userUsage)
+	fs.withConfig()
 	users := fs.String("users", "", "users `file` (default users.txt), or 'redis' to use --store")
 	store := fs.String("store", "", "Redis `URL` holding the users (redis://, rediss://, redis+sentinel://, redis+cluster://)")
 	var passwordStdin *bool
