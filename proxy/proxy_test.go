@@ -99,6 +99,14 @@ func startProxyDNS(t testing.TB, zone string, opts ...proxy.Option) *domain {
 	px = proxy.New([]string{"a.test"}, store, authSrv, users, res, client,
 		[]proxy.Listener{{Transport: "udp", Host: "127.0.0.1", Port: port}, {Transport: "tcp", Host: "127.0.0.1", Port: port}}, opts...)
 	srv.OnNoRoute(px.ServeSIP)
+	serve(t, ua, srv, port)
+	return &domain{addr: addr, store: store, users: users}
+}
+
+// serve runs srv on UDP and TCP at 127.0.0.1:port until the test ends.
+func serve(t testing.TB, ua *sipgo.UserAgent, srv *sipgo.Server, port int) {
+	t.Helper()
+	addr := "127.0.0.1:" + strconv.Itoa(port)
 	conn, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +118,6 @@ func startProxyDNS(t testing.TB, zone string, opts ...proxy.Option) *domain {
 	go srv.ServeUDP(conn)
 	go srv.ServeTCP(ln)
 	t.Cleanup(func() { conn.Close(); ln.Close(); ua.Close() })
-	return &domain{addr: addr, store: store, users: users}
 }
 
 // bind registers a device of aor at contact directly in the store.
@@ -174,17 +181,7 @@ func startDevice(t testing.TB, user string, b behaviour) *device {
 	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
 		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
-	conn, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.ServeUDP(conn)
-	go srv.ServeTCP(ln)
-	t.Cleanup(func() { conn.Close(); ln.Close(); ua.Close() })
+	serve(t, ua, srv, port)
 	return d
 }
 
@@ -558,18 +555,7 @@ func startRecorder(t testing.TB) *recorder {
 		r.mu.Unlock()
 		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
-	addr := "127.0.0.1:" + strconv.Itoa(r.port)
-	conn, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.ServeUDP(conn)
-	go srv.ServeTCP(ln)
-	t.Cleanup(func() { conn.Close(); ln.Close(); ua.Close() })
+	serve(t, ua, srv, r.port)
 	return r
 }
 
