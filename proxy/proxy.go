@@ -209,7 +209,7 @@ func (p *Proxy) serve(ctx context.Context, req *sip.Request, tx sip.ServerTransa
 	// Policy: in-dialog requests that came through our Record-Route are
 	// not challenged again; everything else from a user of ours is.
 	if !(inDialog && viaOurs) {
-		if err := p.policy(ctx, req); err != nil {
+		if err := p.policy(ctx, req, fwd.Route() != nil); err != nil {
 			return err
 		}
 	}
@@ -240,13 +240,16 @@ func (p *Proxy) serve(ctx context.Context, req *sip.Request, tx sip.ServerTransa
 }
 
 // policy authenticates requests from users of ours (407, and the From
-// must be the authenticated user) and refuses to relay for anyone else:
+// must be the authenticated user) and refuses to relay for anyone else
+// (routed: a Route not ours remains, so the request would leave the domain):
 // a request from another domain may only go to our domain (§26.3.2.3 of
 // RFC 3261 on open relays; federation is accepting other domains' calls).
-func (p *Proxy) policy(ctx context.Context, req *sip.Request) error {
+func (p *Proxy) policy(ctx context.Context, req *sip.Request, routed bool) error {
 	from := req.From().Address
 	fromDomain := strings.ToLower(from.Host)
-	toOurs := p.domains[strings.ToLower(req.Recipient.Host)]
+	// A Route to elsewhere would take the request away from our domain
+	// whatever its Request-URI says.
+	toOurs := p.domains[strings.ToLower(req.Recipient.Host)] && !routed
 	if p.domains[fromDomain] {
 		if req.IsAck() || req.IsCancel() {
 			// They cannot be challenged (RFC 3261 §22.1); outside a

@@ -489,6 +489,20 @@ func TestNoOpenRelay403(t *testing.T) {
 	wantCode(t, res, 403)
 }
 
+// TestNoRelayThroughPreloadedRoute: a request from another domain to one
+// of our users, with a Route to somewhere else, is not relayed there.
+func TestNoRelayThroughPreloadedRoute(t *testing.T) {
+	d := startProxy(t)
+	victim := startRecorder(t)
+	c := newCaller(t, d.addr)
+	route := sip.NewHeader("Route", fmt.Sprintf("<sip:127.0.0.1:%d;lr>", victim.port))
+	res, _ := c.do(c.request(sip.MESSAGE, "carol@c.test", "bob@a.test", route), 5*time.Second)
+	wantCode(t, res, 403)
+	if got := victim.got(); len(got) != 0 {
+		t.Fatalf("relayed to the Route: %v", got)
+	}
+}
+
 // TestUnknownUser404AndKnownUserOffline480.
 func TestUnknownUser404AndKnownUserOffline480(t *testing.T) {
 	d := startProxy(t)
