@@ -23,6 +23,7 @@ import (
 // targets in order until one answers.
 type branch struct {
 	base   *sip.Request // the copy before Via and transport are chosen
+	size   int          // len(base.String()), rendered once for the UDP size rule
 	target branchTarget
 	rr     bool
 	ctx    context.Context
@@ -31,9 +32,10 @@ type branch struct {
 
 // collector gathers the branches' responses and answers upstream (§16.7).
 type collector struct {
-	p   *Proxy
-	req *sip.Request
-	tx  sip.ServerTransaction
+	p    *Proxy
+	req  *sip.Request
+	tx   sip.ServerTransaction
+	loop string // loopHash(req), the same in every branch ID
 
 	mu        sync.Mutex
 	branches  []*branch
@@ -262,7 +264,7 @@ func (p *Proxy) runBranch(parent context.Context, c *collector, b *branch) {
 // attempt sends one copy of b to hop. It returns next=true when the caller
 // should try the next target (failover allowed and the target failed).
 func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop resolver.Target, failover bool) (next bool, final *sip.Response) {
-	r, err := p.prepare(c.req, b, hop)
+	r, err := p.prepare(c.req, c.loop, b, hop)
 	if err != nil {
 		p.log.Debug("branch not sent", "target", hop.String(), "error", err)
 		return failover, synth(c.req, 503, "Service Unavailable")
@@ -385,14 +387,18 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 
 // prepare makes the copy of b for hop: Record-Route, our Via, transport and
 // destination.
-func (p *Proxy) prepare(in *sip.Request, b *branch, hop resolver.Target) (*sip.Request, error) {
+func (p *Proxy) prepare(in *sip.Request, loop string, b *branch, hop resolver.Target) (*sip.Request, error) {
 	r := b.base.Clone()
 	transport := strings.ToLower(hop.Transport)
 	if transport == "" {
 		transport = resolver.UDP
 	}
 	// RFC 3261 §18.1.1: too large for UDP goes over TCP.
-	if transport == resolver.UDP && len(r.String())+200 > p.maxUDP {
+	if b.size == 0 {
+		b.size = len(b.base.String())
+	}
+	// Our Via and Record-Route add up to about 200 bytes.
+	if transport == resolver.UDP && b.size+200 > p.maxUDP {
 		if _, ok := p.listener(resolver.TCP); ok {
 			transport = resolver.TCP
 		}
@@ -413,7 +419,7 @@ func (p *Proxy) prepare(in *sip.Request, b *branch, hop resolver.Target) (*sip.R
 		}
 	}
 	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: strings.ToUpper(transport), Host: out.Host, Port: out.Port}
-	via.Params.Add("branch", p.branchID(in))
+	via.Params.Add("branch", branchID(loop))
 	via.Params.Add("rport", "")
 	r.PrependHeader(via)
 	r.SetTransport(strings.ToUpper(transport))
@@ -497,7 +503,7 @@ func (p *Proxy) forwardACK(ctx context.Context, in, fwd *sip.Request) error {
 	if mf := fwd.MaxForwards(); mf != nil {
 		mf.Dec()
 	}
-	r, err := p.prepare(in, b, hops[0])
+	r, err := p.prepare(in, loopHash(in), b, hops[0])
 	if err != nil {
 		return err
 	}
@@ -560,10 +566,10 @@ func (p *Proxy) isOurVia(v *sip.ViaHeader) bool {
 // back retargeted is a spiral.
 const loopPrefix = sip.RFC3261BranchMagicCookie + "-sf"
 
-func (p *Proxy) branchID(in *sip.Request) string {
+func branchID(loop string) string {
 	var rnd [8]byte
 	rand.Read(rnd[:])
-	return loopPrefix + loopHash(in) + "." + hex.EncodeToString(rnd[:])
+	return loopPrefix + loop + "." + hex.EncodeToString(rnd[:])
 }
 
 func loopHash(req *sip.Request) string {

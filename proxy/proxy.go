@@ -408,7 +408,7 @@ func (p *Proxy) uriTargets(ctx context.Context, uri sip.Uri) ([][]branchTarget, 
 func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerTransaction, plan [][]branchTarget, recordRoute bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c := &collector{p: p, req: req, tx: tx}
+	c := &collector{p: p, req: req, tx: tx, loop: loopHash(req)}
 	if req.IsInvite() {
 		registered := tx.OnCancel(func(*sip.Request) {
 			c.cancelAll()
