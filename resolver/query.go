@@ -82,21 +82,27 @@ func (r *Resolver) run(ctx context.Context, k rrKey, c *call) {
 // store adds an entry, making room when the cache is full: expired entries
 // go first, then arbitrary ones. r.mu is held.
 func (r *Resolver) store(k rrKey, a *answer) {
-	if len(r.rrs) >= r.maxEntries {
-		now := r.now()
-		for key, e := range r.rrs {
-			if !now.Before(e.expires) {
-				delete(r.rrs, key)
-			}
-		}
-		for key := range r.rrs {
-			if len(r.rrs) < r.maxEntries {
-				break
-			}
-			delete(r.rrs, key)
+	makeRoom(r.rrs, r.maxEntries, r.now(), func(a *answer) time.Time { return a.expires })
+	r.rrs[k] = a
+}
+
+// makeRoom brings a full cache m below max entries: expired entries go
+// first, then arbitrary ones.
+func makeRoom[K comparable, V any](m map[K]V, max int, now time.Time, expires func(V) time.Time) {
+	if len(m) < max {
+		return
+	}
+	for key, e := range m {
+		if !now.Before(expires(e)) {
+			delete(m, key)
 		}
 	}
-	r.rrs[k] = a
+	for key := range m {
+		if len(m) < max {
+			break
+		}
+		delete(m, key)
+	}
 }
 
 // query asks each upstream server in turn until one answers.

@@ -387,19 +387,7 @@ func (r *Resolver) storePlan(k planKey, p *plan) {
 	}
 	r.pmu.Lock()
 	defer r.pmu.Unlock()
-	if len(r.plans) >= r.maxEntries {
-		for key, e := range r.plans {
-			if !now.Before(e.expires) {
-				delete(r.plans, key)
-			}
-		}
-		for key := range r.plans {
-			if len(r.plans) < r.maxEntries {
-				break
-			}
-			delete(r.plans, key)
-		}
-	}
+	makeRoom(r.plans, r.maxEntries, now, func(p *plan) time.Time { return p.expires })
 	r.plans[k] = p
 }
 
