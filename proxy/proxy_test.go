@@ -103,6 +103,20 @@ func startProxyDNS(t testing.TB, zone string, opts ...proxy.Option) *domain {
 	return &domain{addr: addr, store: store, users: users}
 }
 
+// newPhone makes a user agent and server for a test phone or caller.
+func newPhone(t testing.TB) (*sipgo.UserAgent, *sipgo.Server) {
+	t.Helper()
+	ua, err := sipgo.NewUA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ua, srv
+}
+
 // serve runs srv on UDP and TCP at 127.0.0.1:port until the test ends.
 func serve(t testing.TB, ua *sipgo.UserAgent, srv *sipgo.Server, port int) {
 	t.Helper()
@@ -144,14 +158,7 @@ type behaviour struct {
 
 func startDevice(t testing.TB, user string, b behaviour) *device {
 	t.Helper()
-	ua, err := sipgo.NewUA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := sipgo.NewServer(ua)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ua, srv := newPhone(t)
 	port := testenv.FreePort(t)
 	d := &device{contact: fmt.Sprintf("sip:%s@127.0.0.1:%d", user, port)}
 	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
@@ -195,25 +202,13 @@ type caller struct {
 
 func newCaller(t testing.TB, proxyAddr string) *caller {
 	t.Helper()
-	ua, err := sipgo.NewUA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := sipgo.NewServer(ua)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ua, srv := newPhone(t)
 	port := testenv.FreePort(t)
-	conn, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.ServeUDP(conn)
 	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientPort(port))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close(); ua.Close() })
+	serve(t, ua, srv, port)
 	return &caller{t: t, client: client, proxy: proxyAddr, port: port}
 }
 
@@ -516,56 +511,44 @@ func TestUnknownUser404AndKnownUserOffline480(t *testing.T) {
 // TestSDPUntouched: the body reaches the device byte for byte.
 func TestSDPUntouched(t *testing.T) {
 	d := startProxy(t)
-	var got []byte
-	var mu sync.Mutex
-	ua, _ := sipgo.NewUA()
-	srv, _ := sipgo.NewServer(ua)
-	port := testenv.FreePort(t)
-	srv.OnMessage(func(req *sip.Request, tx sip.ServerTransaction) {
-		mu.Lock()
-		got = append([]byte(nil), req.Body()...)
-		mu.Unlock()
-		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
-	})
-	conn, _ := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-	go srv.ServeUDP(conn)
-	t.Cleanup(func() { conn.Close(); ua.Close() })
-	d.bind(t, "bob@a.test", fmt.Sprintf("sip:bob@127.0.0.1:%d", port), 1000)
+	phone := startRecorder(t)
+	d.bind(t, "bob@a.test", fmt.Sprintf("sip:bob@127.0.0.1:%d", phone.port), 1000)
 	c := newCaller(t, d.addr)
 	body := "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 	req := c.request(sip.MESSAGE, "carol@c.test", "bob@a.test", sip.NewHeader("Content-Type", "application/sdp"))
 	req.SetBody([]byte(body))
 	res, _ := c.do(req, 5*time.Second)
 	wantCode(t, res, 200)
-	mu.Lock()
-	defer mu.Unlock()
-	if string(got) != body {
-		t.Fatalf("body changed:\n%q\n%q", got, body)
+	phone.mu.Lock()
+	defer phone.mu.Unlock()
+	if len(phone.bodies) != 1 || phone.bodies[0] != body {
+		t.Fatalf("body changed:\n%q\n%q", phone.bodies, body)
 	}
 }
 
 // recorder is a phone that answers MESSAGE 200 on UDP and TCP at one port
-// and notes the transport each arrived on.
+// and notes the transport and body of each.
 type recorder struct {
 	port       int
 	mu         sync.Mutex
 	transports []string
+	bodies     []string
 	ua         *sipgo.UserAgent
 	client     *sipgo.Client
 }
 
 func startRecorder(t testing.TB) *recorder {
 	t.Helper()
-	ua, err := sipgo.NewUA()
-	if err != nil {
+	ua, srv := newPhone(t)
+	r := &recorder{port: testenv.FreePort(t), ua: ua}
+	var err error
+	if r.client, err = sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientPort(r.port)); err != nil {
 		t.Fatal(err)
 	}
-	srv, _ := sipgo.NewServer(ua)
-	r := &recorder{port: testenv.FreePort(t), ua: ua}
-	r.client, _ = sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientPort(r.port))
 	srv.OnMessage(func(req *sip.Request, tx sip.ServerTransaction) {
 		r.mu.Lock()
 		r.transports = append(r.transports, req.Transport())
+		r.bodies = append(r.bodies, string(req.Body()))
 		r.mu.Unlock()
 		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
