@@ -82,7 +82,4 @@ func TestBaresipRegisters(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if !strings.Contains(out.String(), "200 OK") {
-		t.Logf("baresip output:\n%s", tail(out.String(), 2000))
-	}
 }
