@@ -370,8 +370,11 @@ func checkURI(uri string) error {
 	u := uriPool.Get().(*sip.Uri)
 	defer uriPool.Put(u)
 	*u = sip.Uri{}
-	if err := sip.ParseUri(uri, u); err != nil || u.Host == "" {
+	if err := sip.ParseUri(uri, u); err != nil {
 		return fmt.Errorf("%w: uri %q: %v", ErrMalformed, clip(uri), err)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("%w: uri %q has no host", ErrMalformed, clip(uri))
 	}
 	return nil
 }

@@ -93,29 +93,20 @@ func New(domains []string, store location.Store, auth Authenticator, opts ...Opt
 	return r
 }
 
-// ServeSIP answers one REGISTER on its server transaction.
-func (r *Registrar) ServeSIP(req *sip.Request, tx sip.ServerTransaction) {
-	res, err := r.Register(context.Background(), req)
+// ServeSIP answers one REGISTER on its server transaction; it implements
+// sipcore.Handler.
+func (r *Registrar) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) error {
+	res, err := r.Register(ctx, req)
 	if err != nil {
-		se := sipcore.AsStatus(err)
-		if se.Code >= 500 {
-			r.log.Warn("register failed", "call_id", callID(req), "status", se.Code, "error", err)
-		} else {
-			r.log.Debug("register rejected", "call_id", callID(req), "status", se.Code, "reason", se.Reason)
-		}
-		res = sipcore.Response(req, err)
+		return err
 	}
 	if err := tx.Respond(res); err != nil {
-		r.log.Debug("register: respond", "call_id", callID(req), "error", err)
+		r.log.Debug("register: respond", "call_id", sipcore.CallID(req), "error", err)
 	}
+	return nil
 }
 
-func callID(req *sip.Request) string {
-	if c := req.CallID(); c != nil {
-		return sipcore.Sanitize(c.Value())
-	}
-	return ""
-}
+var _ sipcore.Handler = (*Registrar)(nil)
 
 // Register processes req (RFC 3261 §10.3) and returns the 200 response, or
 // an error carrying the SIP status to answer with.
@@ -130,7 +121,7 @@ func (r *Registrar) Register(ctx context.Context, req *sip.Request) (*sip.Respon
 		return nil, err
 	}
 	// Step 2: extensions in Require we do not support → 420.
-	if unsup := unsupported(req); len(unsup) > 0 {
+	if unsup := sipcore.Unsupported(req, "Require", "path"); len(unsup) > 0 {
 		return nil, sipcore.Errorf(420, "Bad Extension").With(sip.NewHeader("Unsupported", strings.Join(unsup, ", ")))
 	}
 	// Step 3: authenticate, in the realm of the domain.
@@ -145,7 +136,7 @@ func (r *Registrar) Register(ctx context.Context, req *sip.Request) (*sip.Respon
 		return nil, sipcore.Errorf(404, "To is not an address of %s", domain)
 	}
 	aor := sipcore.AOR(to)
-	if !sameUser(user, to.User, domain) {
+	if !sipcore.SameUser(user, to.User, domain) {
 		return nil, sipcore.Errorf(403, "Not allowed to register %s", aor)
 	}
 	// Step 6: the Contacts and their intervals.
@@ -248,7 +239,7 @@ func (r *Registrar) ok(req *sip.Request, bindings []location.Binding, now time.T
 		}
 		res.AppendHeader(sip.NewHeader("Contact", b.String()))
 	}
-	if supports(req, "path") {
+	if sipcore.Supports(req, "path") {
 		for _, p := range headerValues(req, "Path") {
 			res.AppendHeader(sip.NewHeader("Path", p))
 		}
@@ -359,10 +350,7 @@ func behindNAT(req *sip.Request, transport, contactHost string) bool {
 		return false
 	}
 	if v := req.Via(); v != nil {
-		port := v.Port
-		if port == 0 {
-			port = 5060
-		}
+		port := sipcore.PortOr(v.Port, v.Transport)
 		ip, err := netip.ParseAddr(strings.Trim(v.Host, "[]"))
 		if err != nil || ip.Unmap() != src.Addr().Unmap() || port != int(src.Port()) {
 			return true
@@ -411,10 +399,6 @@ func formatQ(q int) string {
 	return strconv.FormatFloat(float64(q)/1000, 'f', -1, 64)
 }
 
-func sameUser(authUser, toUser, domain string) bool {
-	return authUser == toUser || authUser == toUser+"@"+domain
-}
-
 func headerValues(req *sip.Request, name string) []string {
 	var out []string
 	for _, h := range req.GetHeaders(name) {
@@ -449,31 +433,4 @@ func splitComma(s string) []string {
 		out = append(out, v)
 	}
 	return out
-}
-
-// supported lists the option tags we support in Require.
-var supported = map[string]bool{"path": true}
-
-func unsupported(req *sip.Request) []string {
-	var out []string
-	for _, h := range req.GetHeaders("Require") {
-		for _, tag := range strings.Split(h.Value(), ",") {
-			tag = strings.ToLower(strings.TrimSpace(tag))
-			if tag != "" && !supported[tag] {
-				out = append(out, sipcore.Sanitize(tag))
-			}
-		}
-	}
-	return out
-}
-
-func supports(req *sip.Request, tag string) bool {
-	for _, h := range req.GetHeaders("Supported") {
-		for _, t := range strings.Split(h.Value(), ",") {
-			if strings.EqualFold(strings.TrimSpace(t), tag) {
-				return true
-			}
-		}
-	}
-	return false
 }

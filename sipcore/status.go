@@ -6,6 +6,7 @@ package sipcore
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -50,12 +51,23 @@ func AsStatus(err error) *StatusError {
 	return &StatusError{Code: 500, Reason: "Server Internal Error", Err: err}
 }
 
-// Response builds the response to req that err calls for.
+// RetryAfter is the Retry-After, in seconds, of a 503 that does not say
+// (RFC 3261 §21.5.4): a client that gets 503 without it may fail over
+// at once or give up, and one that retries at once adds to an overload.
+const RetryAfter = 5
+
+// Response builds the response to req that err calls for. A 503 always
+// carries Retry-After.
 func Response(req *sip.Request, err error) *sip.Response {
 	se := AsStatus(err)
 	res := sip.NewResponseFromRequest(req, se.Code, se.Reason, nil)
+	retry := false
 	for _, h := range se.Headers {
 		res.AppendHeader(h)
+		retry = retry || h.Name() == "Retry-After"
+	}
+	if se.Code == 503 && !retry {
+		res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(RetryAfter)))
 	}
 	return res
 }
