@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"net"
@@ -56,12 +57,7 @@ func (c *collector) newBranch(fwd *sip.Request, t branchTarget, rr bool) *branch
 			r.PrependHeader(&sip.RouteHeader{Address: u})
 		}
 	}
-	if mf := r.MaxForwards(); mf != nil {
-		mf.Dec()
-	} else {
-		m := sip.MaxForwardsHeader(70)
-		r.AppendHeader(&m)
-	}
+	decMaxForwards(r)
 	// RFC 3581 §4: note where the previous hop really is, so responses
 	// (and retransmitted 2xx relayed statelessly) find their way back.
 	if v := r.Via(); v != nil {
@@ -81,6 +77,21 @@ func (c *collector) newBranch(fwd *sip.Request, t branchTarget, rr bool) *branch
 	c.branches = append(c.branches, b)
 	c.mu.Unlock()
 	return b
+}
+
+// decMaxForwards sets r's Max-Forwards one below the received value, or
+// to 70 when there was none (RFC 3261 §16.6 step 3). The header is
+// replaced, not decremented in place: sipgo's Clone shares it between
+// copies, so Dec would lower it once per fork, in every fork and in the
+// received request.
+func decMaxForwards(r *sip.Request) {
+	n := sip.MaxForwardsHeader(70)
+	if mf := r.MaxForwards(); mf != nil {
+		n = sip.MaxForwardsHeader(mf.Val() - 1) // 0 was refused with 483
+		r.ReplaceHeader(&n)
+		return
+	}
+	r.AppendHeader(&n)
 }
 
 // cancelAll stops every branch (upstream CANCEL).
@@ -257,7 +268,7 @@ func (p *Proxy) runBranch(parent context.Context, c *collector, b *branch) {
 			}
 			return
 		}
-		p.log.Info("failing over", "call_id", callID(c.req), "target", hop.String())
+		p.log.Info("failing over", "call_id", sipcore.CallID(c.req), "target", hop.String())
 	}
 }
 
@@ -276,7 +287,7 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 	dialCancel()
 	if err != nil {
 		p.res.MarkDown(hop, p.markDown)
-		p.log.Info("target unreachable", "call_id", callID(c.req), "target", hop.String(), "error", err)
+		p.log.Info("target unreachable", "call_id", sipcore.CallID(c.req), "target", hop.String(), "error", err)
 		return failover, synth(c.req, 503, "Service Unavailable")
 	}
 	defer tx.Terminate()
@@ -355,7 +366,7 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 			return false, synth(c.req, 487, "Request Terminated")
 		case <-noAnswer:
 			p.res.MarkDown(hop, p.markDown)
-			p.log.Info("no answer from target", "call_id", callID(c.req), "target", hop.String(), "after", p.failoverTimeout)
+			p.log.Info("no answer from target", "call_id", sipcore.CallID(c.req), "target", hop.String(), "after", p.failoverTimeout)
 			return true, nil
 		case <-timerCC:
 			// Timer C (§16.6 step 11): CANCEL a ringing branch, or give up
@@ -475,7 +486,7 @@ func (p *Proxy) sendCancel(r *sip.Request) {
 		defer cancel()
 		tx, err := p.client.TransactionRequest(ctx, c, noBuild)
 		if err != nil {
-			p.log.Debug("cancel not sent", "call_id", callID(r), "error", err)
+			p.log.Debug("cancel not sent", "call_id", sipcore.CallID(r), "error", err)
 			return
 		}
 		defer tx.Terminate()
@@ -496,13 +507,14 @@ func (p *Proxy) forwardACK(ctx context.Context, in, fwd *sip.Request) error {
 		next = fwd.Recipient
 	}
 	hops, err := p.res.Resolve(ctx, next)
-	if err != nil || len(hops) == 0 {
+	if err != nil {
 		return fmt.Errorf("proxy: ack: %w", err)
 	}
-	b := &branch{base: fwd}
-	if mf := fwd.MaxForwards(); mf != nil {
-		mf.Dec()
+	if len(hops) == 0 {
+		return errors.New("proxy: ack: no target")
 	}
+	b := &branch{base: fwd}
+	decMaxForwards(fwd)
 	r, err := p.prepare(in, loopHash(in), b, hops[0])
 	if err != nil {
 		return err
@@ -546,17 +558,11 @@ func viaDest(v *sip.ViaHeader) string {
 			port = n
 		}
 	}
-	if port == 0 {
-		port = 5060
-	}
-	return net.JoinHostPort(host, strconv.Itoa(port))
+	return net.JoinHostPort(host, strconv.Itoa(sipcore.PortOr(port, v.Transport)))
 }
 
 func (p *Proxy) isOurVia(v *sip.ViaHeader) bool {
-	port := v.Port
-	if port == 0 {
-		port = 5060
-	}
+	port := sipcore.PortOr(v.Port, v.Transport)
 	return p.ours[strings.ToLower(net.JoinHostPort(v.Host, strconv.Itoa(port)))]
 }
 

@@ -127,36 +127,13 @@ func New(domains []string, loc Locator, authn Authenticator, users Users, res Re
 // noBuild stops sipgo from rebuilding a request we prepared ourselves.
 func noBuild(*sipgo.Client, *sip.Request) error { return nil }
 
-// ServeSIP handles one request on its server transaction. It returns when
-// the transaction is over (sipgo terminates it afterwards).
-func (p *Proxy) ServeSIP(req *sip.Request, tx sip.ServerTransaction) {
-	ctx := context.Background()
-	if err := p.serve(ctx, req, tx); err != nil {
-		if req.IsAck() {
-			p.log.Debug("ack dropped", "call_id", callID(req), "error", err)
-			return
-		}
-		se := sipcore.AsStatus(err)
-		if se.Code >= 500 {
-			p.log.Warn("request failed", "method", req.Method, "call_id", callID(req), "status", se.Code, "error", err)
-		} else {
-			p.log.Debug("request rejected", "method", req.Method, "call_id", callID(req), "status", se.Code, "reason", se.Reason)
-		}
-		if err := tx.Respond(sipcore.Response(req, err)); err != nil {
-			p.log.Debug("respond", "call_id", callID(req), "error", err)
-		}
-	}
-}
+var _ sipcore.Handler = (*Proxy)(nil)
 
-func callID(req *sip.Request) string {
-	if c := req.CallID(); c != nil {
-		return sipcore.Sanitize(c.Value())
-	}
-	return ""
-}
-
-// serve implements RFC 3261 §16.3-16.6 for req.
-func (p *Proxy) serve(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) error {
+// ServeSIP handles one request on its server transaction per RFC 3261
+// §16.3-16.6 and returns when the transaction is over (sipgo terminates
+// it afterwards); it implements sipcore.Handler. An error it returns has
+// not been answered.
+func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) error {
 	if req.IsCancel() {
 		// A CANCEL that matched a transaction was answered by sipgo and
 		// reached that transaction's OnCancel; this one matched nothing.
@@ -176,7 +153,7 @@ func (p *Proxy) serve(ctx context.Context, req *sip.Request, tx sip.ServerTransa
 	if p.isLoop(req) {
 		return sipcore.Errorf(482, "Loop Detected")
 	}
-	if unsup := proxyRequire(req); len(unsup) > 0 {
+	if unsup := sipcore.Unsupported(req, "Proxy-Require"); len(unsup) > 0 {
 		return sipcore.Errorf(420, "Bad Extension").With(sip.NewHeader("Unsupported", strings.Join(unsup, ", ")))
 	}
 
@@ -193,6 +170,17 @@ func (p *Proxy) serve(ctx context.Context, req *sip.Request, tx sip.ServerTransa
 		viaOurs = true
 	}
 	inDialog := hasToTag(req)
+	challenge := !(inDialog && viaOurs)
+
+	// §16.2: 100 Trying at once, before anything that may wait (the
+	// credential store, the location store, DNS), so that a UDP caller
+	// does not retransmit meanwhile. Not when the answer is a 407 made
+	// without looking anything up.
+	if req.IsInvite() && !(challenge && p.challengeOnly(req)) {
+		if err := tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil)); err != nil {
+			p.log.Debug("100 Trying", "call_id", sipcore.CallID(req), "error", err)
+		}
+	}
 
 	// Requests addressed to this proxy or to a domain of ours as such
 	// (no user part): keepalives and monitoring.
@@ -208,7 +196,7 @@ func (p *Proxy) serve(ctx context.Context, req *sip.Request, tx sip.ServerTransa
 
 	// Policy: in-dialog requests that came through our Record-Route are
 	// not challenged again; everything else from a user of ours is.
-	if !(inDialog && viaOurs) {
+	if challenge {
 		if err := p.policy(ctx, req, fwd.Route() != nil); err != nil {
 			return err
 		}
@@ -232,9 +220,6 @@ func (p *Proxy) serve(ctx context.Context, req *sip.Request, tx sip.ServerTransa
 	}
 	if err != nil {
 		return err
-	}
-	if req.IsInvite() {
-		tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
 	}
 	return p.relay(ctx, req, fwd, tx, plan, !inDialog && recordRoutes(req.Method))
 }
@@ -263,7 +248,7 @@ func (p *Proxy) policy(ctx context.Context, req *sip.Request, routed bool) error
 		if err != nil {
 			return err
 		}
-		if user != from.User && user != from.User+"@"+fromDomain {
+		if !sipcore.SameUser(user, from.User, fromDomain) {
 			return sipcore.Errorf(403, "From does not match the authenticated user")
 		}
 		return nil
@@ -272,6 +257,12 @@ func (p *Proxy) policy(ctx context.Context, req *sip.Request, routed bool) error
 		return sipcore.Errorf(403, "Relaying denied")
 	}
 	return nil
+}
+
+// challengeOnly reports whether policy will answer req with a 407 without
+// any look-up: a request from a domain of ours that carries no credentials.
+func (p *Proxy) challengeOnly(req *sip.Request) bool {
+	return req.GetHeader("Proxy-Authorization") == nil && p.domains[strings.ToLower(req.From().Address.Host)]
 }
 
 func (p *Proxy) options(req *sip.Request, tx sip.ServerTransaction) error {
@@ -359,8 +350,11 @@ func (p *Proxy) bindingTarget(ctx context.Context, b *location.Binding) (branchT
 			return branchTarget{}, fmt.Errorf("proxy: path %q: %w", b.Path[0], err)
 		}
 		hops, err := p.res.Resolve(ctx, first)
-		if err != nil || len(hops) == 0 {
+		if err != nil {
 			return branchTarget{}, fmt.Errorf("proxy: path %q: %w", b.Path[0], err)
+		}
+		if len(hops) == 0 {
+			return branchTarget{}, fmt.Errorf("proxy: path %q: no target", b.Path[0])
 		}
 		t.route = b.Path
 		t.hop = hops[0]
@@ -378,8 +372,11 @@ func (p *Proxy) bindingTarget(ctx context.Context, b *location.Binding) (branchT
 		return t, nil
 	}
 	hops, err := p.res.Resolve(ctx, contact)
-	if err != nil || len(hops) == 0 {
+	if err != nil {
 		return branchTarget{}, fmt.Errorf("proxy: contact %q: %w", b.Contact, err)
+	}
+	if len(hops) == 0 {
+		return branchTarget{}, fmt.Errorf("proxy: contact %q: no target", b.Contact)
 	}
 	t.hop = hops[0]
 	return t, nil
@@ -425,7 +422,7 @@ func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerT
 			c.mu.Lock()
 			status := c.status
 			c.mu.Unlock()
-			p.log.Info("call", "call_id", callID(req), "from", sipcore.AOR(req.From().Address), "to", sipcore.Sanitize(fwd.Recipient.String()),
+			p.log.Info("call", "call_id", sipcore.CallID(req), "from", sipcore.AOR(req.From().Address), "to", sipcore.Sanitize(fwd.Recipient.String()),
 				"branches", len(c.branches), "status", status, "setup", time.Since(start).Round(time.Millisecond))
 		}()
 	}
@@ -449,10 +446,7 @@ func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerT
 
 // isOurs reports whether u names one of our listeners.
 func (p *Proxy) isOurs(u sip.Uri) bool {
-	port := u.Port
-	if port == 0 {
-		port = 5060
-	}
+	port := sipcore.PortOr(u.Port, u.Scheme)
 	return p.ours[strings.ToLower(net.JoinHostPort(u.Host, strconv.Itoa(port)))]
 }
 
@@ -468,18 +462,6 @@ func recordRoutes(m sip.RequestMethod) bool {
 		return true
 	}
 	return false
-}
-
-func proxyRequire(req *sip.Request) []string {
-	var out []string
-	for _, h := range req.GetHeaders("Proxy-Require") {
-		for _, tag := range strings.Split(h.Value(), ",") {
-			if tag = strings.TrimSpace(tag); tag != "" {
-				out = append(out, sipcore.Sanitize(tag))
-			}
-		}
-	}
-	return out
 }
 
 // parseNameAddr parses "<sip:…;lr>" or a bare URI.

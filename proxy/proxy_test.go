@@ -93,12 +93,14 @@ func startProxyDNS(t testing.TB, zone string, opts ...proxy.Option) *domain {
 		t.Fatal(err)
 	}
 	authSrv := auth.NewServer(users, []byte("secret"))
+	log := slog.New(slog.DiscardHandler)
 	if os.Getenv("SIPFED_TEST_LOG") != "" {
-		opts = append(opts, proxy.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		opts = append(opts, proxy.WithLogger(log))
 	}
 	px = proxy.New([]string{"a.test"}, store, authSrv, users, res, client,
 		[]proxy.Listener{{Transport: "udp", Host: "127.0.0.1", Port: port}, {Transport: "tcp", Host: "127.0.0.1", Port: port}}, opts...)
-	srv.OnNoRoute(px.ServeSIP)
+	srv.OnNoRoute(sipcore.Adapt(context.Background(), sipcore.Deadlines{}, sipcore.Chain(px, sipcore.Respond(log), sipcore.Recover(log))))
 	serve(t, ua, srv, port)
 	return &domain{addr: addr, store: store, users: users}
 }
@@ -527,14 +529,15 @@ func TestSDPUntouched(t *testing.T) {
 }
 
 // recorder is a phone that answers MESSAGE 200 on UDP and TCP at one port
-// and notes the transport and body of each.
+// and notes the transport, body and Max-Forwards of each.
 type recorder struct {
-	port       int
-	mu         sync.Mutex
-	transports []string
-	bodies     []string
-	ua         *sipgo.UserAgent
-	client     *sipgo.Client
+	port        int
+	mu          sync.Mutex
+	transports  []string
+	bodies      []string
+	maxForwards []uint32
+	ua          *sipgo.UserAgent
+	client      *sipgo.Client
 }
 
 func startRecorder(t testing.TB) *recorder {
@@ -549,6 +552,9 @@ func startRecorder(t testing.TB) *recorder {
 		r.mu.Lock()
 		r.transports = append(r.transports, req.Transport())
 		r.bodies = append(r.bodies, string(req.Body()))
+		if mf := req.MaxForwards(); mf != nil {
+			r.maxForwards = append(r.maxForwards, mf.Val())
+		}
 		r.mu.Unlock()
 		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
@@ -560,6 +566,29 @@ func (r *recorder) got() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]string(nil), r.transports...)
+}
+
+// TestRFC3261_16_6_3_EachForkOneHopLess: every branch of a fork carries
+// Max-Forwards one below the request's, however many branches there are.
+func TestRFC3261_16_6_3_EachForkOneHopLess(t *testing.T) {
+	d := startProxy(t)
+	phones := []*recorder{startRecorder(t), startRecorder(t), startRecorder(t)}
+	for _, ph := range phones {
+		d.bind(t, "bob@a.test", fmt.Sprintf("sip:bob@127.0.0.1:%d", ph.port), 1000)
+	}
+	c := newCaller(t, d.addr)
+	mf := sip.MaxForwardsHeader(30)
+	res, _ := c.do(c.request(sip.MESSAGE, "carol@c.test", "bob@a.test", &mf), 5*time.Second)
+	wantCode(t, res, 200)
+	for i, ph := range phones {
+		eventually(t, "the MESSAGE at every phone", func() bool { return len(ph.got()) == 1 })
+		ph.mu.Lock()
+		got := ph.maxForwards
+		ph.mu.Unlock()
+		if len(got) != 1 || got[0] != 29 {
+			t.Errorf("phone %d got Max-Forwards %v, want [29]", i, got)
+		}
+	}
 }
 
 // TestRFC3261_18_1_1_LargeRequestGoesOverTCP: a MESSAGE too large for UDP
