@@ -1,116 +1,127 @@
-// Package metrics is a small registry of counters and gauges written in
-// the Prometheus text exposition format (version 0.0.4) for /metrics.
+// Package metrics gives a sipfed server its Prometheus metrics
+// (prometheus/client_golang): requests by method, final responses by
+// method and status class, REGISTER response time and call setup time,
+// plus the Go runtime and process collectors. Every label value is
+// bounded: methods outside the known set count as "other", so made-up
+// methods cannot grow a scrape.
 package metrics
 
 import (
-	"fmt"
-	"io"
 	"net/http"
-	"sort"
-	"strings"
-	"sync"
-	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Registry holds metrics in the order they were made.
-type Registry struct {
-	mu      sync.Mutex
-	metrics []writer
+// Methods are the request methods counted under their own name (RFC 3261
+// and its extensions); any other counts as "other".
+var Methods = []string{"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "MESSAGE", "INFO", "UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH"}
+
+// Other is the method label of every request method not in Methods.
+const Other = "other"
+
+var classes = []string{"1xx", "2xx", "3xx", "4xx", "5xx", "6xx"}
+
+// SIP holds one server's SIP metrics. It implements sipcore.Observer.
+type SIP struct {
+	requests  map[string]prometheus.Counter
+	responses map[string]*[6]prometheus.Counter // method → class-1
+	register  prometheus.Histogram
+	setup     [6]prometheus.Observer // by class-1
 }
 
-type writer interface{ write(w io.Writer) }
+// New registers the SIP metrics of one server with reg:
+//
+//	sipfed_sip_requests_total{method}               counter
+//	sipfed_sip_responses_total{method,class}        counter, final responses sent ("2xx"…"6xx")
+//	sipfed_register_duration_seconds                histogram, REGISTER to its final response
+//	sipfed_call_setup_seconds{class}                histogram, initial INVITE to its first final response
+func New(reg prometheus.Registerer) *SIP {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipfed_sip_requests_total", Help: "SIP requests received, by method (unknown methods as other).",
+	}, []string{"method"})
+	responses := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sipfed_sip_responses_total", Help: "Final SIP responses sent by the server transactions, by request method and status class.",
+	}, []string{"method", "class"})
+	register := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "sipfed_register_duration_seconds", Help: "Time from a REGISTER's arrival to its final response.",
+		Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})
+	setup := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "sipfed_call_setup_seconds", Help: "Time from an initial INVITE's arrival to its first final response, by status class (2xx: answered; ringing included).",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 180},
+	}, []string{"class"})
+	reg.MustRegister(requests, responses, register, setup)
 
-// CounterVec is a counter with labels.
-type CounterVec struct {
-	name, help string
-	labels     []string
-	values     sync.Map // joined label values → *atomic.Uint64
-}
-
-// NewCounterVec registers a counter named name with the given label names.
-func (r *Registry) NewCounterVec(name, help string, labels ...string) *CounterVec {
-	c := &CounterVec{name: name, help: help, labels: labels}
-	r.add(c)
-	return c
-}
-
-// Inc adds one to the counter for the label values (in label order).
-func (c *CounterVec) Inc(values ...string) {
-	key := strings.Join(values, "\x00")
-	v, ok := c.values.Load(key)
-	if !ok {
-		v, _ = c.values.LoadOrStore(key, new(atomic.Uint64))
+	m := &SIP{
+		requests:  make(map[string]prometheus.Counter, len(Methods)+1),
+		responses: make(map[string]*[6]prometheus.Counter, len(Methods)+1),
+		register:  register,
 	}
-	v.(*atomic.Uint64).Add(1)
-}
-
-func (c *CounterVec) write(w io.Writer) {
-	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", c.name, c.help, c.name)
-	var keys []string
-	c.values.Range(func(k, _ any) bool { keys = append(keys, k.(string)); return true })
-	sort.Strings(keys)
-	for _, k := range keys {
-		v, _ := c.values.Load(k)
-		fmt.Fprintf(w, "%s%s %d\n", c.name, labelString(c.labels, strings.Split(k, "\x00")), v.(*atomic.Uint64).Load())
+	// Every series exists from the start (a scrape shows zeros rather
+	// than nothing), and the hot path is a map look-up, not a hash of
+	// label values.
+	for _, method := range append(append([]string(nil), Methods...), Other) {
+		m.requests[method] = requests.WithLabelValues(method)
+		var byClass [6]prometheus.Counter
+		for i, c := range classes {
+			if i > 0 {
+				byClass[i] = responses.WithLabelValues(method, c)
+			}
+		}
+		m.responses[method] = &byClass
 	}
-}
-
-// GaugeFunc is a gauge whose value is read when scraped.
-type GaugeFunc struct {
-	name, help string
-	f          func() float64
-}
-
-// NewGaugeFunc registers a gauge read from f.
-func (r *Registry) NewGaugeFunc(name, help string, f func() float64) {
-	r.add(&GaugeFunc{name: name, help: help, f: f})
-}
-
-func (g *GaugeFunc) write(w io.Writer) {
-	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %g\n", g.name, g.help, g.name, g.name, g.f())
-}
-
-func (r *Registry) add(m writer) {
-	r.mu.Lock()
-	r.metrics = append(r.metrics, m)
-	r.mu.Unlock()
-}
-
-// Write writes every metric in the text format.
-func (r *Registry) Write(w io.Writer) {
-	r.mu.Lock()
-	ms := append([]writer(nil), r.metrics...)
-	r.mu.Unlock()
-	for _, m := range ms {
-		m.write(w)
-	}
-}
-
-// ServeHTTP serves the registry as /metrics.
-func (r *Registry) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	r.Write(w)
-}
-
-func labelString(names, values []string) string {
-	if len(names) == 0 {
-		return ""
-	}
-	var b strings.Builder
-	b.WriteByte('{')
-	for i, n := range names {
+	for i, c := range classes {
 		if i > 0 {
-			b.WriteByte(',')
+			m.setup[i] = setup.WithLabelValues(c)
 		}
-		v := ""
-		if i < len(values) {
-			v = values[i]
-		}
-		b.WriteString(n)
-		b.WriteString(`="`)
-		b.WriteString(strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(v))
-		b.WriteByte('"')
 	}
-	b.WriteByte('}')
-	return b.String()
+	return m
+}
+
+// Observe counts req and its first final response (status 0: none, as
+// for ACK), and times REGISTERs and initial INVITEs.
+func (m *SIP) Observe(req *sip.Request, status int, elapsed time.Duration) {
+	method := string(req.Method)
+	c, ok := m.requests[method]
+	if !ok {
+		method = Other
+		c = m.requests[Other]
+	}
+	c.Inc()
+	class := status/100 - 1
+	if class < 1 || class > 5 {
+		return
+	}
+	m.responses[method][class].Inc()
+	switch req.Method {
+	case sip.REGISTER:
+		m.register.Observe(elapsed.Seconds())
+	case sip.INVITE:
+		if to := req.To(); to == nil || !to.Params.Has("tag") {
+			m.setup[class].Observe(elapsed.Seconds())
+		}
+	}
+}
+
+// NewRegistry returns a registry with the Go runtime and process
+// collectors and sipfed_uptime_seconds, for one server's /metrics.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	start := time.Now()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sipfed_uptime_seconds", Help: "Seconds since the server started."},
+			func() float64 { return time.Since(start).Seconds() }),
+	)
+	return reg
+}
+
+// Handler serves reg in the Prometheus exposition formats.
+func Handler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 }
