@@ -15,6 +15,7 @@ import (
 //	sipfed:user:{alice@a.example}  hash: md5 → HA1, sha-256 → HA1
 //	sipfed:users:{a.example}       set of the domain's AORs, for List
 //	sipfed:domains                 set of domains with users, for List
+//	sipfed:nonce-secret            the nonce secret every node shares (SharedSecret)
 //
 // Keys carry hash tags, so it works on Redis Cluster as on a single server
 // or Sentinel; no request uses SCAN or KEYS. Errors reaching Redis wrap
@@ -33,7 +34,24 @@ func NewRedisStore(client goredis.UniversalClient) *RedisStore {
 func userKey(aor string) string      { return "sipfed:user:{" + aor + "}" }
 func domainKey(domain string) string { return "sipfed:users:{" + domain + "}" }
 
-const domainsKey = "sipfed:domains"
+const (
+	domainsKey = "sipfed:domains"
+	secretKey  = "sipfed:nonce-secret"
+)
+
+// SharedSecret returns the nonce secret kept in Redis for every node of
+// a domain, storing fresh as the secret when there is none yet (the first
+// node to start sets it). Errors wrap ErrUnavailable.
+func SharedSecret(ctx context.Context, client goredis.UniversalClient, fresh []byte) ([]byte, error) {
+	if err := client.SetNX(ctx, secretKey, fresh, 0).Err(); err != nil {
+		return nil, redisErr("nonce secret", err)
+	}
+	v, err := client.Get(ctx, secretKey).Bytes()
+	if err != nil {
+		return nil, redisErr("nonce secret", err)
+	}
+	return v, nil
+}
 
 // Lookup returns the credential of user@realm, or ErrUnknownUser.
 func (s *RedisStore) Lookup(ctx context.Context, user, realm string) (Credential, error) {

@@ -17,6 +17,28 @@ const (
 	sentinelPort = "26379"
 )
 
+// Options are the client options of a Redis URL: the option struct that
+// go-redis' own parser for the form returned, exactly one of them set.
+type Options struct {
+	Single   *goredis.Options         // redis://, rediss://
+	Failover *goredis.FailoverOptions // redis+sentinel://, rediss+sentinel://
+	Cluster  *goredis.ClusterOptions  // redis+cluster://, rediss+cluster://
+}
+
+// Addrs returns the addresses the client starts from: the server's, the
+// Sentinels' or the cluster nodes'.
+func (o *Options) Addrs() []string {
+	switch {
+	case o.Failover != nil:
+		return o.Failover.SentinelAddrs
+	case o.Cluster != nil:
+		return o.Cluster.Addrs
+	case o.Single != nil:
+		return []string{o.Single.Addr}
+	}
+	return nil
+}
+
 // Open returns a client for the Redis named by rawURL; see Parse for the
 // forms accepted. It does not connect: go-redis dials on first use and
 // reconnects by itself.
@@ -25,7 +47,18 @@ func Open(rawURL string) (goredis.UniversalClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return goredis.NewUniversalClient(o), nil
+	switch {
+	case o.Cluster != nil:
+		return goredis.NewClusterClient(o.Cluster), nil
+	case o.Failover != nil && (o.Failover.RouteByLatency || o.Failover.RouteRandomly):
+		// Reads spread over the replicas need the cluster client;
+		// NewFailoverClient panics on these options.
+		return goredis.NewFailoverClusterClient(o.Failover), nil
+	case o.Failover != nil:
+		return goredis.NewFailoverClient(o.Failover), nil
+	default:
+		return goredis.NewClient(o.Single), nil
+	}
 }
 
 // Parse returns the client options for rawURL, one of
@@ -41,7 +74,12 @@ func Open(rawURL string) (goredis.UniversalClient, error) {
 // sentinel_password option. The other options are go-redis' own URL
 // options (dial_timeout, read_timeout, pool_size, ...), and
 // context_timeout_enabled for every form.
-func Parse(rawURL string) (*goredis.UniversalOptions, error) {
+//
+// go-redis' ParseURL, ParseFailoverURL and ParseClusterURL do the parsing;
+// Parse adds what they lack: host lists, the master name as the path,
+// the Sentinel default port, sentinel_password, and stricter checks
+// (fragments, ports, one host for redis://, no path for a cluster).
+func Parse(rawURL string) (*Options, error) {
 	scheme, rest, ok := strings.Cut(rawURL, "://")
 	if !ok {
 		return nil, errors.New("redisurl: not a URL (want redis://host:port, redis+sentinel://... or redis+cluster://...)")
@@ -71,6 +109,7 @@ type parts struct {
 }
 
 func split(rest, defaultPort string) (*parts, error) {
+	// net/url would accept a fragment and go-redis ignore it.
 	if strings.Contains(rest, "#") {
 		return nil, errors.New("redisurl: URL must not have a fragment")
 	}
@@ -80,6 +119,7 @@ func split(rest, defaultPort string) (*parts, error) {
 	if i := strings.LastIndex(authority, "@"); i >= 0 {
 		p.userinfo, authority = authority[:i], authority[i+1:]
 	}
+	// go-redis would default an empty host to localhost.
 	if authority == "" {
 		return nil, errors.New("redisurl: URL has no host")
 	}
@@ -90,6 +130,8 @@ func split(rest, defaultPort string) (*parts, error) {
 		}
 		p.hosts = append(p.hosts, hp)
 	}
+	// go-redis reads the query with url.URL.Query, which drops what it
+	// cannot decode.
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
 		return nil, fmt.Errorf("redisurl: bad query: %w", err)
@@ -123,9 +165,13 @@ func hostPort(h, defaultPort string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-// goURL rebuilds a go-redis URL with one host and path: go-redis takes
-// further hosts as addr options.
+// goURL rebuilds a URL for go-redis' parsers, which take one host: the
+// first host goes into the authority, the others into addr options,
+// which go-redis' Sentinel and Cluster parsers read.
 func (p *parts) goURL(base, path string) string {
+	for _, h := range p.hosts[1:] {
+		p.query.Add("addr", h)
+	}
 	s := base + "://"
 	if p.userinfo != "" {
 		s += p.userinfo + "@"
@@ -140,7 +186,7 @@ func (p *parts) goURL(base, path string) string {
 	return s
 }
 
-func parseSingle(base, rest string) (*goredis.UniversalOptions, error) {
+func parseSingle(base, rest string) (*Options, error) {
 	p, err := split(rest, redisPort)
 	if err != nil {
 		return nil, err
@@ -156,124 +202,50 @@ func parseSingle(base, rest string) (*goredis.UniversalOptions, error) {
 	if err != nil {
 		return nil, wrap(err)
 	}
-	return &goredis.UniversalOptions{
-		Addrs:                 []string{o.Addr},
-		ClientName:            o.ClientName,
-		DB:                    o.DB,
-		Protocol:              o.Protocol,
-		Username:              o.Username,
-		Password:              o.Password,
-		MaxRetries:            o.MaxRetries,
-		MinRetryBackoff:       o.MinRetryBackoff,
-		MaxRetryBackoff:       o.MaxRetryBackoff,
-		DialTimeout:           o.DialTimeout,
-		DialerRetries:         o.DialerRetries,
-		DialerRetryTimeout:    o.DialerRetryTimeout,
-		ReadTimeout:           o.ReadTimeout,
-		WriteTimeout:          o.WriteTimeout,
-		ContextTimeoutEnabled: ctxTimeout,
-		PoolFIFO:              o.PoolFIFO,
-		PoolSize:              o.PoolSize,
-		MaxConcurrentDials:    o.MaxConcurrentDials,
-		PoolTimeout:           o.PoolTimeout,
-		MinIdleConns:          o.MinIdleConns,
-		MaxIdleConns:          o.MaxIdleConns,
-		MaxActiveConns:        o.MaxActiveConns,
-		ConnMaxIdleTime:       o.ConnMaxIdleTime,
-		ConnMaxLifetime:       o.ConnMaxLifetime,
-		TLSConfig:             o.TLSConfig,
-		DisableIdentity:       o.DisableIdentity,
-		IdentitySuffix:        o.IdentitySuffix,
-	}, nil
+	o.ContextTimeoutEnabled = ctxTimeout
+	return &Options{Single: o}, nil
 }
 
-func parseSentinel(base, rest string) (*goredis.UniversalOptions, error) {
+func parseSentinel(base, rest string) (*Options, error) {
 	p, err := split(rest, sentinelPort)
 	if err != nil {
 		return nil, err
 	}
-	segs := strings.Split(strings.Trim(p.path, "/"), "/")
-	if segs[0] == "" || len(segs) > 2 {
+	// go-redis takes the master name from an option and the path as the
+	// database number, which it checks itself.
+	master, db, _ := strings.Cut(strings.Trim(p.path, "/"), "/")
+	if master == "" || strings.Contains(db, "/") {
 		return nil, errors.New("redisurl: redis+sentinel:// needs the master name as its path: redis+sentinel://host:26379/MASTER[/db]")
 	}
-	master, err := url.PathUnescape(segs[0])
+	master, err = url.PathUnescape(master)
 	if err != nil {
 		return nil, fmt.Errorf("redisurl: bad master name: %w", err)
 	}
-	if len(segs) == 2 {
-		if _, err := strconv.Atoi(segs[1]); err != nil {
-			return nil, fmt.Errorf("redisurl: bad database number %q", segs[1])
-		}
-		p.query.Set("db", segs[1])
-	}
 	p.query.Set("master_name", master)
-	for _, h := range p.hosts[1:] {
-		p.query.Add("addr", h)
-	}
 	sentinelPassword := p.query.Get("sentinel_password")
 	p.query.Del("sentinel_password")
-	// go-redis reads the URL's user info as the Sentinels' credentials and
-	// the username and password options as the servers'; ours is the
-	// servers'.
-	if p.userinfo != "" {
-		u, err := url.Parse("redis://" + p.userinfo + "@h")
-		if err != nil {
-			return nil, wrap(err)
-		}
-		p.query.Set("username", u.User.Username())
-		pw, _ := u.User.Password()
-		p.query.Set("password", pw)
-		p.userinfo = ""
-	}
-	o, err := goredis.ParseFailoverURL(p.goURL(base, ""))
+	o, err := goredis.ParseFailoverURL(p.goURL(base, db))
 	if err != nil {
 		return nil, wrap(err)
 	}
-	return &goredis.UniversalOptions{
-		Addrs:                 o.SentinelAddrs,
-		MasterName:            o.MasterName,
-		SentinelPassword:      sentinelPassword,
-		ClientName:            o.ClientName,
-		DB:                    o.DB,
-		Protocol:              o.Protocol,
-		Username:              o.Username,
-		Password:              o.Password,
-		MaxRetries:            o.MaxRetries,
-		MinRetryBackoff:       o.MinRetryBackoff,
-		MaxRetryBackoff:       o.MaxRetryBackoff,
-		DialTimeout:           o.DialTimeout,
-		DialerRetries:         o.DialerRetries,
-		DialerRetryTimeout:    o.DialerRetryTimeout,
-		ReadTimeout:           o.ReadTimeout,
-		WriteTimeout:          o.WriteTimeout,
-		ContextTimeoutEnabled: o.ContextTimeoutEnabled,
-		PoolFIFO:              o.PoolFIFO,
-		PoolSize:              o.PoolSize,
-		MaxConcurrentDials:    o.MaxConcurrentDials,
-		PoolTimeout:           o.PoolTimeout,
-		MinIdleConns:          o.MinIdleConns,
-		MaxIdleConns:          o.MaxIdleConns,
-		MaxActiveConns:        o.MaxActiveConns,
-		ConnMaxIdleTime:       o.ConnMaxIdleTime,
-		ConnMaxLifetime:       o.ConnMaxLifetime,
-		TLSConfig:             o.TLSConfig,
-		RouteByLatency:        o.RouteByLatency,
-		RouteRandomly:         o.RouteRandomly,
-		DisableIdentity:       o.DisableIdentity,
-		IdentitySuffix:        o.IdentitySuffix,
-	}, nil
+	// go-redis reads the URL's user info as the Sentinels' credentials and
+	// the username and password options as the servers'; ours are the
+	// servers'.
+	if p.userinfo != "" {
+		o.Username, o.Password = o.SentinelUsername, o.SentinelPassword
+	}
+	o.SentinelUsername, o.SentinelPassword = "", sentinelPassword
+	return &Options{Failover: o}, nil
 }
 
-func parseCluster(base, rest string) (*goredis.UniversalOptions, error) {
+func parseCluster(base, rest string) (*Options, error) {
 	p, err := split(rest, redisPort)
 	if err != nil {
 		return nil, err
 	}
+	// go-redis would ignore a path.
 	if p.path != "" {
 		return nil, errors.New("redisurl: redis+cluster:// takes no path: a cluster has only database 0")
-	}
-	for _, h := range p.hosts[1:] {
-		p.query.Add("addr", h)
 	}
 	ctxTimeout, err := p.takeBool("context_timeout_enabled")
 	if err != nil {
@@ -283,38 +255,8 @@ func parseCluster(base, rest string) (*goredis.UniversalOptions, error) {
 	if err != nil {
 		return nil, wrap(err)
 	}
-	return &goredis.UniversalOptions{
-		Addrs:                 o.Addrs,
-		IsClusterMode:         true,
-		ClientName:            o.ClientName,
-		Protocol:              o.Protocol,
-		Username:              o.Username,
-		Password:              o.Password,
-		MaxRetries:            o.MaxRetries,
-		MinRetryBackoff:       o.MinRetryBackoff,
-		MaxRetryBackoff:       o.MaxRetryBackoff,
-		DialTimeout:           o.DialTimeout,
-		DialerRetries:         o.DialerRetries,
-		DialerRetryTimeout:    o.DialerRetryTimeout,
-		ReadTimeout:           o.ReadTimeout,
-		WriteTimeout:          o.WriteTimeout,
-		ContextTimeoutEnabled: ctxTimeout,
-		PoolFIFO:              o.PoolFIFO,
-		PoolSize:              o.PoolSize,
-		MaxConcurrentDials:    o.MaxConcurrentDials,
-		PoolTimeout:           o.PoolTimeout,
-		MinIdleConns:          o.MinIdleConns,
-		MaxIdleConns:          o.MaxIdleConns,
-		MaxActiveConns:        o.MaxActiveConns,
-		ConnMaxIdleTime:       o.ConnMaxIdleTime,
-		ConnMaxLifetime:       o.ConnMaxLifetime,
-		TLSConfig:             o.TLSConfig,
-		MaxRedirects:          o.MaxRedirects,
-		ReadOnly:              o.ReadOnly,
-		RouteByLatency:        o.RouteByLatency,
-		RouteRandomly:         o.RouteRandomly,
-		FailingTimeoutSeconds: o.FailingTimeoutSeconds,
-	}, nil
+	o.ContextTimeoutEnabled = ctxTimeout
+	return &Options{Cluster: o}, nil
 }
 
 // takeBool removes the option name from p's query and returns its value:

@@ -2,6 +2,7 @@ package redisurl_test
 
 import (
 	"context"
+	"crypto/tls"
 	"reflect"
 	"strings"
 	"testing"
@@ -49,19 +50,91 @@ func TestParse(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
-			got := goredis.UniversalOptions{
-				Addrs: o.Addrs, DB: o.DB, Username: o.Username, Password: o.Password,
-				MasterName: o.MasterName, SentinelPassword: o.SentinelPassword, IsClusterMode: o.IsClusterMode,
-				DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, PoolSize: o.PoolSize, ReadOnly: o.ReadOnly,
-				ContextTimeoutEnabled: o.ContextTimeoutEnabled,
-			}
+			got, tlsConfig := checked(t, o)
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("options\n got %+v\nwant %+v", got, tc.want)
 			}
-			if (o.TLSConfig != nil) != tc.tls {
-				t.Errorf("TLS %v, want %v", o.TLSConfig != nil, tc.tls)
+			if (tlsConfig != nil) != tc.tls {
+				t.Errorf("TLS %v, want %v", tlsConfig != nil, tc.tls)
 			}
 		})
+	}
+}
+
+// checked returns the fields of o that TestParse checks, in the
+// UniversalOptions that go-redis maps its three option structs to, and
+// the TLS configuration. It fails t unless exactly one struct is set.
+func checked(t *testing.T, o *redisurl.Options) (goredis.UniversalOptions, *tls.Config) {
+	t.Helper()
+	set := 0
+	for _, ok := range []bool{o.Single != nil, o.Failover != nil, o.Cluster != nil} {
+		if ok {
+			set++
+		}
+	}
+	if set != 1 {
+		t.Fatalf("%d option structs set, want 1: %+v", set, o)
+	}
+	u := goredis.UniversalOptions{Addrs: o.Addrs()}
+	switch {
+	case o.Single != nil:
+		s := o.Single
+		u.DB, u.Username, u.Password = s.DB, s.Username, s.Password
+		u.DialTimeout, u.ReadTimeout, u.PoolSize = s.DialTimeout, s.ReadTimeout, s.PoolSize
+		u.ContextTimeoutEnabled = s.ContextTimeoutEnabled
+		return u, s.TLSConfig
+	case o.Failover != nil:
+		f := o.Failover
+		u.MasterName, u.SentinelPassword = f.MasterName, f.SentinelPassword
+		u.DB, u.Username, u.Password = f.DB, f.Username, f.Password
+		u.DialTimeout, u.ReadTimeout, u.PoolSize = f.DialTimeout, f.ReadTimeout, f.PoolSize
+		u.ReadOnly, u.ContextTimeoutEnabled = f.ReplicaOnly, f.ContextTimeoutEnabled
+		if f.SentinelUsername != "" {
+			t.Errorf("SentinelUsername %q, want none", f.SentinelUsername)
+		}
+		return u, f.TLSConfig
+	default:
+		c := o.Cluster
+		u.IsClusterMode = true
+		u.Username, u.Password = c.Username, c.Password
+		u.DialTimeout, u.ReadTimeout, u.PoolSize = c.DialTimeout, c.ReadTimeout, c.PoolSize
+		u.ReadOnly, u.ContextTimeoutEnabled = c.ReadOnly, c.ContextTimeoutEnabled
+		return u, c.TLSConfig
+	}
+}
+
+// TestParseKeepsGoRedisOptions checks that options go-redis parses reach
+// the client unchanged, including ones this package never names: copying
+// them field by field used to drop these.
+func TestParseKeepsGoRedisOptions(t *testing.T) {
+	tests := []struct {
+		url string
+		ok  func(*redisurl.Options) bool
+	}{
+		{"redis://h?pipeline_pool_size=-1&conn_max_lifetime=1m&conn_max_lifetime_jitter=5s", func(o *redisurl.Options) bool {
+			return o.Single.PipelinePoolSize == -1 && o.Single.ConnMaxLifetimeJitter == 5*time.Second
+		}},
+		{"rediss://h?skip_verify=true", func(o *redisurl.Options) bool {
+			return o.Single.TLSConfig.InsecureSkipVerify
+		}},
+		{"redis+sentinel://s/m?replica_only=true&use_disconnected_replicas=true&pipeline_pool_size=3", func(o *redisurl.Options) bool {
+			return o.Failover.ReplicaOnly && o.Failover.UseDisconnectedReplicas && o.Failover.PipelinePoolSize == 3
+		}},
+		{"redis+sentinel://s/m?route_by_latency=1&route_by_latency_tolerance=5ms", func(o *redisurl.Options) bool {
+			return o.Failover.RouteByLatency && o.Failover.RouteByLatencyTolerance == 5*time.Millisecond
+		}},
+		{"redis+cluster://n?route_by_latency=1&route_by_latency_tolerance=5ms&pipeline_pool_size=-1", func(o *redisurl.Options) bool {
+			return o.Cluster.RouteByLatencyTolerance == 5*time.Millisecond && o.Cluster.PipelinePoolSize == -1
+		}},
+	}
+	for _, tc := range tests {
+		o, err := redisurl.Parse(tc.url)
+		if err != nil {
+			t.Fatalf("Parse(%s): %v", tc.url, err)
+		}
+		if !tc.ok(o) {
+			t.Errorf("Parse(%s) lost an option: %+v", tc.url, o)
+		}
 	}
 }
 
@@ -84,7 +157,7 @@ func TestParseErrors(t *testing.T) {
 		{"redis://h#frag", "fragment"},
 		{"redis://h?x=%zz", "bad query"},
 		{"redis+sentinel://s1,s2", "needs the master name"},
-		{"redis+sentinel://s1/m/x", "bad database number"},
+		{"redis+sentinel://s1/m/x", "invalid database number"},
 		{"redis+sentinel://s1/m/1/2", "needs the master name"},
 		{"redis+sentinel://s1,,s2/m", "empty host"},
 		{"redis+cluster://n1:7000/0", "takes no path"},
@@ -134,6 +207,7 @@ func TestOpenPicksTheClient(t *testing.T) {
 	}{
 		{"redis://h:1", (*goredis.Client)(nil)},
 		{"redis+sentinel://s:1/m", (*goredis.Client)(nil)},
+		{"redis+sentinel://s:1/m?route_randomly=true", (*goredis.ClusterClient)(nil)},
 		{"redis+cluster://n:1", (*goredis.ClusterClient)(nil)},
 		{"redis+cluster://n:1,n:2", (*goredis.ClusterClient)(nil)},
 	} {
