@@ -4,12 +4,13 @@ BIN     := bin/sipfed
 PKGS    := ./...
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: all build run demo test test-unit deps vet bench clean
+.PHONY: all build run test test-unit deps vet bench clean
 
 all: build
 
+# -buildvcs=auto: `sipfed --version` names the commit it was built from.
 build:
-	$(GO) build -o $(BIN) ./cmd/sipfed
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/sipfed
 
 # One domain (a.example) on 127.0.0.1:5060 UDP+TCP, memory store, users in ./users.txt.
 run: build
@@ -34,7 +35,7 @@ $(STATICCHECK):
 # Every test: unit, conformance, integration and interop (SIPp, baresip, Redis, DNS).
 # Set CI=1 (or SIPFED_INTEROP=1) to make a missing tool fail instead of skip.
 test: deps vet
-	$(GO) test -count=1 -timeout 30m $(PKGS)
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
 
 test-unit:
 	$(GO) test -count=1 -short $(PKGS)

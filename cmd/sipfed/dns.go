@@ -43,6 +43,7 @@ func runDNS(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	fmt.Fprintln(e.stdout, "sipfed dns: this is for labs and tests: production domains publish their NAPTR/SRV/A records in their real DNS.")
 	if err := srv.Listen(*listen); err != nil {
 		return err
 	}
@@ -65,6 +66,5 @@ func runDNS(ctx context.Context, e *env, args []string) error {
 	}()
 	fmt.Fprintf(e.stdout, "sipfed dns: lab DNS server for %s on %s (udp+tcp); SIGHUP reloads the zones.\n",
 		strings.Join(srv.Zones(), " "), srv.Addr())
-	fmt.Fprintln(e.stdout, "sipfed dns: this is for labs and tests: production domains publish their NAPTR/SRV/A records in their real DNS.")
 	return srv.Serve(ctx)
 }

@@ -7,8 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
@@ -27,11 +30,12 @@ func commands() map[string]command {
 		"dns":     {"serve lab DNS zones (NAPTR, SRV, A) for tests", runDNS},
 		"serve":   {"run a domain's registrar and proxy", runServe},
 		"user":    {"add, delete and list users (add|del|list)", runUser},
+		"version": {"print the version, VCS revision and Go version (also --version)", runVersion},
 	}
 }
 
-func usage(e *env) {
-	fmt.Fprintln(e.stdout, "Usage: sipfed <command> [flags] [args]\n\nCommands:")
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "Usage: sipfed <command> [flags] [args]\n\nCommands:")
 	cmds := commands()
 	names := make([]string, 0, len(cmds))
 	for n := range cmds {
@@ -39,9 +43,9 @@ func usage(e *env) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(e.stdout, "  %-8s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(w, "  %-8s %s\n", n, cmds[n].summary)
 	}
-	fmt.Fprintln(e.stdout, "\nRun 'sipfed <command> --help' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'sipfed <command> --help' for a command's flags.")
 }
 
 func main() {
@@ -51,40 +55,103 @@ func main() {
 	os.Exit(run(ctx, e, os.Args[1:]))
 }
 
-// run executes one sipfed command line and returns the exit status.
+// run executes one sipfed command line and returns the exit status: 0, 1
+// for a failure, 2 for a command-line mistake (a usageError). Commands
+// return their errors without their name; run prints each one once,
+// prefixed with "sipfed <command>: ".
 func run(ctx context.Context, e *env, args []string) int {
 	if len(args) == 0 {
-		usage(e)
+		fmt.Fprint(e.stderr, "sipfed: missing command\n\n")
+		usage(e.stderr)
 		return 2
 	}
 	name := args[0]
 	switch name {
-	case "-h", "--help", "help":
-		usage(e)
+	case "-h", "-help", "--help", "help":
+		usage(e.stdout)
 		return 0
+	case "-version", "--version":
+		name = "version"
 	}
 	cmd, ok := commands()[name]
 	if !ok {
-		fmt.Fprintf(e.stderr, "sipfed: unknown command %q\n", strings.TrimLeft(name, "-"))
-		usage(e)
+		if strings.HasPrefix(name, "-") {
+			fmt.Fprintf(e.stderr, "sipfed: flag provided but not defined: --%s\n\n", strings.TrimLeft(name, "-"))
+		} else {
+			fmt.Fprintf(e.stderr, "sipfed: unknown command %q\n\n", name)
+		}
+		usage(e.stderr)
 		return 2
 	}
-	if err := cmd.run(ctx, e, args[1:]); err != nil {
-		if errors.Is(err, errHelp) {
-			return 0
-		}
-		var ue usageError
-		if errors.As(err, &ue) {
-			fmt.Fprintf(e.stderr, "sipfed %s: %v\n", name, err)
-			return 2
-		}
-		fmt.Fprintf(e.stderr, "sipfed %s: %v\n", name, err)
-		return 1
+	err := cmd.run(ctx, e, args[1:])
+	if err == nil || errors.Is(err, errHelp) {
+		return 0
 	}
-	return 0
+	var ue usageError
+	if errors.As(err, &ue) {
+		msg := err.Error()
+		if !strings.HasSuffix(msg, "(see --help)") {
+			msg += " (see --help)"
+		}
+		fmt.Fprintf(e.stderr, "sipfed %s: %s\n", name, msg)
+		return 2
+	}
+	fmt.Fprintf(e.stderr, "sipfed %s: %v\n", name, err)
+	return 1
 }
 
 // usageError is a command-line mistake (exit status 2).
 type usageError struct{ error }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+const versionUsage = `Usage: sipfed version (or sipfed --version)
+
+Prints one line: sipfed, the module version, the VCS revision (12 hex
+digits, +dirty for uncommitted changes) and the Go version it was built
+with.`
+
+// runVersion is `sipfed version`.
+func runVersion(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "version", versionUsage)
+	pos, err := fs.parse(e, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected arguments %q", pos)
+	}
+	bi, ok := debug.ReadBuildInfo()
+	fmt.Fprintln(e.stdout, versionLine(bi, ok))
+	return nil
+}
+
+// versionLine formats the build information as
+// "sipfed VERSION REVISION[+dirty] GOVERSION", with "(devel)" and
+// "unknown" for what the binary does not record (a build without VCS
+// stamping, or a test binary).
+func versionLine(bi *debug.BuildInfo, ok bool) string {
+	version, revision, dirty, goVersion := "(devel)", "unknown", "", runtime.Version()
+	if ok && bi != nil {
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		if bi.GoVersion != "" {
+			goVersion = bi.GoVersion
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				revision = s.Value
+				if len(revision) > 12 {
+					revision = revision[:12]
+				}
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = "+dirty"
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("sipfed %s %s%s %s", version, revision, dirty, goVersion)
+}

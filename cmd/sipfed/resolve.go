@@ -37,6 +37,9 @@ func runResolve(ctx context.Context, e *env, args []string) error {
 	if len(pos) != 1 {
 		return usagef("want one SIP URI, e.g. sip:bob@b.example (see --help)")
 	}
+	if *timeout <= 0 {
+		return usagef("--timeout %v: want a positive duration, e.g. 2s", *timeout)
+	}
 	fam, ok := map[string]resolver.Family{
 		"prefer-ipv4": resolver.PreferIPv4, "prefer-ipv6": resolver.PreferIPv6,
 		"ipv4": resolver.IPv4Only, "ipv6": resolver.IPv6Only,
@@ -51,6 +54,9 @@ func runResolve(ctx context.Context, e *env, args []string) error {
 	var uri sip.Uri
 	if err := sip.ParseUri(s, &uri); err != nil {
 		return usagef("%q is not a SIP URI: %v", pos[0], err)
+	}
+	if uri.Host == "" {
+		return usagef("%q has no host to resolve", pos[0])
 	}
 	opts := []resolver.Option{resolver.WithTimeout(*timeout), resolver.WithTransports(tps.vals...), resolver.WithFamily(fam)}
 	if len(servers.vals) > 0 {

@@ -122,7 +122,7 @@ func TestServeOptionsHealthMetricsAndDrain(t *testing.T) {
 		t.Fatalf("/healthz: %q", body)
 	}
 	metrics := get(t, "http://"+httpAddr+"/metrics")
-	for _, want := range []string{`sipfed_sip_requests_total{method="OPTIONS"} 1`, `sipfed_sip_responses_total{method="OPTIONS",code="200"} 1`, "# TYPE sipfed_uptime_seconds gauge"} {
+	for _, want := range []string{`sipfed_sip_requests_total{method="OPTIONS"} 1`, `sipfed_sip_responses_total{class="2xx",method="OPTIONS"} 1`, "go_goroutines", "process_cpu_seconds_total", "# TYPE sipfed_uptime_seconds gauge"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q:\n%s", want, metrics)
 		}
@@ -215,7 +215,7 @@ func TestServeFlagsEnvAndConfig(t *testing.T) {
 		{[]string{"serve", "--domain", "a.test", "--digest-algorithms", "SHA-512"}, 2, "--digest-algorithms"},
 		{[]string{"serve", "--domain", "a.test", "--min-expires", "0"}, 2, "--min-expires"},
 		{[]string{"serve", "--domain", "a.test", "--config", filepath.Join(dir, "missing.yaml")}, 1, "config"},
-		{[]string{"serve", "--domain", "a.test", "--bogus"}, 1, "flag provided but not defined"},
+		{[]string{"serve", "--domain", "a.test", "--bogus"}, 2, "flag provided but not defined"},
 		{[]string{"frobnicate"}, 2, "unknown command"},
 	} {
 		var out syncBuffer
@@ -258,5 +258,28 @@ func TestListFlagsTakeCommas(t *testing.T) {
 	}
 	if code, out, _ := runUserCLI(t, "", "list", "--config", ucfg); code != 0 || strings.TrimSpace(out) != "zed@a.test" {
 		t.Fatalf("user list --config: exit %d: %q", code, out)
+	}
+}
+
+// TestServeEnvValuesReachConfigWhole: a Sentinel URL with a host list in
+// SIPFED_STORE and a secret with a comma in SIPFED_SECRET reach the
+// server's Config as given; list flags still take comma lists.
+func TestServeEnvValuesReachConfigWhole(t *testing.T) {
+	vars := map[string]string{
+		"SIPFED_STORE":  "redis+sentinel://h1:26379,h2:26379/mymaster",
+		"SIPFED_SECRET": "a,b",
+		"SIPFED_DOMAIN": "a.test,b.test",
+		"SIPFED_DNS":    "127.0.0.1:53,127.0.0.2:53",
+	}
+	e := &env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, getenv: func(k string) string { return vars[k] }}
+	cfg, _, err := serveConfig(e, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Store != vars["SIPFED_STORE"] || cfg.Secret != "a,b" {
+		t.Errorf("store %q secret %q", cfg.Store, cfg.Secret)
+	}
+	if strings.Join(cfg.Domains, " ") != "a.test b.test" || len(cfg.DNS) != 2 {
+		t.Errorf("domains %q dns %q", cfg.Domains, cfg.DNS)
 	}
 }

@@ -63,13 +63,13 @@ func runUser(ctx context.Context, e *env, args []string) error {
 		passwordStdin = fs.Bool("password-stdin", false, "read the password from stdin, one line per AOR")
 	}
 	pos, err := fs.parse(e, args[1:])
-	if errors.Is(err, errHelp) {
+	if err != nil {
 		return err
 	}
-	if err != nil {
-		return usageError{err}
-	}
 
+	// aors are the AORs given, as the stores keep them (auth.ParseAOR
+	// drops "sip:" and lowers the domain's case).
+	var aors []string
 	if sub == "list" {
 		if len(pos) > 1 {
 			return usagef("too many arguments: %q", pos)
@@ -79,16 +79,18 @@ func runUser(ctx context.Context, e *env, args []string) error {
 			return usagef("missing the user's AOR, e.g. alice@a.example")
 		}
 		for _, a := range pos {
-			if _, _, err := auth.ParseAOR(a); err != nil {
+			user, domain, err := auth.ParseAOR(a)
+			if err != nil {
 				return usagef("%v", err)
 			}
+			aors = append(aors, user+"@"+domain)
 		}
 		if sub == "add" && len(pos) > 1 && !*passwordStdin {
 			return usagef("several AORs need --password-stdin (one password per line, in order)")
 		}
 	}
 
-	admin, closeStore, err := openUserAdmin(*users, *store)
+	admin, closeStore, err := openUserAdmin(*users, *store, sub == "add")
 	if err != nil {
 		return err
 	}
@@ -97,7 +99,10 @@ func runUser(ctx context.Context, e *env, args []string) error {
 	switch sub {
 	case "add":
 		in := bufio.NewReader(e.stdin)
-		for _, aor := range pos {
+		for i, aor := range aors {
+			if aor != pos[i] {
+				fmt.Fprintf(e.stderr, "sipfed user: storing %s as %s\n", pos[i], aor)
+			}
 			password, err := readPassword(e, in, aor, *passwordStdin)
 			if err != nil {
 				return err
@@ -108,7 +113,7 @@ func runUser(ctx context.Context, e *env, args []string) error {
 		}
 		return nil
 	case "del":
-		for _, aor := range pos {
+		for _, aor := range aors {
 			if err := admin.Del(ctx, aor); err != nil {
 				return err
 			}
@@ -119,11 +124,11 @@ func runUser(ctx context.Context, e *env, args []string) error {
 		if len(pos) == 1 {
 			domain = pos[0]
 		}
-		aors, err := admin.List(ctx, domain)
+		list, err := admin.List(ctx, domain)
 		if err != nil {
 			return err
 		}
-		for _, a := range aors {
+		for _, a := range list {
 			fmt.Fprintln(e.stdout, a)
 		}
 		return nil
@@ -131,9 +136,12 @@ func runUser(ctx context.Context, e *env, args []string) error {
 }
 
 // openUserAdmin picks the store as sipfed serve does: the --users file,
-// or Redis when --users is "redis", or unset with a Redis --store.
-func openUserAdmin(users, store string) (userAdmin, func(), error) {
-	redisStore := strings.HasPrefix(store, "redis")
+// or Redis when --users is "redis", or unset with a Redis --store. The
+// users file must exist unless create is set: listing or deleting in a
+// file that is not there is a mistake (a wrong --users, or the wrong
+// directory), not an empty list.
+func openUserAdmin(users, store string, create bool) (userAdmin, func(), error) {
+	redisStore := store != "" && store != "memory"
 	switch {
 	case users == "redis" && !redisStore:
 		return nil, nil, usagef("--users redis needs --store redis://…")
@@ -145,6 +153,11 @@ func openUserAdmin(users, store string) (userAdmin, func(), error) {
 		return auth.NewRedisStore(rdb), func() { rdb.Close() }, nil
 	case users == "":
 		users = "users.txt"
+	}
+	if !create {
+		if _, err := os.Stat(users); errors.Is(err, os.ErrNotExist) {
+			return nil, nil, fmt.Errorf("users file %s does not exist (create it with 'sipfed user add')", users)
+		}
 	}
 	fstore, err := auth.OpenFile(users)
 	if err != nil {

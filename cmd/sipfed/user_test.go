@@ -134,3 +134,49 @@ func TestUserRedisStore(t *testing.T) {
 		t.Fatalf("list after del: %q", out)
 	}
 }
+
+// TestUserMissingUsersFile checks that list and del in a users file that
+// does not exist fail (exit 1) naming the file, rather than printing
+// nothing, and that add creates it.
+func TestUserMissingUsersFile(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "nosuch.txt")
+	want := "sipfed user: users file " + users + " does not exist (create it with 'sipfed user add')\n"
+	for _, args := range [][]string{{"list", "--users", users}, {"del", "alice@a.example", "--users", users}} {
+		if code, out, stderr := runUserCLI(t, "", args...); code != 1 || out != "" || stderr != want {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 1 and %q", args, code, out, stderr, want)
+		}
+	}
+	t.Chdir(dir)
+	if code, _, stderr := runUserCLI(t, "", "list"); code != 1 || !strings.Contains(stderr, "users file users.txt does not exist") {
+		t.Errorf("list with the default users.txt missing: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := runUserCLI(t, "pw\n", "add", "alice@a.example", "--users", users, "--password-stdin"); code != 0 {
+		t.Fatalf("add: exit %d: %s", code, stderr)
+	}
+	if code, out, stderr := runUserCLI(t, "", "list", "--users", users); code != 0 || out != "alice@a.example\n" {
+		t.Errorf("list after add: exit %d, %q %s", code, out, stderr)
+	}
+}
+
+// TestUserAddNotesNormalisedAOR checks that an AOR the store keeps in
+// another form (no "sip:", lower-case domain) is accepted with a note on
+// stderr, and one kept as given gets none.
+func TestUserAddNotesNormalisedAOR(t *testing.T) {
+	users := filepath.Join(t.TempDir(), "users.txt")
+	for _, c := range []struct{ aor, note string }{
+		{"sip:erin@a.example", "sipfed user: storing sip:erin@a.example as erin@a.example\n"},
+		{"Frank@A.Example", "sipfed user: storing Frank@A.Example as Frank@a.example\n"},
+		{"gina@a.example", ""},
+	} {
+		if code, _, stderr := runUserCLI(t, "pw\n", "add", c.aor, "--users", users, "--password-stdin"); code != 0 || stderr != c.note {
+			t.Errorf("add %s: exit %d, stderr %q, want %q", c.aor, code, stderr, c.note)
+		}
+	}
+	if _, out, _ := runUserCLI(t, "", "list", "--users", users); out != "Frank@a.example\nerin@a.example\ngina@a.example\n" {
+		t.Errorf("list: %q", out)
+	}
+	if code, _, stderr := runUserCLI(t, "", "del", "sip:erin@A.example", "--users", users); code != 0 {
+		t.Errorf("del sip:erin@A.example: exit %d: %s", code, stderr)
+	}
+}

@@ -1,0 +1,267 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sipfed/sipfed/auth"
+)
+
+// Config is everything one node needs. The zero value of a field means
+// its default, written beside it; only Domains is required.
+type Config struct {
+	// Domains are the SIP domains served here: users are user@domain.
+	Domains []string
+	// Listen are the SIP listeners, "udp:HOST:PORT" or "tcp:HOST:PORT";
+	// port 0 picks a free port (the same one for udp and tcp on one
+	// host). Default: udp and tcp on 127.0.0.1:5060.
+	Listen []string
+	// Advertise is the host put in Via and Record-Route; default the
+	// listener's address (required when that is 0.0.0.0 or ::).
+	Advertise string
+	// Store is the location store: "memory" (default) or a Redis URL
+	// (redis://, rediss://, redis+sentinel://, redis+cluster://).
+	Store string
+	// Users is the users file written by 'sipfed user add' (default
+	// users.txt), or "redis" to keep users in the Store's Redis.
+	Users string
+	// HTTP is the address of /healthz, /metrics and /debug/pprof; empty:
+	// none.
+	HTTP string
+	// Secret is the digest nonce secret shared by every node of a
+	// domain; default: kept in Redis when Store is Redis, else random.
+	Secret string
+	// DigestAlgorithms are the digest algorithms offered, most
+	// preferred first. Default MD5, SHA-256.
+	DigestAlgorithms []string
+	// MD5OnlyAgents are User-Agent prefixes of clients that fail on a
+	// SHA-256 challenge. Default auth.DefaultMD5OnlyAgents; set
+	// NoMD5OnlyAgents for none.
+	MD5OnlyAgents   []string
+	NoMD5OnlyAgents bool
+	// MinExpires, MaxExpires and DefaultExpires bound registration
+	// intervals in seconds (defaults 60, 3600, 3600); MaxContacts bounds
+	// the bindings per AOR (default 10; negative: no bound).
+	MinExpires, MaxExpires, DefaultExpires, MaxContacts int
+	// NodeID names this node in the bindings it writes; default the
+	// host name.
+	NodeID string
+	// DNS are the servers for finding other domains; default
+	// /etc/resolv.conf.
+	DNS []string
+	// TimerC bounds a ringing INVITE branch (RFC 3261 §16.6; default
+	// 180 s, at least 1 s). A whole INVITE transaction is bounded at
+	// twice TimerC.
+	TimerC time.Duration
+	// FailoverTimeout is how long to wait for any answer from another
+	// domain's server before trying the next (default 5 s, at least
+	// 100 ms).
+	FailoverTimeout time.Duration
+	// Logger receives the server's logs; default discards.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if len(c.Listen) == 0 {
+		c.Listen = []string{"udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"}
+	}
+	if c.Store == "" {
+		c.Store = "memory"
+	}
+	if c.Users == "" {
+		c.Users = "users.txt"
+	}
+	if len(c.DigestAlgorithms) == 0 {
+		c.DigestAlgorithms = []string{"MD5", "SHA-256"}
+	}
+	if len(c.MD5OnlyAgents) == 0 && !c.NoMD5OnlyAgents {
+		c.MD5OnlyAgents = auth.DefaultMD5OnlyAgents
+	}
+	if c.MinExpires == 0 {
+		c.MinExpires = 60
+	}
+	if c.MaxExpires == 0 {
+		c.MaxExpires = 3600
+	}
+	if c.DefaultExpires == 0 {
+		c.DefaultExpires = c.MaxExpires
+	}
+	switch {
+	case c.MaxContacts == 0:
+		c.MaxContacts = 10
+	case c.MaxContacts < 0:
+		c.MaxContacts = 0
+	}
+	if c.NodeID == "" {
+		c.NodeID, _ = os.Hostname()
+	}
+	if c.TimerC == 0 {
+		c.TimerC = 180 * time.Second
+	}
+	if c.FailoverTimeout == 0 {
+		c.FailoverTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	doms := make([]string, len(c.Domains))
+	for i, d := range c.Domains {
+		doms[i] = strings.ToLower(strings.TrimSpace(d))
+	}
+	c.Domains = doms
+	return c
+}
+
+func configErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
+}
+
+// validate reports the first setting that cannot work, wrapping ErrConfig.
+func (c Config) validate() error {
+	if len(c.Domains) == 0 {
+		return configErr("no domain to serve")
+	}
+	for _, d := range c.Domains {
+		if d == "" || strings.ContainsAny(d, " @:/\r\n\t") {
+			return configErr("domain %q is not a domain name", d)
+		}
+	}
+	if c.TimerC < time.Second {
+		return configErr("timer C %v is below 1s", c.TimerC)
+	}
+	if c.FailoverTimeout < 100*time.Millisecond {
+		return configErr("failover timeout %v is below 100ms", c.FailoverTimeout)
+	}
+	if c.MinExpires < 1 || c.MaxExpires < c.MinExpires || c.DefaultExpires < c.MinExpires || c.DefaultExpires > c.MaxExpires {
+		return configErr("need 1 <= min-expires (%d) <= default-expires (%d) <= max-expires (%d)", c.MinExpires, c.DefaultExpires, c.MaxExpires)
+	}
+	if err := auth.CheckAlgorithms(c.DigestAlgorithms); err != nil {
+		return configErr("digest algorithms: %v", err)
+	}
+	if c.Users == "redis" && c.Store == "memory" {
+		return configErr("users in redis need a Redis store (redis://…)")
+	}
+	if _, err := c.listenSpecs(); err != nil {
+		return err
+	}
+	return nil
+}
+
+type listenSpec struct {
+	transport, host string
+	port            int
+}
+
+// listenSpecs parses Listen.
+func (c Config) listenSpecs() ([]listenSpec, error) {
+	var out []listenSpec
+	for _, l := range c.Listen {
+		transport, addr, ok := strings.Cut(l, ":")
+		transport = strings.ToLower(transport)
+		if !ok || (transport != "udp" && transport != "tcp") {
+			return nil, configErr("listen %q: want udp:HOST:PORT or tcp:HOST:PORT", l)
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, configErr("listen %q: %v", l, err)
+		}
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 0 || n > 65535 {
+			return nil, configErr("listen %q: bad port", l)
+		}
+		if c.Advertise == "" {
+			ip, err := netip.ParseAddr(host)
+			if host == "" || err == nil && ip.IsUnspecified() {
+				return nil, configErr("listen %q listens on every address: give an advertised host for Via and Record-Route", l)
+			}
+		}
+		out = append(out, listenSpec{transport, host, n})
+	}
+	return out, nil
+}
+
+// bind opens the listeners. Specs with port 0 on one host share the port
+// chosen for the first of them, so that udp and tcp agree (as a SIP
+// address without a transport means both); when that port is taken for
+// the other transport, it starts again.
+func bind(specs []listenSpec) ([]socket, error) {
+	for attempt := 0; ; attempt++ {
+		socks, err := bindOnce(specs)
+		if err == nil {
+			return socks, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt >= 20 || !hasZeroPort(specs) {
+			return nil, err
+		}
+	}
+}
+
+func hasZeroPort(specs []listenSpec) bool {
+	for _, s := range specs {
+		if s.port == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func bindOnce(specs []listenSpec) ([]socket, error) {
+	chosen := map[string]int{} // host → port picked for its port-0 specs
+	var socks []socket
+	fail := func(err error) ([]socket, error) {
+		for _, so := range socks {
+			so.close()
+		}
+		return nil, err
+	}
+	for _, s := range specs {
+		port := s.port
+		if port == 0 {
+			port = chosen[s.host]
+		}
+		addr := net.JoinHostPort(s.host, strconv.Itoa(port))
+		var so socket
+		switch s.transport {
+		case "udp":
+			pc, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				return fail(fmt.Errorf("server: %w", err))
+			}
+			if uc, ok := pc.(*net.UDPConn); ok {
+				uc.SetReadBuffer(udpBuffer)
+				uc.SetWriteBuffer(udpBuffer)
+			}
+			so = socket{transport: "udp", pc: pc}
+		default:
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fail(fmt.Errorf("server: %w", err))
+			}
+			so = socket{transport: "tcp", l: l}
+		}
+		socks = append(socks, so)
+		if s.port == 0 && chosen[s.host] == 0 {
+			chosen[s.host] = int(addrPort(so.addr()).Port())
+		}
+	}
+	return socks, nil
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return a.AddrPort()
+	case *net.TCPAddr:
+		return a.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}

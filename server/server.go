@@ -1,0 +1,357 @@
+// Package server runs one node of sipfed: the listeners, stores,
+// registrar and proxy of one or more SIP domains, built from a Config.
+// A Server is a value: several run side by side in one process (the demo,
+// tests), each with its own sockets, stores, metrics and shutdown, as
+// net/http's Server does.
+//
+//	srv, err := server.New(server.Config{Domains: []string{"a.example"}, Users: "users.txt"})
+//	go srv.Serve()
+//	…
+//	srv.Shutdown(ctx)
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/sipfed/sipfed/auth"
+	"github.com/sipfed/sipfed/internal/metrics"
+	"github.com/sipfed/sipfed/internal/redisurl"
+	"github.com/sipfed/sipfed/location"
+	"github.com/sipfed/sipfed/location/memory"
+	locredis "github.com/sipfed/sipfed/location/redis"
+	"github.com/sipfed/sipfed/proxy"
+	"github.com/sipfed/sipfed/registrar"
+	"github.com/sipfed/sipfed/resolver"
+	"github.com/sipfed/sipfed/sipcore"
+)
+
+// ErrConfig is wrapped by every error New returns for a Config that
+// cannot work (as opposed to a failure to start it): the command line
+// turns it into a usage error.
+var ErrConfig = errors.New("server: bad configuration")
+
+// Server is one running node. Make it with New, run it with Serve, stop it
+// with Shutdown.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	base  context.Context
+	stop  context.CancelFunc // cancels base: every request in flight
+	gate  sipcore.Gate
+	reg   *prometheus.Registry
+	store location.Store
+	rdb   goredis.UniversalClient
+	ua    *sipgo.UserAgent
+	sip   *sipgo.Server
+	socks []socket
+	http  *http.Server
+	hl    net.Listener
+
+	serveErr chan error
+	closing  chan struct{}
+	once     sync.Once
+}
+
+// socket is one bound SIP listener.
+type socket struct {
+	transport string
+	pc        net.PacketConn // udp
+	l         net.Listener   // tcp
+}
+
+func (s socket) addr() net.Addr {
+	if s.pc != nil {
+		return s.pc.LocalAddr()
+	}
+	return s.l.Addr()
+}
+
+func (s socket) close() {
+	if s.pc != nil {
+		s.pc.Close()
+	} else {
+		s.l.Close()
+	}
+}
+
+// New checks cfg, opens the stores and binds every listener (so a busy
+// port is reported here, and a port 0 is chosen here), and wires the
+// request pipeline. Nothing is served until Serve.
+func New(cfg Config) (_ *Server, err error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	specs, _ := cfg.listenSpecs()
+	base, stop := context.WithCancel(context.Background())
+	s := &Server{cfg: cfg, log: cfg.Logger, base: base, stop: stop, serveErr: make(chan error, len(specs)+1), closing: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.closeAll()
+		}
+	}()
+
+	resOpts := []resolver.Option{resolver.WithTransports(resolver.UDP, resolver.TCP)}
+	if len(cfg.DNS) > 0 {
+		resOpts = append(resOpts, resolver.WithServers(cfg.DNS))
+	}
+	res, err := resolver.New(resOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: dns: %w", ErrConfig, err)
+	}
+
+	// Stores.
+	var creds auth.CredentialStore
+	if cfg.Store == "memory" {
+		s.store = memory.New()
+	} else {
+		s.rdb, err = redisurl.Open(cfg.Store)
+		if err != nil {
+			return nil, fmt.Errorf("%w: store: %w", ErrConfig, err)
+		}
+		s.store = locredis.New(s.rdb)
+	}
+	if cfg.Users == "redis" {
+		creds = auth.NewRedisStore(s.rdb)
+	} else {
+		if _, err := os.Stat(cfg.Users); errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("users file does not exist yet: every REGISTER and call from a user of ours will be refused until 'sipfed user add' creates it", "users", cfg.Users)
+		}
+		f, err := auth.OpenFile(cfg.Users)
+		if err != nil {
+			return nil, fmt.Errorf("server: users: %w", err)
+		}
+		creds = f
+	}
+	secret := s.nonceSecret()
+	authSrv := auth.NewServer(creds, secret, auth.WithLogger(s.log), auth.WithAlgorithms(cfg.DigestAlgorithms...), auth.WithMD5OnlyAgents(cfg.MD5OnlyAgents...))
+
+	// Listeners first: the proxy puts their real ports in Via and
+	// Record-Route.
+	s.socks, err = bind(specs)
+	if err != nil {
+		return nil, err
+	}
+	listeners := make([]proxy.Listener, len(s.socks))
+	for i, so := range s.socks {
+		host := cfg.Advertise
+		if host == "" {
+			host = specs[i].host
+		}
+		listeners[i] = proxy.Listener{Transport: so.transport, Host: host, Port: int(addrPort(so.addr()).Port()), Bind: so.addr().String()}
+	}
+
+	rg := registrar.New(cfg.Domains, s.store, authSrv,
+		registrar.WithExpires(cfg.MinExpires, cfg.MaxExpires, cfg.DefaultExpires),
+		registrar.WithMaxContacts(cfg.MaxContacts),
+		registrar.WithNodeID(cfg.NodeID),
+		registrar.WithLogger(s.log))
+
+	var px *proxy.Proxy
+	stray := func(r *sip.Response) {
+		if px != nil {
+			px.HandleStrayResponse(r)
+		}
+	}
+	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("sipfed"), sipgo.WithUserAgentParser(sipcore.NewParser()),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerUnhandledResponseHandler(stray)))
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	client, err := sipgo.NewClient(s.ua)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	px = proxy.New(cfg.Domains, s.store, authSrv, creds, res, client, listeners,
+		proxy.WithTimerC(cfg.TimerC), proxy.WithFailoverTimeout(cfg.FailoverTimeout), proxy.WithLogger(s.log))
+	s.sip, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(s.log))
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+
+	// The pipeline every request goes through, composed once.
+	s.reg = metrics.NewRegistry()
+	mws := []sipcore.Middleware{
+		sipcore.Observe(metrics.New(s.reg)),
+		sipcore.Log(s.log),
+		sipcore.Respond(s.log),
+		sipcore.Drain(&s.gate),
+		sipcore.Recover(s.log),
+	}
+	deadlines := sipcore.Deadlines{Invite: 2 * cfg.TimerC, Other: 64 * sip.T1}
+	s.sip.OnRegister(sipcore.Adapt(base, deadlines, sipcore.Chain(rg, mws...)))
+	// Every other method is the proxy's (it answers OPTIONS for itself).
+	s.sip.OnNoRoute(sipcore.Adapt(base, deadlines, sipcore.Chain(px, mws...)))
+
+	if cfg.HTTP != "" {
+		s.hl, err = net.Listen("tcp", cfg.HTTP)
+		if err != nil {
+			return nil, fmt.Errorf("server: http: %w", err)
+		}
+		s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+	}
+	return s, nil
+}
+
+// nonceSecret returns the HMAC secret for digest nonces: the configured
+// one, else the one kept in Redis (so every node of a domain shares it),
+// else a random one for this process.
+func (s *Server) nonceSecret() []byte {
+	if s.cfg.Secret != "" {
+		return []byte(s.cfg.Secret)
+	}
+	b := make([]byte, 32)
+	rand.Read(b)
+	fresh := []byte(hex.EncodeToString(b))
+	if s.rdb == nil {
+		return fresh
+	}
+	ctx, cancel := context.WithTimeout(s.base, 3*time.Second)
+	defer cancel()
+	v, err := auth.SharedSecret(ctx, s.rdb, fresh)
+	if err != nil {
+		s.log.Warn("redis unreachable at start: using a per-process nonce secret; REGISTERs get 503 until it is back", "error", err)
+		return fresh
+	}
+	return v
+}
+
+func (s *Server) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-s.closing:
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ok")
+		}
+	})
+	mux.Handle("/metrics", metrics.Handler(s.reg))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	return mux
+}
+
+// udpBuffer is the socket buffer asked for on UDP listeners: a burst of
+// datagrams must not overflow the socket while the handlers catch up (the
+// kernel caps it at net.core.rmem_max).
+const udpBuffer = 4 << 20
+
+// Serve serves every listener until Shutdown, or until one fails. It
+// returns nil after Shutdown.
+func (s *Server) Serve() error {
+	for _, so := range s.socks {
+		s.log.Info("listening", "transport", so.transport, "addr", so.addr().String())
+		switch so.transport {
+		case "udp":
+			go func() { s.serveErr <- s.sip.ServeUDP(so.pc) }()
+		case "tcp":
+			go func() { s.serveErr <- s.sip.ServeTCP(so.l) }()
+		}
+	}
+	if s.http != nil {
+		s.log.Info("http", "addr", s.hl.Addr().String())
+		go func() { s.serveErr <- s.http.Serve(s.hl) }()
+	}
+	store := "memory"
+	if s.rdb != nil {
+		store = "redis"
+	}
+	s.log.Info("serving", "domains", strings.Join(s.cfg.Domains, ","), "store", store, "users", s.cfg.Users)
+	select {
+	case <-s.closing:
+		return nil
+	case err := <-s.serveErr:
+		select {
+		case <-s.closing:
+			return nil
+		default:
+		}
+		if err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, http.ErrServerClosed) {
+			return errors.New("server: a listener stopped")
+		}
+		return fmt.Errorf("server: %w", err)
+	}
+}
+
+// Shutdown stops the server gracefully: new requests get 503 with
+// Retry-After, requests in progress may finish until ctx is done; then
+// their contexts are cancelled (ringing INVITE branches are CANCELed),
+// and the listeners and stores are closed. It returns ctx.Err() when
+// requests were still in progress.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	s.once.Do(func() {
+		close(s.closing)
+		s.log.Info("draining")
+		s.gate.Close()
+		if err = s.gate.Wait(ctx); err != nil {
+			s.log.Warn("drain timeout: cancelling the requests in progress")
+			s.stop()
+			grace, cancel := context.WithTimeout(context.Background(), time.Second)
+			s.gate.Wait(grace)
+			cancel()
+		}
+		s.closeAll()
+		s.log.Info("stopped")
+	})
+	return err
+}
+
+// closeAll releases whatever New opened.
+func (s *Server) closeAll() {
+	s.stop()
+	if s.http != nil {
+		s.http.Close()
+	} else if s.hl != nil {
+		s.hl.Close()
+	}
+	for _, so := range s.socks {
+		so.close()
+	}
+	if s.ua != nil {
+		s.ua.Close()
+	}
+	if s.store != nil {
+		s.store.Close()
+	}
+	if s.rdb != nil {
+		s.rdb.Close()
+	}
+}
+
+// Addr returns the address of the first SIP listener of transport ("udp"
+// or "tcp"), or nil.
+func (s *Server) Addr(transport string) net.Addr {
+	for _, so := range s.socks {
+		if so.transport == transport {
+			return so.addr()
+		}
+	}
+	return nil
+}
+
+// HTTPAddr returns the address of the HTTP listener, or nil.
+func (s *Server) HTTPAddr() net.Addr {
+	if s.hl == nil {
+		return nil
+	}
+	return s.hl.Addr()
+}
