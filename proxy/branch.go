@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -424,13 +422,14 @@ func (p *Proxy) prepare(in *sip.Request, loop string, b *branch, hop resolver.Ta
 		if !ok {
 			inL = out
 		}
-		r.PrependHeader(recordRoute(inL))
+		token := p.sign.dialogToken(in.CallID().Value(), fromTag(in))
+		r.PrependHeader(recordRoute(inL, token))
 		if inL != out {
-			r.PrependHeader(recordRoute(out))
+			r.PrependHeader(recordRoute(out, token))
 		}
 	}
 	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: strings.ToUpper(transport), Host: out.Host, Port: out.Port}
-	via.Params.Add("branch", branchID(loop))
+	via.Params.Add("branch", p.sign.branch(loop, r.Via()))
 	via.Params.Add("rport", "")
 	r.PrependHeader(via)
 	r.SetTransport(strings.ToUpper(transport))
@@ -447,10 +446,11 @@ func (p *Proxy) prepare(in *sip.Request, loop string, b *branch, hop resolver.Ta
 	return r, nil
 }
 
-func recordRoute(l Listener) *sip.RecordRouteHeader {
+func recordRoute(l Listener, token string) *sip.RecordRouteHeader {
 	u := sip.Uri{Scheme: "sip", Host: l.Host, Port: l.Port}
 	u.UriParams.Add("transport", l.Transport)
 	u.UriParams.Add("lr", "")
+	u.UriParams.Add("sf", token)
 	return &sip.RecordRouteHeader{Address: u}
 }
 
@@ -524,13 +524,27 @@ func (p *Proxy) forwardACK(ctx context.Context, in, fwd *sip.Request) error {
 
 // HandleStrayResponse relays a response that matches no client
 // transaction (a 2xx retransmitted after ours ended) upstream, statelessly,
-// when its top Via is ours (RFC 3261 §16.7, RFC 6026).
+// when its top Via is ours and was made for the hop in its second Via
+// (RFC 3261 §16.7, RFC 6026); any other is dropped.
 func (p *Proxy) HandleStrayResponse(res *sip.Response) {
-	v := res.Via()
-	if v == nil || !p.isOurVia(v) || !res.IsSuccess() {
+	vias := res.GetHeaders("Via")
+	if len(vias) < 2 || !res.IsSuccess() {
+		return
+	}
+	ours, ok1 := vias[0].(*sip.ViaHeader)
+	up, ok2 := vias[1].(*sip.ViaHeader)
+	if !ok1 || !ok2 || !p.isOurVia(ours) || !p.sign.branchOK(ours, up) {
+		p.log.Debug("stray response dropped", "call_id", callIDOf(res), "status", res.StatusCode)
 		return
 	}
 	p.writeResponse(stripVia(res))
+}
+
+func callIDOf(res *sip.Response) string {
+	if c := res.CallID(); c != nil {
+		return sipcore.Sanitize(c.Value())
+	}
+	return ""
 }
 
 func (p *Proxy) writeResponse(res *sip.Response) {
@@ -571,12 +585,6 @@ func (p *Proxy) isOurVia(v *sip.ViaHeader) bool {
 // that comes back unchanged is a loop (§16.3 step 4) and one that comes
 // back retargeted is a spiral.
 const loopPrefix = sip.RFC3261BranchMagicCookie + "-sf"
-
-func branchID(loop string) string {
-	var rnd [8]byte
-	rand.Read(rnd[:])
-	return loopPrefix + loop + "." + hex.EncodeToString(rnd[:])
-}
 
 func loopHash(req *sip.Request) string {
 	h := fnv.New32a()

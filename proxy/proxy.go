@@ -76,6 +76,8 @@ type Proxy struct {
 	failoverTimeout time.Duration
 	markDown        time.Duration
 	maxUDP          int
+	sign            *signer
+	secret          []byte
 	log             *slog.Logger
 }
 
@@ -93,6 +95,11 @@ func WithFailoverTimeout(d time.Duration) Option { return func(p *Proxy) { p.fai
 
 // WithLogger sets the logger; the default discards.
 func WithLogger(l *slog.Logger) Option { return func(p *Proxy) { p.log = l } }
+
+// WithSecret sets the secret that signs our Record-Route and Via (see
+// signer); every node of a domain must share it. Default: random per
+// Proxy, so dialogs do not survive a restart.
+func WithSecret(secret []byte) Option { return func(p *Proxy) { p.secret = secret } }
 
 // New returns a proxy for domains. client sends the forwarded requests
 // through the same user agent as the server that receives them.
@@ -121,6 +128,7 @@ func New(domains []string, loc Locator, authn Authenticator, users Users, res Re
 	for _, o := range opts {
 		o(p)
 	}
+	p.sign = newSigner(p.secret)
 	return p
 }
 
@@ -159,18 +167,23 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 
 	// §16.4 route information preprocessing: drop our own Route entries
 	// (two of them when we record-routed a transport change).
+	// A Route of ours that carries our dialog token proves the request
+	// belongs to a dialog we record-routed; the look of the request does
+	// not (see signer).
 	fwd := req.Clone()
-	viaOurs := false
+	ourDialog := false
 	for {
 		r := fwd.Route()
 		if r == nil || !p.isOurs(r.Address) {
 			break
 		}
+		if tok, ok := r.Address.UriParams.Get("sf"); ok && !ourDialog {
+			ourDialog = p.sign.dialogOK(req, tok)
+		}
 		fwd.RemoveHeader("Route")
-		viaOurs = true
 	}
 	inDialog := hasToTag(req)
-	challenge := !(inDialog && viaOurs)
+	challenge := !(inDialog && ourDialog)
 
 	// §16.2: 100 Trying at once, before anything that may wait (the
 	// credential store, the location store, DNS), so that a UDP caller

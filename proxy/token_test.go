@@ -1,0 +1,60 @@
+package proxy
+
+import (
+	"testing"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+func parse(t *testing.T, raw string) sip.Message {
+	t.Helper()
+	m, err := sip.ParseMessage([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestDialogTokenBothDirections: the token of a dialog is accepted from
+// either side (the creator's tag is in From one way, in To the other) and
+// refused for another Call-ID, other tags, another secret.
+func TestDialogTokenBothDirections(t *testing.T) {
+	s := newSigner([]byte("k"))
+	tok := s.dialogToken("call-1", "alicetag")
+	req := func(callID, from, to string) *sip.Request {
+		return parse(t, "BYE sip:x@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK1\r\nFrom: <sip:a@a.test>;tag="+from+
+			"\r\nTo: <sip:b@b.test>;tag="+to+"\r\nCall-ID: "+callID+"\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n").(*sip.Request)
+	}
+	if !s.dialogOK(req("call-1", "alicetag", "bobtag"), tok) || !s.dialogOK(req("call-1", "bobtag", "alicetag"), tok) {
+		t.Fatal("a request of the dialog was refused")
+	}
+	for _, r := range []*sip.Request{req("call-2", "alicetag", "bobtag"), req("call-1", "eve", "bobtag")} {
+		if s.dialogOK(r, tok) {
+			t.Errorf("accepted %s", r.StartLine())
+		}
+	}
+	if newSigner([]byte("other")).dialogOK(req("call-1", "alicetag", "bobtag"), tok) || s.dialogOK(req("call-1", "alicetag", "bobtag"), "") {
+		t.Error("a token of another secret, or none, was accepted")
+	}
+}
+
+// TestBranchSignedForPreviousHop: a response's top Via is ours only for
+// the previous hop we made it for.
+func TestBranchSignedForPreviousHop(t *testing.T) {
+	s := newSigner([]byte("k"))
+	up := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "192.0.2.7", Port: 5060, Params: sip.NewParams()}
+	up.Params.Add("branch", "z9hG4bK-caller")
+	ours := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "127.0.0.1", Port: 5060, Params: sip.NewParams()}
+	ours.Params.Add("branch", s.branch("0badf00d", up))
+	if !s.branchOK(ours, up) {
+		t.Fatal("our own branch refused")
+	}
+	victim := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "198.51.100.1", Port: 5060, Params: sip.NewParams()}
+	victim.Params.Add("branch", "z9hG4bK-caller")
+	if s.branchOK(ours, victim) {
+		t.Fatal("our branch accepted for another previous hop")
+	}
+	if a, b := s.branch("0badf00d", up), s.branch("0badf00d", up); a == b {
+		t.Fatal("two branches of one request are equal")
+	}
+}
