@@ -77,6 +77,13 @@ func (c *collector) newBranch(fwd *sip.Request, t branchTarget, rr bool) *branch
 	return b
 }
 
+// upgraded reports whether r goes over TCP although hop is a UDP target
+// (prepare moved it for its size).
+func upgraded(r *sip.Request, hop resolver.Target) bool {
+	t := strings.ToLower(hop.Transport)
+	return (t == "" || t == resolver.UDP) && strings.EqualFold(r.Transport(), "TCP")
+}
+
 // decMaxForwards sets r's Max-Forwards one below the received value, or
 // to 70 when there was none (RFC 3261 §16.6 step 3). The header is
 // replaced, not decremented in place: sipgo's Clone shares it between
@@ -273,7 +280,7 @@ func (p *Proxy) runBranch(parent context.Context, c *collector, b *branch) {
 // attempt sends one copy of b to hop. It returns next=true when the caller
 // should try the next target (failover allowed and the target failed).
 func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop resolver.Target, failover bool) (next bool, final *sip.Response) {
-	r, err := p.prepare(c.req, c.loop, b, hop)
+	r, err := p.prepare(c.req, c.loop, b, hop, true)
 	if err != nil {
 		p.log.Debug("branch not sent", "target", hop.String(), "error", err)
 		return failover, synth(c.req, 503, "Service Unavailable")
@@ -282,6 +289,15 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 	// lives on after a CANCEL to collect the 487.
 	dialCtx, dialCancel := context.WithTimeout(context.Background(), p.failoverTimeout)
 	tx, err := p.client.TransactionRequest(dialCtx, r, noBuild)
+	if err != nil && upgraded(r, hop) {
+		// RFC 3261 §18.1.1: a request moved to TCP for its size whose
+		// connection is refused is sent over UDP after all (many
+		// phones listen on UDP only).
+		p.log.Debug("large request: TCP refused, sending over UDP", "call_id", sipcore.CallID(c.req), "target", hop.String(), "error", err)
+		if r, err = p.prepare(c.req, c.loop, b, hop, false); err == nil {
+			tx, err = p.client.TransactionRequest(dialCtx, r, noBuild)
+		}
+	}
 	dialCancel()
 	if err != nil {
 		p.res.MarkDown(hop, p.markDown)
@@ -396,7 +412,11 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 
 // prepare makes the copy of b for hop: Record-Route, our Via, transport and
 // destination.
-func (p *Proxy) prepare(in *sip.Request, loop string, b *branch, hop resolver.Target) (*sip.Request, error) {
+//
+// A request too large for UDP goes over TCP when upgrade is set, a TCP
+// listener exists and the hop is not the device's own UDP flow (behind
+// NAT only that flow reaches it).
+func (p *Proxy) prepare(in *sip.Request, loop string, b *branch, hop resolver.Target, upgrade bool) (*sip.Request, error) {
 	r := b.base.Clone()
 	transport := strings.ToLower(hop.Transport)
 	if transport == "" {
@@ -407,7 +427,7 @@ func (p *Proxy) prepare(in *sip.Request, loop string, b *branch, hop resolver.Ta
 		b.size = len(b.base.String())
 	}
 	// Our Via and Record-Route add up to about 200 bytes.
-	if transport == resolver.UDP && b.size+200 > p.maxUDP {
+	if upgrade && transport == resolver.UDP && !b.target.flow && b.size+200 > p.maxUDP {
 		if _, ok := p.listener(resolver.TCP); ok {
 			transport = resolver.TCP
 		}
@@ -515,7 +535,7 @@ func (p *Proxy) forwardACK(ctx context.Context, in, fwd *sip.Request) error {
 	}
 	b := &branch{base: fwd}
 	decMaxForwards(fwd)
-	r, err := p.prepare(in, loopHash(in), b, hops[0])
+	r, err := p.prepare(in, loopHash(in), b, hops[0], true)
 	if err != nil {
 		return err
 	}

@@ -129,6 +129,7 @@ func New(domains []string, loc Locator, authn Authenticator, users Users, res Re
 		o(p)
 	}
 	p.sign = newSigner(p.secret)
+	sipcore.AllowLargeUDP()
 	return p
 }
 
@@ -297,6 +298,7 @@ type branchTarget struct {
 	hop    resolver.Target
 	hops   []resolver.Target // alternatives for failover, in order (foreign domains)
 	binary bool              // a federation target: fail over on transport error, timeout, 503
+	flow   bool              // the device's own flow (NAT, RFC 5626): keep its transport
 }
 
 // lookup makes the fork plan for a user of ours (§16.5): one group per q
@@ -382,6 +384,7 @@ func (p *Proxy) bindingTarget(ctx context.Context, b *location.Binding) (branchT
 		if t.hop.Transport == "" {
 			t.hop.Transport = resolver.UDP
 		}
+		t.flow = true
 		return t, nil
 	}
 	hops, err := p.res.Resolve(ctx, contact)

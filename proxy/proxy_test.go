@@ -738,3 +738,89 @@ func TestRFC3261_16_7_Every2xxRelayed(t *testing.T) {
 		return len(tags) == 2
 	})
 }
+
+// udpPhone answers MESSAGE 200 on UDP only (no TCP listener, as many
+// phones) and notes the size of each it got.
+func udpPhone(t *testing.T) (addr string, sizes func() []int) {
+	t.Helper()
+	ua, srv := newPhone(t)
+	var mu sync.Mutex
+	var got []int
+	srv.OnMessage(func(req *sip.Request, tx sip.ServerTransaction) {
+		mu.Lock()
+		got = append(got, len(req.Body()))
+		mu.Unlock()
+		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeUDP(conn)
+	t.Cleanup(func() { conn.Close(); ua.Close() })
+	return conn.LocalAddr().String(), func() []int {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]int(nil), got...)
+	}
+}
+
+// TestRFC3261_18_1_1_LargeRequestFallsBackToUDP: a 3 kB request to a
+// device that listens on UDP only is tried over TCP, refused, and sent over
+// UDP.
+func TestRFC3261_18_1_1_LargeRequestFallsBackToUDP(t *testing.T) {
+	d := startProxy(t)
+	addr, sizes := udpPhone(t)
+	d.bind(t, "bob@a.test", "sip:bob@"+addr, 1000)
+	c := newCaller(t, d.addr)
+	req := c.request(sip.MESSAGE, "carol@c.test", "bob@a.test", sip.NewHeader("Content-Type", "text/plain"))
+	req.SetTransport("TCP")
+	req.SetBody([]byte(strings.Repeat("x", 3000)))
+	res, _ := c.do(req, 10*time.Second)
+	wantCode(t, res, 200)
+	if got := sizes(); len(got) != 1 || got[0] != 3000 {
+		t.Fatalf("phone got %v", got)
+	}
+}
+
+// TestRFC5626_LargeRequestKeepsTheNATFlow: a device behind NAT registered
+// over UDP gets a large request over its UDP flow, never over a new TCP
+// connection to its private Contact.
+func TestRFC5626_LargeRequestKeepsTheNATFlow(t *testing.T) {
+	d := startProxy(t)
+	addr, sizes := udpPhone(t)
+	// A TCP listener on the flow's address: the proxy must not use it.
+	tl, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tl.Close()
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	b := location.Binding{AOR: "bob@a.test", Contact: "sip:bob@10.0.0.7:5060", Q: 1000, Expires: time.Now().Add(time.Hour),
+		NAT: true, Received: addr, Transport: "udp", CallID: "nat", CSeq: 1}
+	if _, err := d.store.Update(context.Background(), "bob@a.test", location.Update{CallID: "nat", CSeq: 1, Now: time.Now(), Set: []location.Binding{b}}); err != nil {
+		t.Fatal(err)
+	}
+	c := newCaller(t, d.addr)
+	req := c.request(sip.MESSAGE, "carol@c.test", "bob@a.test", sip.NewHeader("Content-Type", "text/plain"))
+	req.SetTransport("TCP")
+	req.SetBody([]byte(strings.Repeat("y", 3000)))
+	res, _ := c.do(req, 10*time.Second)
+	wantCode(t, res, 200)
+	if got := sizes(); len(got) != 1 || got[0] != 3000 {
+		t.Fatalf("phone got %v", got)
+	}
+	if n := accepted.Load(); n != 0 {
+		t.Fatalf("the proxy opened %d TCP connections to the NAT flow's address", n)
+	}
+}

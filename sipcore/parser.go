@@ -1,6 +1,7 @@
 package sipcore
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -18,18 +19,33 @@ var lenientHeaders = []string{"from", "f", "to", "t", "contact", "m", "call-id",
 // sipgo's own parser drops such a message, so nobody gets an answer; here
 // the header is kept as an untyped generic header and CheckRequest answers
 // 400 saying which header is wrong.
+//
+// A control character (a bare CR or LF, NUL; RFC 3261 §25.1 allows none
+// inside a header value) makes any header it types malformed: sipgo
+// splits header lines only on CRLF, so a bare LF inside a tag, a display
+// name or a branch would otherwise be copied into responses and
+// forwarded requests as a header of its own. A lenient header is kept
+// for a 400; a Via, CSeq or other strict header makes the message
+// unparsable, and it is dropped.
 func NewParser() *sip.Parser {
 	base := sip.DefaultHeadersParser()
 	parsers := make(map[string]sip.HeaderParser, len(base))
 	for k, v := range base {
-		parsers[k] = v
+		parsers[k] = func(headerName []byte, text string) (sip.Header, error) {
+			if hasControl(text) {
+				return nil, errControl
+			}
+			return v(headerName, text)
+		}
 	}
 	for _, name := range lenientHeaders {
 		strict := base[name]
 		parsers[name] = func(headerName []byte, text string) (sip.Header, error) {
-			h, err := strict(headerName, text)
-			if err == nil || err.Error() == "comma detected" {
-				return h, err
+			if !hasControl(text) {
+				h, err := strict(headerName, text)
+				if err == nil || err.Error() == "comma detected" {
+					return h, err
+				}
 			}
 			// Kept as a generic header: CheckRequest finds it untyped.
 			return sip.NewHeader(canonicalName(string(headerName)), text), nil
@@ -37,6 +53,8 @@ func NewParser() *sip.Parser {
 	}
 	return sip.NewParser(sip.WithHeadersParsers(parsers))
 }
+
+var errControl = errors.New("sipcore: control character in a header value")
 
 func canonicalName(lower string) string {
 	switch lower {
@@ -63,24 +81,51 @@ func canonicalName(lower string) string {
 // request method, and no control characters in any header value. It
 // returns a 400 StatusError whose reason says what is wrong.
 func CheckRequest(req *sip.Request) error {
+	if req.SipVersion != "SIP/2.0" {
+		return Errorf(505, "Version Not Supported")
+	}
+	// RFC 3261 §7.3: these may appear once.
+	var from, to, cseq, callID, maxFwd, clen, ctype int
 	for _, h := range req.Headers() {
 		switch h.(type) {
-		case *sip.ViaHeader, *sip.FromHeader, *sip.ToHeader, *sip.ContactHeader, *sip.CSeqHeader,
-			*sip.RouteHeader, *sip.RecordRouteHeader, *sip.ContentLengthHeader, *sip.ContentTypeHeader,
-			*sip.MaxForwardsHeader:
-			// Parsed by sipgo into fields; rendering them to check
-			// costs more than it finds (values copied into output are
-			// sanitised where they are copied).
+		case *sip.FromHeader:
+			from++
+			continue
+		case *sip.ToHeader:
+			to++
+			continue
+		case *sip.CSeqHeader:
+			cseq++
+			continue
+		case *sip.CallIDHeader:
+			callID++
+		case *sip.MaxForwardsHeader:
+			maxFwd++
+			continue
+		case *sip.ContentLengthHeader:
+			clen++
+			continue
+		case *sip.ContentTypeHeader:
+			ctype++
+			continue
+		case *sip.ViaHeader, *sip.ContactHeader, *sip.RouteHeader, *sip.RecordRouteHeader:
+			// Parsed by sipgo into fields, and NewParser refused
+			// control characters in them.
 			continue
 		}
-		if Malformed(h) {
-			return Errorf(400, "Malformed %s header", h.Name())
+		if h.Name() == "" {
+			return Errorf(400, "Empty header name")
 		}
 		if hasControl(h.Value()) {
 			return Errorf(400, "Control character in %s header", Sanitize(h.Name()))
 		}
+		if Malformed(h) {
+			return Errorf(400, "Malformed %s header", h.Name())
+		}
 	}
 	switch {
+	case from > 1, to > 1, cseq > 1, callID > 1, maxFwd > 1, clen > 1, ctype > 1:
+		return Errorf(400, "Duplicate single-value header (From, To, Call-ID, CSeq, Max-Forwards, Content-Length or Content-Type)")
 	case req.From() == nil:
 		return Errorf(400, "Missing From header")
 	case req.To() == nil:

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -57,10 +58,15 @@ func AsStatus(err error) *StatusError {
 const RetryAfter = 5
 
 // Response builds the response to req that err calls for. A 503 always
-// carries Retry-After.
+// carries Retry-After. The answer to a malformed request (400, 505) has
+// the headers it copies from the request cleaned of control characters
+// and says SIP/2.0.
 func Response(req *sip.Request, err error) *sip.Response {
 	se := AsStatus(err)
 	res := sip.NewResponseFromRequest(req, se.Code, se.Reason, nil)
+	if se.Code == 400 || se.Code == 505 {
+		res = cleanCopy(res)
+	}
 	retry := false
 	for _, h := range se.Headers {
 		res.AppendHeader(h)
@@ -95,4 +101,36 @@ func Sanitize(s string) string {
 		b.WriteByte(c)
 	}
 	return b.String()
+}
+
+// cleanCopy returns res as SIP/2.0 with every header value that holds a
+// control character (copied from a malformed request) sanitised.
+func cleanCopy(res *sip.Response) *sip.Response {
+	out := sip.NewResponse(res.StatusCode, res.Reason)
+	for _, h := range res.Headers() {
+		if v := h.Value(); hasControl(v) {
+			h = sip.NewHeader(h.Name(), Sanitize(v))
+		}
+		out.AppendHeader(h)
+	}
+	out.SetTransport(res.Transport())
+	out.SetSource(res.Source())
+	out.SetDestination(res.Destination())
+	return out
+}
+
+// MaxUDPMessage is the largest message sent over UDP (the largest UDP
+// payload over IPv4).
+const MaxUDPMessage = 65507
+
+var largeUDP sync.Once
+
+// AllowLargeUDP lifts sipgo's limit on UDP messages: it refuses anything
+// over 1300 bytes and the message is lost silently, so a REGISTER with
+// five or more devices never got its 200. RFC 3261 §18.2.2 sends a
+// response over UDP whatever its size (IP fragments it); requests are
+// kept small by the proxy, which moves large ones to TCP where that can
+// work (§18.1.1). sipgo has one limit per process; this sets it once.
+func AllowLargeUDP() {
+	largeUDP.Do(func() { sip.UDPMTUSize = MaxUDPMessage + 200 })
 }

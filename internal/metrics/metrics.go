@@ -31,6 +31,7 @@ type SIP struct {
 	responses map[string]*[6]prometheus.Counter // method → class-1
 	register  prometheus.Histogram
 	setup     [6]prometheus.Observer // by class-1
+	malformed prometheus.Counter
 }
 
 // New registers the SIP metrics of one server with reg:
@@ -39,6 +40,7 @@ type SIP struct {
 //	sipfed_sip_responses_total{method,class}        counter, final responses sent ("2xx"…"6xx")
 //	sipfed_register_duration_seconds                histogram, REGISTER to its final response
 //	sipfed_call_setup_seconds{class}                histogram, initial INVITE to its first final response
+//	sipfed_sip_malformed_total                      counter, messages dropped as unparsable
 func New(reg prometheus.Registerer) *SIP {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sipfed_sip_requests_total", Help: "SIP requests received, by method (unknown methods as other).",
@@ -54,12 +56,16 @@ func New(reg prometheus.Registerer) *SIP {
 		Name: "sipfed_call_setup_seconds", Help: "Time from an initial INVITE's arrival to its first final response, by status class (2xx: answered; ringing included).",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 180},
 	}, []string{"class"})
-	reg.MustRegister(requests, responses, register, setup)
+	malformed := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sipfed_sip_malformed_total", Help: "Messages dropped because they could not be parsed or matched to a transaction.",
+	})
+	reg.MustRegister(requests, responses, register, setup, malformed)
 
 	m := &SIP{
 		requests:  make(map[string]prometheus.Counter, len(Methods)+1),
 		responses: make(map[string]*[6]prometheus.Counter, len(Methods)+1),
 		register:  register,
+		malformed: malformed,
 	}
 	// Every series exists from the start (a scrape shows zeros rather
 	// than nothing), and the hot path is a map look-up, not a hash of
@@ -106,6 +112,9 @@ func (m *SIP) Observe(req *sip.Request, status int, elapsed time.Duration) {
 		}
 	}
 }
+
+// Malformed counts one message dropped as unparsable.
+func (m *SIP) Malformed() { m.malformed.Inc() }
 
 // NewRegistry returns a registry with the Go runtime and process
 // collectors and sipfed_uptime_seconds, for one server's /metrics.
