@@ -4,7 +4,7 @@ BIN     := bin/sipfed
 PKGS    := ./...
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: all build run test test-unit deps vet bench clean
+.PHONY: all build run test test-unit deps vet bench fuzz clean
 
 all: build
 
@@ -36,6 +36,16 @@ $(STATICCHECK):
 # Set CI=1 (or SIPFED_INTEROP=1) to make a missing tool fail instead of skip.
 test: deps vet
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	$(GO) test -run '^$$' -fuzz '^FuzzRequestPath$$' -fuzztime 20s ./registrar
+
+# Every fuzz target for FUZZTIME each (the request path, digest, SDP,
+# WAV, zone files, DNS answers); findings land in testdata/fuzz.
+FUZZTIME ?= 2m
+FUZZ_TARGETS := registrar:FuzzRequestPath registrar:FuzzRegister auth:FuzzParseAuthorization media/sdp:FuzzParseOffer \
+	media/file:FuzzParseWAV resolver:FuzzZoneParse resolver:FuzzNAPTR resolver:FuzzAnswer
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg; done
 
 test-unit:
 	$(GO) test -count=1 -short $(PKGS)

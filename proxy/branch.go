@@ -302,6 +302,11 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 	if err != nil {
 		p.res.MarkDown(hop, p.markDown)
 		p.log.Info("target unreachable", "call_id", sipcore.CallID(c.req), "target", hop.String(), "error", err)
+		if !b.target.binary {
+			// A device of ours that cannot be reached is away, not a
+			// server failure (which 503 would become upstream: 500).
+			return false, synth(c.req, 480, "Temporarily Unavailable")
+		}
 		return failover, synth(c.req, 503, "Service Unavailable")
 	}
 	defer tx.Terminate()

@@ -76,6 +76,7 @@ type Proxy struct {
 	failoverTimeout time.Duration
 	markDown        time.Duration
 	maxUDP          int
+	hideUsers       bool
 	sign            *signer
 	secret          []byte
 	log             *slog.Logger
@@ -95,6 +96,12 @@ func WithFailoverTimeout(d time.Duration) Option { return func(p *Proxy) { p.fai
 
 // WithLogger sets the logger; the default discards.
 func WithLogger(l *slog.Logger) Option { return func(p *Proxy) { p.log = l } }
+
+// WithHideUsers makes a request from another domain for a user who does
+// not exist get 480, as for a user who is offline, instead of 404, so
+// that outsiders cannot enumerate the users (sipvicious svwar). Users of
+// ours, authenticated, still get 404. Default off.
+func WithHideUsers(hide bool) Option { return func(p *Proxy) { p.hideUsers = hide } }
 
 // WithSecret sets the secret that signs our Record-Route and Via (see
 // signer); every node of a domain must share it. Default: random per
@@ -320,6 +327,10 @@ func (p *Proxy) lookup(ctx context.Context, req *sip.Request) ([][]branchTarget,
 	if len(bindings) == 0 {
 		if _, err := p.users.Lookup(ctx, ruri.User, domain); err != nil {
 			if errors.Is(err, auth.ErrUnknownUser) {
+				if p.hideUsers && !p.domains[strings.ToLower(req.From().Address.Host)] {
+					// Outsiders cannot tell who exists (enumeration).
+					return nil, sipcore.Errorf(480, "Temporarily Unavailable")
+				}
 				return nil, sipcore.Errorf(404, "Not Found")
 			}
 			if errors.Is(err, auth.ErrUnavailable) {

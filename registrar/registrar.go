@@ -111,14 +111,14 @@ var _ sipcore.Handler = (*Registrar)(nil)
 // Register processes req (RFC 3261 §10.3) and returns the 200 response, or
 // an error carrying the SIP status to answer with.
 func (r *Registrar) Register(ctx context.Context, req *sip.Request) (*sip.Response, error) {
+	if err := sipcore.CheckRequest(req); err != nil {
+		return nil, err
+	}
 	// Step 1: we are the registrar for the Request-URI's domain, or we say
 	// so; we do not relay REGISTER.
 	domain := strings.ToLower(req.Recipient.Host)
 	if !r.domains[domain] {
 		return nil, sipcore.Errorf(404, "Domain %s not served here", domain)
-	}
-	if err := sipcore.CheckRequest(req); err != nil {
-		return nil, err
 	}
 	// Step 2: extensions in Require we do not support → 420.
 	if unsup := sipcore.Unsupported(req, "Require", "path"); len(unsup) > 0 {
