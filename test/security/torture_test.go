@@ -3,8 +3,8 @@ package security
 import (
 	"net"
 	"regexp"
-	"strings"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
