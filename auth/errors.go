@@ -32,4 +32,7 @@ var (
 	ErrReplay = errors.New("auth: nonce count replayed")
 	// ErrWrongPassword means the digest response does not match.
 	ErrWrongPassword = errors.New("auth: wrong password")
+	// ErrBanned means the request's source is banned by the Guard for
+	// failing to authenticate too often; the server answers 403.
+	ErrBanned = errors.New("auth: source banned after failed authentications")
 )

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,7 @@ type Server struct {
 	legacyUA []string
 	now      func() time.Time
 	log      *slog.Logger
+	guard    *Guard
 }
 
 // Option configures a Server.
@@ -57,6 +59,11 @@ func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = n
 
 // WithLogger sets the logger (slog.Default by default).
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
+
+// WithGuard makes the server record every failed authentication in g and
+// refuse requests from the sources g has banned, with 403 and no digest
+// work. Without it (the default) failures are only answered.
+func WithGuard(g *Guard) Option { return func(s *Server) { s.guard = g } }
 
 // WithAlgorithms sets the digest algorithms offered, most preferred first
 // ("MD5", "SHA-256"); unknown names are ignored (see CheckAlgorithms). The
@@ -145,9 +152,18 @@ func NewServer(creds CredentialStore, secret []byte, opts ...Option) *Server {
 // 401 (407 when proxy) with a SHA-256 and an MD5 challenge, stale=true when
 // the digest was right but the nonce expired or its count was replayed;
 // 400 for a garbled header or a digest uri other than the Request-URI; 503
-// with Retry-After when the credential store is unavailable. An unknown
-// user and a wrong password get the same answer.
+// with Retry-After when the credential store is unavailable; 403 when the
+// request's source is banned by the server's Guard (WithGuard), which
+// counts each wrong response and unknown user. An unknown user and a wrong
+// password get the same answer.
 func (s *Server) Authenticate(ctx context.Context, req *sip.Request, realm string, proxy bool) (string, error) {
+	var src netip.Addr
+	if s.guard != nil {
+		src = sourceIP(req)
+		if src.IsValid() && s.guard.Refuse(src) {
+			return "", &sipcore.StatusError{Code: 403, Reason: "Forbidden", Err: fmt.Errorf("%w: %s", ErrBanned, src)}
+		}
+	}
 	name := "Authorization"
 	if proxy {
 		name = "Proxy-Authorization"
@@ -219,6 +235,9 @@ func (s *Server) Authenticate(ctx context.Context, req *sip.Request, realm strin
 		if err == nil {
 			err = ErrWrongPassword
 		}
+		if src.IsValid() {
+			s.guard.Fail(src, c.username+"@"+realm, errors.Is(err, ErrWrongPassword), err)
+		}
 		return "", s.challenge(req, realm, proxy, false, fmt.Errorf("user %q: %w", clip(c.username), err))
 	}
 
@@ -234,6 +253,15 @@ func (s *Server) Authenticate(ctx context.Context, req *sip.Request, realm strin
 		return "", s.challenge(req, realm, proxy, true, err)
 	}
 	return c.username, nil
+}
+
+// sourceIP returns the address req came from, or the zero Addr.
+func sourceIP(req *sip.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(req.Source())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
 }
 
 func (s *Server) offers(a algorithm) bool {

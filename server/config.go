@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sipfed/sipfed/auth"
+	"github.com/sipfed/sipfed/sipcore"
 )
 
 // Config is everything one node needs. The zero value of a field means
@@ -65,6 +66,35 @@ type Config struct {
 	// domain's server before trying the next (default 5 s, at least
 	// 100 ms).
 	FailoverTimeout time.Duration
+	// HideUsers answers a request from another domain for a user who
+	// does not exist 480, as for one who is offline, not 404, so that
+	// outsiders cannot enumerate users.
+	HideUsers bool
+	// TCPMaxConns bounds the connections open at once on each TCP
+	// listener (default 2048, Kamailio's tcp_max_connections),
+	// TCPMaxPerSource those from one IPv4 address or IPv6 /64 (default
+	// 64), and TCPIdleTimeout closes a connection nothing was read from
+	// for that long (default 120 s, Kamailio's tcp_connection_lifetime).
+	// Negative: no bound. A connection over a limit is closed at once and
+	// logged at warn (see sipcore.ConnLimits).
+	TCPMaxConns, TCPMaxPerSource int
+	TCPIdleTimeout               time.Duration
+	// PikeRate is how many datagrams per second one source (an IPv4
+	// address or IPv6 /64) may send to the UDP listeners, PikeBurst how
+	// many at once above that; a source that goes over is dropped,
+	// before parsing, for PikeBlock (Kamailio's pike). Defaults 200/s,
+	// twice the rate, 10 s; a negative rate: no limit.
+	PikeRate  float64
+	PikeBurst int
+	PikeBlock time.Duration
+	// AuthMaxFailuresIP failed digest authentications from one source
+	// within AuthWindow ban it for AuthBanTime; AuthMaxFailuresUser
+	// failures for one user, from any sources, put the user under attack
+	// for AuthBanTime, when any source that fails for it is banned at
+	// once (see auth.Guard). Defaults 10, 30, 60 s, 10 min; negative: no
+	// limit.
+	AuthMaxFailuresIP, AuthMaxFailuresUser int
+	AuthWindow, AuthBanTime                time.Duration
 	// Logger receives the server's logs; default discards.
 	Logger *slog.Logger
 }
@@ -108,6 +138,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FailoverTimeout == 0 {
 		c.FailoverTimeout = 5 * time.Second
+	}
+	if c.PikeRate == 0 {
+		c.PikeRate = sipcore.DefaultPikeRate // burst and block: sipcore.NewPike's
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -188,13 +221,14 @@ func (c Config) listenSpecs() ([]listenSpec, error) {
 	return out, nil
 }
 
-// bind opens the listeners. Specs with port 0 on one host share the port
+// bind opens the listeners, the TCP ones wrapped to enforce limits (and
+// log when they are hit). Specs with port 0 on one host share the port
 // chosen for the first of them, so that udp and tcp agree (as a SIP
 // address without a transport means both); when that port is taken for
 // the other transport, it starts again.
-func bind(specs []listenSpec) ([]socket, error) {
+func bind(specs []listenSpec, limits sipcore.ConnLimits, log *slog.Logger) ([]socket, error) {
 	for attempt := 0; ; attempt++ {
-		socks, err := bindOnce(specs)
+		socks, err := bindOnce(specs, limits, log)
 		if err == nil {
 			return socks, nil
 		}
@@ -213,7 +247,7 @@ func hasZeroPort(specs []listenSpec) bool {
 	return false
 }
 
-func bindOnce(specs []listenSpec) ([]socket, error) {
+func bindOnce(specs []listenSpec, limits sipcore.ConnLimits, log *slog.Logger) ([]socket, error) {
 	chosen := map[string]int{} // host → port picked for its port-0 specs
 	var socks []socket
 	fail := func(err error) ([]socket, error) {
@@ -245,7 +279,7 @@ func bindOnce(specs []listenSpec) ([]socket, error) {
 			if err != nil {
 				return fail(fmt.Errorf("server: %w", err))
 			}
-			so = socket{transport: "tcp", l: l}
+			so = socket{transport: "tcp", l: sipcore.LimitListener(l, limits, log)}
 		}
 		socks = append(socks, so)
 		if s.port == 0 && chosen[s.host] == 0 {

@@ -72,8 +72,9 @@ type Server struct {
 // socket is one bound SIP listener.
 type socket struct {
 	transport string
-	pc        net.PacketConn // udp
-	l         net.Listener   // tcp
+	pc        net.PacketConn      // udp
+	filter    *sipcore.PacketConn // udp: pc as sipgo reads it (filterUDP)
+	l         net.Listener        // tcp
 }
 
 func (s socket) addr() net.Addr {
@@ -141,11 +142,13 @@ func New(cfg Config) (_ *Server, err error) {
 		creds = f
 	}
 	secret := s.nonceSecret()
-	authSrv := auth.NewServer(creds, secret, auth.WithLogger(s.log), auth.WithAlgorithms(cfg.DigestAlgorithms...), auth.WithMD5OnlyAgents(cfg.MD5OnlyAgents...))
+	guard := s.newGuard()
+	authSrv := auth.NewServer(creds, secret, auth.WithLogger(s.log), auth.WithAlgorithms(cfg.DigestAlgorithms...), auth.WithMD5OnlyAgents(cfg.MD5OnlyAgents...), auth.WithGuard(guard))
 
 	// Listeners first: the proxy puts their real ports in Via and
 	// Record-Route.
-	s.socks, err = bind(specs)
+	tcpLimits := sipcore.ConnLimits{MaxConns: cfg.TCPMaxConns, MaxPerSource: cfg.TCPMaxPerSource, IdleTimeout: cfg.TCPIdleTimeout}
+	s.socks, err = bind(specs, tcpLimits, s.log)
 	if err != nil {
 		return nil, err
 	}
@@ -170,27 +173,32 @@ func New(cfg Config) (_ *Server, err error) {
 			px.HandleStrayResponse(r)
 		}
 	}
+	sipcore.AllowLargeUDP()
+	s.reg = metrics.NewRegistry()
+	sipMetrics := metrics.New(s.reg)
+	libLog := sipcore.LibraryLogger(s.log, sipMetrics.Malformed)
 	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("sipfed"), sipgo.WithUserAgentParser(sipcore.NewParser()),
-		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerUnhandledResponseHandler(stray)))
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(libLog)),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerUnhandledResponseHandler(stray), sip.WithTransactionLayerLogger(libLog)))
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	s.filterUDP(guard)
 	client, err := sipgo.NewClient(s.ua)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	px = proxy.New(cfg.Domains, s.store, authSrv, creds, res, client, listeners,
 		proxy.WithTimerC(cfg.TimerC), proxy.WithFailoverTimeout(cfg.FailoverTimeout), proxy.WithLogger(s.log),
-		proxy.WithSecret(secret))
+		proxy.WithSecret(secret), proxy.WithHideUsers(cfg.HideUsers))
 	s.sip, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(s.log))
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 
 	// The pipeline every request goes through, composed once.
-	s.reg = metrics.NewRegistry()
 	mws := []sipcore.Middleware{
-		sipcore.Observe(metrics.New(s.reg)),
+		sipcore.Observe(sipMetrics),
 		sipcore.Log(s.log),
 		sipcore.Respond(s.log),
 		sipcore.Drain(&s.gate),
@@ -201,6 +209,7 @@ func New(cfg Config) (_ *Server, err error) {
 	// Every other method is the proxy's (it answers OPTIONS for itself).
 	s.sip.OnNoRoute(sipcore.Adapt(base, deadlines, sipcore.Chain(px, mws...)))
 
+	metrics.TCP(s.reg, s.tcpStats)
 	if cfg.HTTP != "" {
 		s.hl, err = net.Listen("tcp", cfg.HTTP)
 		if err != nil {
@@ -262,7 +271,7 @@ func (s *Server) Serve() error {
 		s.log.Info("listening", "transport", so.transport, "addr", so.addr().String())
 		switch so.transport {
 		case "udp":
-			go func() { s.serveErr <- s.sip.ServeUDP(so.pc) }()
+			go func() { s.serveErr <- so.filter.Serve(s.sip.ServeUDP) }()
 		case "tcp":
 			go func() { s.serveErr <- s.sip.ServeTCP(so.l) }()
 		}
@@ -355,4 +364,20 @@ func (s *Server) HTTPAddr() net.Addr {
 		return nil
 	}
 	return s.hl.Addr()
+}
+
+// tcpStats sums what the TCP listeners counted.
+func (s *Server) tcpStats() sipcore.ConnStats {
+	sum := sipcore.ConnStats{Refused: map[string]uint64{}}
+	for _, so := range s.socks {
+		if l, ok := so.l.(*sipcore.Listener); ok {
+			st := l.Stats()
+			sum.Open += st.Open
+			sum.IdleClosed += st.IdleClosed
+			for r, n := range st.Refused {
+				sum.Refused[r] += n
+			}
+		}
+	}
+	return sum
 }

@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/sipfed/sipfed/auth"
+	"github.com/sipfed/sipfed/internal/memlimit"
 	"github.com/sipfed/sipfed/internal/redisurl"
 	"github.com/sipfed/sipfed/server"
+	"github.com/sipfed/sipfed/sipcore"
 )
 
 const serveUsage = `
@@ -30,7 +32,7 @@ Examples:
 // runServe parses the flags into a server.Config and runs the server
 // until ctx is done (SIGTERM, SIGINT), then drains it.
 func runServe(ctx context.Context, e *env, args []string) error {
-	cfg, drain, err := serveConfig(e, args)
+	cfg, proc, err := serveConfig(e, args)
 	if err != nil {
 		return err
 	}
@@ -50,21 +52,33 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// A flood can still outrun GOGC=400 (finished transactions stay 32 s,
+	// Timer J): the soft memory limit makes the collector run before the
+	// process reaches its cgroup's limit.
+	proc.memory.Apply()
+	cfg.Logger.Info("memory limit", "limit", proc.memory.String(), "source", proc.memory.Source, "cgroup_bytes", proc.memory.Cgroup)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	sctx, cancel := context.WithTimeout(context.Background(), proc.drain)
 	defer cancel()
 	srv.Shutdown(sctx)
 	return err
 }
 
+// serveProc is what serve's command line sets for the process rather than
+// for the server.
+type serveProc struct {
+	drain  time.Duration
+	memory memlimit.Choice
+}
+
 // serveConfig parses serve's command line (flags, SIPFED_* variables,
-// --config file) into a server.Config and the drain timeout.
-func serveConfig(e *env, args []string) (server.Config, time.Duration, error) {
+// --config file) into a server.Config and the settings of the process.
+func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 	fs := newFlagSet(e, "serve", serveUsage)
 	fs.withConfig()
 	host, _ := os.Hostname()
@@ -73,6 +87,7 @@ func serveConfig(e *env, args []string) (server.Config, time.Duration, error) {
 		digest        string
 		logLevel      string
 		drain         time.Duration
+		memoryLimit   string
 		domains       = newListFlag()
 		listen        = newListFlag("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
 		md5OnlyAgents = newListFlag(auth.DefaultMD5OnlyAgents...)
@@ -96,38 +111,76 @@ func serveConfig(e *env, args []string) (server.Config, time.Duration, error) {
 	fs.StringVar(&c.Advertise, "advertise", "", "`host` (IP or name) put in Via and Record-Route; default: the --listen host (required when that is 0.0.0.0 or ::)")
 	fs.DurationVar(&c.TimerC, "timer-c", 180*time.Second, "Timer C: how long an INVITE branch may ring before it is CANCELed (RFC 3261 §16.6); a whole INVITE is bounded at twice this")
 	fs.DurationVar(&c.FailoverTimeout, "failover-timeout", 5*time.Second, "how long to wait for any answer from another domain's server before trying the next one")
+	fs.BoolVar(&c.HideUsers, "hide-users", false, "answer other domains' requests for users who do not exist 480, as for offline ones, not 404 (no user enumeration)")
+	fs.IntVar(&c.TCPMaxConns, "tcp-max-connections", sipcore.DefaultMaxConns, "most TCP connections open at once on each TCP listener; more are closed at once (0: no limit)")
+	fs.IntVar(&c.TCPMaxPerSource, "tcp-max-per-source", sipcore.DefaultMaxPerSource, "most TCP connections open at once from one IP address (IPv6: one /64); more are closed at once (0: no limit)")
+	fs.DurationVar(&c.TCPIdleTimeout, "tcp-idle-timeout", sipcore.DefaultIdleTimeout, "close a TCP connection nothing was received on for this long (keep-alives count; 0: never)")
 	fs.DurationVar(&drain, "drain", 5*time.Second, "on SIGTERM, how long requests in progress may take before they are cancelled")
+	fs.Float64Var(&c.PikeRate, "pike-rate", sipcore.DefaultPikeRate, "`datagrams` per second one source (IPv4 address, IPv6 /64) may send over UDP before it is blocked (0: no limit)")
+	fs.IntVar(&c.PikeBurst, "pike-burst", 0, "`datagrams` one source may send at once above --pike-rate (0: twice --pike-rate)")
+	fs.DurationVar(&c.PikeBlock, "pike-block-time", sipcore.DefaultPikeBlock, "how long a source over --pike-rate is dropped")
+	fs.IntVar(&c.AuthMaxFailuresIP, "auth-max-failures-ip", auth.DefaultMaxFailuresIP, "failed authentications from one source within --auth-window that ban it (0: no limit)")
+	fs.IntVar(&c.AuthMaxFailuresUser, "auth-max-failures-user", auth.DefaultMaxFailuresUser, "failed authentications for one user within --auth-window after which any source that fails for it is banned at once (0: no limit)")
+	fs.DurationVar(&c.AuthWindow, "auth-window", auth.DefaultFailureWindow, "the sliding window failed authentications are counted in")
+	fs.DurationVar(&c.AuthBanTime, "auth-ban-time", auth.DefaultBanTime, "how long a ban lasts")
+	fs.StringVar(&memoryLimit, "memory-limit", "", "Go soft memory `limit`, e.g. 512MiB or 2GiB ('off': none; default: 90 % of the cgroup's limit; GOMEMLIMIT wins)")
 	pos, err := fs.parse(e, args)
 	if err != nil {
-		return c, 0, err
+		return c, serveProc{}, err
 	}
 	if len(pos) > 0 {
-		return c, 0, usagef("unexpected argument %q (see --help)", pos[0])
+		return c, serveProc{}, usagef("unexpected argument %q (see --help)", pos[0])
 	}
 	if len(domains.vals) == 0 {
-		return c, 0, usagef("--domain is required (see --help)")
+		return c, serveProc{}, usagef("--domain is required (see --help)")
 	}
 	if c.TimerC < time.Second || c.FailoverTimeout < 100*time.Millisecond {
-		return c, 0, usagef("--timer-c must be at least 1s and --failover-timeout at least 100ms")
+		return c, serveProc{}, usagef("--timer-c must be at least 1s and --failover-timeout at least 100ms")
 	}
 	if c.MinExpires < 1 || c.MaxExpires < c.MinExpires || c.DefaultExpires < c.MinExpires || c.DefaultExpires > c.MaxExpires {
-		return c, 0, usagef("need 1 <= --min-expires <= --default-expires <= --max-expires")
+		return c, serveProc{}, usagef("need 1 <= --min-expires <= --default-expires <= --max-expires")
 	}
 	if err := auth.CheckAlgorithms(splitList(digest)); err != nil {
-		return c, 0, usagef("--digest-algorithms: %v", err)
+		return c, serveProc{}, usagef("--digest-algorithms: %v", err)
 	}
 	if c.MaxContacts == 0 {
 		c.MaxContacts = -1 // server.Config: negative is no limit
+	}
+	if c.TCPMaxConns < 0 || c.TCPMaxPerSource < 0 || c.TCPIdleTimeout < 0 {
+		return c, serveProc{}, usagef("--tcp-max-connections, --tcp-max-per-source and --tcp-idle-timeout cannot be negative (0: no limit)")
+	}
+	for _, v := range []*int{&c.TCPMaxConns, &c.TCPMaxPerSource} {
+		if *v == 0 {
+			*v = -1 // server.Config: negative is no limit
+		}
+	}
+	if c.TCPIdleTimeout == 0 {
+		c.TCPIdleTimeout = -1
+	}
+	if c.PikeRate < 0 || c.PikeBurst < 0 || c.PikeBlock < 0 || c.AuthMaxFailuresIP < 0 || c.AuthMaxFailuresUser < 0 || c.AuthWindow <= 0 || c.AuthBanTime <= 0 {
+		return c, serveProc{}, usagef("--pike-* and --auth-max-failures-* cannot be negative (0: no limit), --auth-window and --auth-ban-time must be positive")
+	}
+	for _, v := range []*int{&c.AuthMaxFailuresIP, &c.AuthMaxFailuresUser} {
+		if *v == 0 {
+			*v = -1 // server.Config: negative is no limit
+		}
+	}
+	if c.PikeRate == 0 {
+		c.PikeRate = -1
 	}
 	c.Domains, c.Listen, c.DNS = domains.vals, listen.vals, dns.vals
 	c.DigestAlgorithms = splitList(digest)
 	c.MD5OnlyAgents, c.NoMD5OnlyAgents = md5OnlyAgents.vals, len(md5OnlyAgents.vals) == 0
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-		return c, 0, usagef("--log-level: %v", err)
+		return c, serveProc{}, usagef("--log-level: %v", err)
 	}
 	c.Logger = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-	return c, drain, nil
+	mem, err := memlimit.Choose(e.getenv, memoryLimit, "/")
+	if err != nil {
+		return c, serveProc{}, usagef("--memory-limit: %v", err)
+	}
+	return c, serveProc{drain: drain, memory: mem}, nil
 }
 
 // splitList splits a comma-separated flag value, trimming spaces.

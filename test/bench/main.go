@@ -186,7 +186,8 @@ func run(bin, stores, rates string, seconds int, target, label string) error {
 		}
 		port := freePort()
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		srv := exec.Command(bin, append([]string{"serve", "--domain", "a.test", "--listen", "udp:" + addr, "--log-level", "error", "--min-expires", "1"}, serveArgs...)...)
+		// SIPp sends from one address: no per-source rate limit.
+		srv := exec.Command(bin, append([]string{"serve", "--domain", "a.test", "--listen", "udp:" + addr, "--log-level", "error", "--min-expires", "1", "--pike-rate", "0"}, serveArgs...)...)
 		srv.Stderr = os.Stderr
 		if err := srv.Start(); err != nil {
 			return err
@@ -425,7 +426,7 @@ func runCalls(bin string, hops int, rates string, seconds int) error {
 		}
 		addr := fmt.Sprintf("127.0.0.1:%d", zones[domain])
 		if err := start(bin, "serve", "--domain", domain, "--listen", "udp:"+addr, "--listen", "tcp:"+addr,
-			"--dns", fmt.Sprintf("127.0.0.1:%d", pdns), "--users", file, "--log-level", "error"); err != nil {
+			"--dns", fmt.Sprintf("127.0.0.1:%d", pdns), "--users", file, "--log-level", "error", "--pike-rate", "0"); err != nil {
 			return err
 		}
 		if err := waitTCP(addr); err != nil {

@@ -91,7 +91,10 @@ func startDomain(t *testing.T, domain string, port int, args ...string) *server 
 func (s *server) start() {
 	s.t.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(s.Port)
-	args := append([]string{"serve", "--domain", s.Domain, "--listen", "udp:" + addr, "--listen", "tcp:" + addr, "--log-level", "warn"}, s.args...)
+	// SIPp sends every call from one address, at rates the per-source
+	// limit (--pike-rate) is there to stop: off here, tested in
+	// test/security.
+	args := append([]string{"serve", "--domain", s.Domain, "--listen", "udp:" + addr, "--listen", "tcp:" + addr, "--log-level", "warn", "--pike-rate", "0"}, s.args...)
 	s.cmd = exec.Command(sipfedBin, args...)
 	s.out = &logBuf{}
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out

@@ -1,0 +1,69 @@
+package server
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sipfed/sipfed/auth"
+	"github.com/sipfed/sipfed/sipcore"
+)
+
+// newGuard returns the guard against password guessing, or nil when both
+// of its limits are off.
+func (s *Server) newGuard() *auth.Guard {
+	c := s.cfg
+	if c.AuthMaxFailuresIP < 0 && c.AuthMaxFailuresUser < 0 {
+		return nil
+	}
+	return auth.NewGuard(auth.GuardConfig{MaxFailuresIP: c.AuthMaxFailuresIP, MaxFailuresUser: c.AuthMaxFailuresUser,
+		Window: c.AuthWindow, BanTime: c.AuthBanTime, Logger: s.log})
+}
+
+// filterUDP puts a sipcore.PacketConn between each UDP socket and sipgo:
+// datagrams from banned sources and from sources over the pike rate are
+// dropped before parsing, and sipgo's per-source state is bounded. It
+// registers the counters of both limits with s.reg.
+func (s *Server) filterUDP(guard *auth.Guard) {
+	var pike *sipcore.Pike
+	if s.cfg.PikeRate > 0 {
+		pike = sipcore.NewPike(sipcore.PikeConfig{Rate: s.cfg.PikeRate, Burst: s.cfg.PikeBurst, Block: s.cfg.PikeBlock, Logger: s.log})
+	}
+	allow := func(ip netip.Addr) bool {
+		if guard != nil && guard.Refuse(ip) {
+			return false
+		}
+		return pike == nil || pike.Allow(ip)
+	}
+	// A source's pool entry must outlive the longest INVITE and the 2xx
+	// retransmissions after it (see sipcore.PacketConnConfig.SourceTTL).
+	ttl := max(sipcore.DefaultSourceTTL, 2*s.cfg.TimerC+64*sip.T1+time.Minute)
+	pool := s.ua.TransportLayer().Pool("udp")
+	for i, so := range s.socks {
+		if so.transport == "udp" {
+			s.socks[i].filter = sipcore.NewPacketConn(so.pc, sipcore.PacketConnConfig{Allow: allow, Pool: pool, SourceTTL: ttl})
+		}
+	}
+
+	counter := func(name, help string, f func() uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f()) })
+	}
+	zero := func() uint64 { return 0 }
+	dropped, blocks := zero, zero
+	if pike != nil {
+		dropped, blocks = pike.Dropped, pike.Blocks
+	}
+	failures, bans, refused := zero, zero, zero
+	if guard != nil {
+		failures, bans, refused = guard.Failures, guard.Bans, guard.Refused
+	}
+	s.reg.MustRegister(
+		counter("sipfed_pike_dropped_total", "UDP datagrams dropped before parsing because their source was over its rate (--pike-rate).", dropped),
+		counter("sipfed_pike_blocks_total", "Times a source was blocked for going over its rate.", blocks),
+		counter("sipfed_auth_failures_total", "Failed digest authentications (wrong response or unknown user).", failures),
+		counter("sipfed_auth_bans_total", "Sources banned for failing to authenticate too often.", bans),
+		counter("sipfed_auth_refused_total", "Requests refused because their source was banned (UDP: dropped before parsing; TCP: 403).", refused),
+	)
+}
