@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sipfed/sipfed/internal/testenv"
 )
 
 // emfileChild is set in the environment of the process that
@@ -32,7 +34,7 @@ func TestLimitListenerSurvivesDescriptorExhaustion(t *testing.T) {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLimitListenerSurvivesDescriptorExhaustion$")
 	cmd.Env = append(os.Environ(), emfileChild+"=1")
-	stderr := &lineLog{}
+	stderr := &testenv.Buffer{}
 	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -47,7 +49,7 @@ func TestLimitListenerSurvivesDescriptorExhaustion(t *testing.T) {
 		cmd.Process.Kill()
 		<-exited
 		if t.Failed() {
-			t.Logf("child stderr:\n%s", stderr.lines())
+			t.Logf("child stderr:\n%s", stderr.Lines())
 		}
 	}()
 	lines := bufio.NewScanner(out)
@@ -83,8 +85,8 @@ func TestLimitListenerSurvivesDescriptorExhaustion(t *testing.T) {
 			t.Fatal("a held connection stopped being served")
 		}
 	}
-	if got := stderr.lines("level=WARN", "tcp connection refused", "reason=descriptors", "peer=127.0.0.1"); len(got) != 1 {
-		t.Errorf("want one warn line for the shed connections, got:\n%s", strings.Join(stderr.lines(), "\n"))
+	if got := stderr.Lines("level=WARN", "tcp connection refused", "reason=descriptors", "peer=127.0.0.1"); len(got) != 1 {
+		t.Errorf("want one warn line for the shed connections, got:\n%s", strings.Join(stderr.Lines(), "\n"))
 	}
 
 	// Close some: new connections are served again.

@@ -18,43 +18,16 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipfed/sipfed/internal/testenv"
 )
-
-// lineLog is a log sink safe for concurrent writes.
-type lineLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lineLog) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the logged lines that contain every one of subs.
-func (b *lineLog) lines(subs ...string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	for _, l := range strings.Split(b.buf.String(), "\n") {
-		ok := l != ""
-		for _, s := range subs {
-			ok = ok && strings.Contains(l, s)
-		}
-		if ok {
-			out = append(out, l)
-		}
-	}
-	return out
-}
 
 // limitedLn is a LimitListener on 127.0.0.1:0 whose accepted connections
 // arrive on conns.
 type limitedLn struct {
 	*Listener
 	conns chan net.Conn
-	log   *lineLog
+	log   *testenv.Buffer
 }
 
 func listenLimited(t *testing.T, limits ConnLimits) *limitedLn {
@@ -68,7 +41,7 @@ func listenLimited(t *testing.T, limits ConnLimits) *limitedLn {
 
 func serveLimited(t *testing.T, inner net.Listener, limits ConnLimits) *limitedLn {
 	t.Helper()
-	buf := &lineLog{}
+	buf := &testenv.Buffer{}
 	l := &limitedLn{Listener: LimitListener(inner, limits, slog.New(slog.NewTextHandler(buf, nil))), conns: make(chan net.Conn, 1000), log: buf}
 	done := make(chan struct{})
 	go func() {
@@ -157,8 +130,8 @@ func TestLimitListenerMaxPerSource(t *testing.T) {
 		t.Errorf("stats %+v, want 4 open, 3 refused per source", st)
 	}
 	// One warn line per 10 s, naming the source for fail2ban.
-	if got := l.log.lines("level=WARN", "tcp connection refused", "reason=max_per_source", "peer=127.0.0.1", "limit=3"); len(got) != 1 {
-		t.Errorf("want one warn line for the per-source limit, got:\n%s", strings.Join(l.log.lines(), "\n"))
+	if got := l.log.Lines("level=WARN", "tcp connection refused", "reason=max_per_source", "peer=127.0.0.1", "limit=3"); len(got) != 1 {
+		t.Errorf("want one warn line for the per-source limit, got:\n%s", strings.Join(l.log.Lines(), "\n"))
 	}
 }
 
@@ -179,8 +152,8 @@ func TestLimitListenerMaxConns(t *testing.T) {
 	if st := l.Stats(); st.Open != 2 || st.Refused[RefusedMaxConns] != 1 {
 		t.Errorf("stats %+v, want 2 open, 1 refused", st)
 	}
-	if got := l.log.lines("level=WARN", "reason=max_connections", "peer=127.0.0.3", "limit=2"); len(got) != 1 {
-		t.Errorf("want one warn line, got:\n%s", strings.Join(l.log.lines(), "\n"))
+	if got := l.log.Lines("level=WARN", "reason=max_connections", "peer=127.0.0.3", "limit=2"); len(got) != 1 {
+		t.Errorf("want one warn line, got:\n%s", strings.Join(l.log.Lines(), "\n"))
 	}
 }
 
@@ -307,8 +280,8 @@ func TestLimitListenerAcceptRetriesErrors(t *testing.T) {
 	if d := time.Since(start); d < 35*time.Millisecond {
 		t.Errorf("three retries took %v, want at least 5+10+20ms of backoff", d)
 	}
-	if got := l.log.lines("level=WARN", "tcp accept failed", "reason=accept_error"); len(got) != 1 {
-		t.Errorf("want one warn line for three failures, got:\n%s", strings.Join(l.log.lines(), "\n"))
+	if got := l.log.Lines("level=WARN", "tcp accept failed", "reason=accept_error"); len(got) != 1 {
+		t.Errorf("want one warn line for three failures, got:\n%s", strings.Join(l.log.Lines(), "\n"))
 	}
 }
 
@@ -353,7 +326,7 @@ func TestLimitListenerCloseEndsBackoff(t *testing.T) {
 // request to the client reuses it (RFC 3261 §18.2.2, RFC 5626 flows), and
 // an idle close is an orderly end for sipgo, not a read error.
 func TestLimitListenerServesSipgo(t *testing.T) {
-	sipLog := &lineLog{}
+	sipLog := &testenv.Buffer{}
 	logger := slog.New(slog.NewTextHandler(sipLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ua, err := sipgo.NewUA(sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(logger)))
 	if err != nil {
@@ -430,7 +403,7 @@ func TestLimitListenerServesSipgo(t *testing.T) {
 		t.Fatalf("idle connection: read %v, want closed", err)
 	}
 	time.Sleep(50 * time.Millisecond)
-	if got := sipLog.lines("level=ERROR"); len(got) > 0 {
+	if got := sipLog.Lines("level=ERROR"); len(got) > 0 {
 		t.Errorf("sipgo logged errors:\n%s", strings.Join(got, "\n"))
 	}
 	if st := l.Stats(); st.Open != 0 || st.IdleClosed != 1 {

@@ -19,7 +19,7 @@ import (
 func TestDNSAndResolveCommands(t *testing.T) {
 	root := testenv.RepoRoot(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	dnsOut := &syncBuffer{}
+	dnsOut := &testenv.Buffer{}
 	e := &env{stdout: dnsOut, stderr: dnsOut, getenv: func(string) string { return "" }}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -36,7 +36,7 @@ func TestDNSAndResolveCommands(t *testing.T) {
 	}
 
 	resolve := func(args ...string) (int, string) {
-		out := &syncBuffer{}
+		out := &testenv.Buffer{}
 		e := &env{stdout: out, stderr: out, getenv: func(string) string { return "" }}
 		return run(context.Background(), e, append([]string{"resolve"}, args...)), out.String()
 	}

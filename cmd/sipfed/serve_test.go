@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,39 +9,20 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sipfed/sipfed/internal/testenv"
 )
 
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startServe runs `sipfed serve` in-process on free ports; cancel stops it
 // as SIGTERM does, and the returned channel yields the exit status.
-func startServe(t *testing.T, extra ...string) (sipAddr, httpAddr string, cancel func(), exit <-chan int, log *syncBuffer) {
+func startServe(t *testing.T, extra ...string) (sipAddr, httpAddr string, cancel func(), exit <-chan int, log *testenv.Buffer) {
 	t.Helper()
 	sipAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	httpAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	users := filepath.Join(t.TempDir(), "users.txt")
-	log = &syncBuffer{}
+	log = &testenv.Buffer{}
 	e := &env{stdin: strings.NewReader(""), stdout: log, stderr: log, getenv: func(string) string { return "" }}
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan int, 1)
@@ -218,7 +198,7 @@ func TestServeFlagsEnvAndConfig(t *testing.T) {
 		{[]string{"serve", "--domain", "a.test", "--bogus"}, 2, "flag provided but not defined"},
 		{[]string{"frobnicate"}, 2, "unknown command"},
 	} {
-		var out syncBuffer
+		var out testenv.Buffer
 		e := &env{stdin: strings.NewReader(""), stdout: &out, stderr: &out, getenv: func(string) string { return "" }}
 		if code := run(context.Background(), e, c.args); code != c.code || !strings.Contains(out.String(), c.want) {
 			t.Errorf("%q: exit %d, want %d with %q\n%s", c.args, code, c.code, c.want, out.String())

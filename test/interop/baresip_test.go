@@ -61,7 +61,7 @@ func TestBaresipRegisters(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "-f", cfg, "-t", "20")
-	out := &logBuf{}
+	out := &testenv.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Env = append(os.Environ(), "HOME="+cfg)
 	if err := cmd.Start(); err != nil {

@@ -91,7 +91,7 @@ func startDNS(t *testing.T, zones map[string]string) string {
 		args = append(args, "--zone", f)
 	}
 	cmd := exec.Command(sipfedBin, args...)
-	out := &logBuf{}
+	out := &testenv.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start sipfed dns: %v", err)
@@ -167,7 +167,7 @@ func (f *federation) registerSIPpUAS(t *testing.T, user, domain, password string
 // sippServer is a SIPp UAS running in the background.
 type sippServer struct {
 	cmd    *exec.Cmd
-	out    *logBuf
+	out    *testenv.Buffer
 	dir    string
 	done   chan error
 	cancel context.CancelFunc
@@ -178,7 +178,7 @@ type sippServer struct {
 func startSIPpUAS(t *testing.T, scenario string, port, calls int) *sippServer {
 	t.Helper()
 	bin := testenv.Need(t, "sipp")
-	s := &sippServer{out: &logBuf{}, dir: t.TempDir(), done: make(chan error, 1)}
+	s := &sippServer{out: &testenv.Buffer{}, dir: t.TempDir(), done: make(chan error, 1)}
 	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	s.cancel = cancel
 	s.cmd = exec.CommandContext(ctx, bin, "-sf", filepath.Join(mustGetwd(t), "testdata", scenario),

@@ -3,7 +3,6 @@
 package interop
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,46 +20,22 @@ import (
 var sipfedBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sipfed-interop")
+	bin, remove, err := testenv.BuildSipfed()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(os.Stderr, "interop:", err)
 		os.Exit(1)
 	}
-	sipfedBin = filepath.Join(dir, "sipfed")
-	build := exec.Command("go", "build", "-o", sipfedBin, "github.com/sipfed/sipfed/cmd/sipfed")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "interop: building sipfed:", err)
-		os.Exit(1)
-	}
+	sipfedBin = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	remove()
 	os.Exit(code)
-}
-
-// logBuf collects a process's output for failure messages.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // server is a running `sipfed serve`.
 type server struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	out    *logBuf
+	out    *testenv.Buffer
 	Port   int
 	Domain string
 	args   []string
@@ -96,7 +70,7 @@ func (s *server) start() {
 	// test/security.
 	args := append([]string{"serve", "--domain", s.Domain, "--listen", "udp:" + addr, "--listen", "tcp:" + addr, "--log-level", "warn", "--pike-rate", "0"}, s.args...)
 	s.cmd = exec.Command(sipfedBin, args...)
-	s.out = &logBuf{}
+	s.out = &testenv.Buffer{}
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("start sipfed: %v", err)

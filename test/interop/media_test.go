@@ -26,7 +26,7 @@ import (
 type phone struct {
 	name    string
 	cmd     *exec.Cmd
-	out     *logBuf
+	out     *testenv.Buffer
 	done    chan error
 	rtpBase int
 
@@ -47,7 +47,7 @@ func startPhone(t *testing.T, name string, sipPort, rtpBase int, account string,
 	cfg := baresipConfig(t, sipPort, rtpBase, account,
 		"module_app menu.so", "module_app ctrl_tcp.so", "module_app rtcpsummary.so",
 		fmt.Sprintf("ctrl_tcp_listen 127.0.0.1:%d", ctrlPort))
-	p := &phone{name: name, out: &logBuf{}, done: make(chan error, 1), rtpBase: rtpBase}
+	p := &phone{name: name, out: &testenv.Buffer{}, done: make(chan error, 1), rtpBase: rtpBase}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+10)*time.Second)
 	p.cmd = exec.CommandContext(ctx, bin, "-f", cfg, "-t", strconv.Itoa(seconds))
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -198,14 +198,14 @@ func port(addr string) int {
 type capture struct {
 	cmd  *exec.Cmd
 	file string
-	out  *logBuf
+	out  *testenv.Buffer
 	done chan error
 }
 
 func startCapture(t *testing.T, seconds int) *capture {
 	t.Helper()
 	bin := testenv.Need(t, "tshark")
-	c := &capture{file: filepath.Join(t.TempDir(), "call.pcapng"), out: &logBuf{}, done: make(chan error, 1)}
+	c := &capture{file: filepath.Join(t.TempDir(), "call.pcapng"), out: &testenv.Buffer{}, done: make(chan error, 1)}
 	c.cmd = exec.Command(bin, "-i", "lo", "-f", "udp", "-w", c.file, "-a", "duration:"+strconv.Itoa(seconds), "-q")
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
 	if err := c.cmd.Start(); err != nil {

@@ -6,7 +6,6 @@ package security
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -27,39 +26,15 @@ import (
 var sipfedBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sipfed-security")
+	bin, remove, err := testenv.BuildSipfed()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(os.Stderr, "security:", err)
 		os.Exit(1)
 	}
-	sipfedBin = filepath.Join(dir, "sipfed")
-	build := exec.Command("go", "build", "-o", sipfedBin, "github.com/sipfed/sipfed/cmd/sipfed")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "security: building sipfed:", err)
-		os.Exit(1)
-	}
+	sipfedBin = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	remove()
 	os.Exit(code)
-}
-
-// logBuf collects a process's output for failure messages.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // target is a running `sipfed serve` for a.test on 127.0.0.1, UDP and TCP
@@ -68,7 +43,7 @@ func (l *logBuf) String() string {
 type target struct {
 	t        *testing.T
 	cmd      *exec.Cmd
-	out      *logBuf
+	out      *testenv.Buffer
 	Port     int
 	HTTPPort int
 	done     chan error
@@ -98,7 +73,7 @@ func startTarget(t *testing.T, o options) *target {
 			t.Fatal(err)
 		}
 	}
-	s := &target{t: t, Port: testenv.FreePort(t), HTTPPort: testenv.FreePort(t), out: &logBuf{}, done: make(chan error, 1)}
+	s := &target{t: t, Port: testenv.FreePort(t), HTTPPort: testenv.FreePort(t), out: &testenv.Buffer{}, done: make(chan error, 1)}
 	args := append([]string{"serve", "--domain", "a.test", "--listen", "udp:" + s.Addr(), "--listen", "tcp:" + s.Addr(),
 		"--http", fmt.Sprintf("127.0.0.1:%d", s.HTTPPort), "--users", users, "--dns", "127.0.0.1:1", "--log-level", "info"}, o.args...)
 	s.cmd = exec.Command(sipfedBin, args...)
