@@ -202,6 +202,7 @@ func (c *collector) respond(res *sip.Response) {
 		if v := out.Via(); v != nil {
 			out.SetDestination(viaDest(v))
 		}
+		c.p.resignRecordRoute(c.req, out)
 	}
 	if out.StatusCode >= 200 {
 		c.mu.Lock()
@@ -216,6 +217,26 @@ func (c *collector) respond(res *sip.Response) {
 		if out.IsSuccess() {
 			c.p.writeResponse(out)
 		}
+	}
+}
+
+// resignRecordRoute gives our Record-Route entries in a response that
+// makes a dialog (the caller's route set) the token for requests to the
+// callee's Contact (see signer).
+func (p *Proxy) resignRecordRoute(req *sip.Request, res *sip.Response) {
+	if res.StatusCode < 101 || res.StatusCode >= 300 || !recordRoutes(req.Method) {
+		return
+	}
+	var token string
+	for _, h := range res.GetHeaders("Record-Route") {
+		rr, ok := h.(*sip.RecordRouteHeader)
+		if !ok || !p.isOurs(rr.Address) || !rr.Address.UriParams.Has("sf") {
+			continue
+		}
+		if token == "" {
+			token = p.sign.dialogToken(req.CallID().Value(), fromTag(req), contactKey(res))
+		}
+		rr.Address.UriParams.Add("sf", token)
 	}
 }
 
@@ -447,7 +468,8 @@ func (p *Proxy) prepare(in *sip.Request, loop string, b *branch, hop resolver.Ta
 		if !ok {
 			inL = out
 		}
-		token := p.sign.dialogToken(in.CallID().Value(), fromTag(in))
+		// The callee's requests in this dialog go to the caller's Contact.
+		token := p.sign.dialogToken(in.CallID().Value(), fromTag(in), contactKey(in))
 		r.PrependHeader(recordRoute(inL, token))
 		if inL != out {
 			r.PrependHeader(recordRoute(out, token))

@@ -824,3 +824,44 @@ func TestRFC5626_LargeRequestKeepsTheNATFlow(t *testing.T) {
 		t.Fatalf("the proxy opened %d TCP connections to the NAT flow's address", n)
 	}
 }
+
+// TestDialogTokenOnlyForItsTargets: a caller from another domain who got
+// a real dialog's Record-Route token can use it to reach the callee (BYE
+// through the route set), but not to send a request anywhere else.
+func TestDialogTokenOnlyForItsTargets(t *testing.T) {
+	d := startProxy(t)
+	bob := startDevice(t, "bob", behaviour{answer: time.Millisecond})
+	d.bind(t, "bob@a.test", bob.contact, 1000)
+	c := newCaller(t, d.addr)
+	inv := c.request(sip.INVITE, "eve@c.test", "bob@a.test")
+	res, _ := c.do(inv, 5*time.Second)
+	wantCode(t, res, 200)
+	rr, ok := res.GetHeader("Record-Route").(*sip.RecordRouteHeader)
+	if !ok || !rr.Address.UriParams.Has("sf") {
+		t.Fatalf("200 without our signed Record-Route: %v", res.GetHeader("Record-Route"))
+	}
+	inDialog := func(method sip.RequestMethod, target string) *sip.Request {
+		var ruri sip.Uri
+		if err := sip.ParseUri(target, &ruri); err != nil {
+			t.Fatal(err)
+		}
+		r := sip.NewRequest(method, ruri)
+		r.AppendHeader(sip.HeaderClone(inv.From()))
+		r.AppendHeader(sip.HeaderClone(res.To()))
+		r.AppendHeader(sip.HeaderClone(inv.CallID()))
+		r.AppendHeader(&sip.CSeqHeader{SeqNo: 2, MethodName: method})
+		r.AppendHeader(&sip.RouteHeader{Address: rr.Address})
+		r.SetDestination(d.addr)
+		r.SetTransport("UDP")
+		return r
+	}
+	victim := startRecorder(t)
+	fraud, _ := c.do(inDialog(sip.MESSAGE, fmt.Sprintf("sip:+19005551234@127.0.0.1:%d", victim.port)), 5*time.Second)
+	wantCode(t, fraud, 403)
+	time.Sleep(100 * time.Millisecond)
+	if got := victim.got(); len(got) != 0 {
+		t.Fatalf("a replayed token sent %d requests elsewhere", len(got))
+	}
+	bye, _ := c.do(inDialog(sip.BYE, bob.contact), 5*time.Second)
+	wantCode(t, bye, 200)
+}

@@ -7,10 +7,13 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"hash"
+	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipfed/sipfed/sipcore"
 )
 
 // The proxy signs what it puts in messages that come back to it, so that
@@ -19,12 +22,18 @@ import (
 // open relay, and a made-up response cannot be relayed to a victim named
 // in its second Via.
 //
-//   - Record-Route carries sf=TOKEN, an HMAC over the Call-ID and the tag
-//     of the dialog's creator (the From tag of the request that made it).
-//     An in-dialog request is trusted as such only when a Route of ours
-//     carries the token of its Call-ID and its From or To tag (requests
-//     flow both ways, so the creator's tag is in either). Like Kamailio's
-//     rr module with a secret.
+//   - Record-Route carries sf=TOKEN, an HMAC over the Call-ID, the tag of
+//     the dialog's creator (the From tag of the request that made it) and
+//     the remote target the token lets requests go to. The copy in the
+//     forwarded request (the callee's route set) names the caller's
+//     Contact; the proxy rewrites it in the 1xx/2xx it relays back (the
+//     caller's route set) to name the callee's Contact. An in-dialog
+//     request is trusted as such only when a Route of ours carries the
+//     token of its Call-ID, its From or To tag (requests flow both ways)
+//     and its Request-URI: a token seen in one call cannot send requests
+//     anywhere else. Like Kamailio's rr module with a secret; a target
+//     refreshed by re-INVITE loses the shortcut and is treated as any
+//     request (authenticated for our users, relaying refused for others).
 //   - Our Via branch is "z9hG4bK-sf" + loop hash + "." + random + "." +
 //     an HMAC over those and the previous hop's Via (branch and where
 //     responses go), so a response that matches no transaction of ours (a
@@ -59,13 +68,15 @@ func (s *signer) sum(out []byte, parts ...string) []byte {
 	return out
 }
 
-// dialogToken is the sf= value of our Record-Route for a dialog.
-func (s *signer) dialogToken(callID, creatorTag string) string {
+// dialogToken is the sf= value of our Record-Route for a dialog whose
+// requests may go to target (targetKey of a Contact).
+func (s *signer) dialogToken(callID, creatorTag, target string) string {
 	var buf [sha256.Size]byte
-	return base64.RawURLEncoding.EncodeToString(s.sum(buf[:0], "rr", callID, creatorTag)[:12])
+	return base64.RawURLEncoding.EncodeToString(s.sum(buf[:0], "rr", callID, creatorTag, target)[:12])
 }
 
-// dialogOK reports whether token was made for req's dialog.
+// dialogOK reports whether token was made for req's dialog and
+// Request-URI.
 func (s *signer) dialogOK(req *sip.Request, token string) bool {
 	if token == "" {
 		return false
@@ -74,12 +85,28 @@ func (s *signer) dialogOK(req *sip.Request, token string) bool {
 	if cid == nil {
 		return false
 	}
+	target := targetKey(req.Recipient)
 	for _, tag := range []string{fromTag(req), toTag(req)} {
-		if tag != "" && hmac.Equal([]byte(s.dialogToken(cid.Value(), tag)), []byte(token)) {
+		if tag != "" && hmac.Equal([]byte(s.dialogToken(cid.Value(), tag, target)), []byte(token)) {
 			return true
 		}
 	}
 	return false
+}
+
+// targetKey is what a token binds of a remote target: user, host and
+// port (URI parameters may be copied loosely between Contact and
+// Request-URI).
+func targetKey(u sip.Uri) string {
+	return u.User + "@" + strings.ToLower(u.Host) + ":" + strconv.Itoa(sipcore.PortOr(u.Port, u.Scheme))
+}
+
+// contactKey is targetKey of a message's first Contact, or "".
+func contactKey(m interface{ Contact() *sip.ContactHeader }) string {
+	if c := m.Contact(); c != nil {
+		return targetKey(c.Address)
+	}
+	return ""
 }
 
 func fromTag(req *sip.Request) string {

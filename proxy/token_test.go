@@ -17,10 +17,11 @@ func parse(t *testing.T, raw string) sip.Message {
 
 // TestDialogTokenBothDirections: the token of a dialog is accepted from
 // either side (the creator's tag is in From one way, in To the other) and
-// refused for another Call-ID, other tags, another secret.
+// refused for another Call-ID, other tags, another Request-URI, another
+// secret.
 func TestDialogTokenBothDirections(t *testing.T) {
 	s := newSigner([]byte("k"))
-	tok := s.dialogToken("call-1", "alicetag")
+	tok := s.dialogToken("call-1", "alicetag", "x@192.0.2.1:5060")
 	req := func(callID, from, to string) *sip.Request {
 		return parse(t, "BYE sip:x@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK1\r\nFrom: <sip:a@a.test>;tag="+from+
 			"\r\nTo: <sip:b@b.test>;tag="+to+"\r\nCall-ID: "+callID+"\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n").(*sip.Request)
@@ -32,6 +33,11 @@ func TestDialogTokenBothDirections(t *testing.T) {
 		if s.dialogOK(r, tok) {
 			t.Errorf("accepted %s", r.StartLine())
 		}
+	}
+	other := req("call-1", "alicetag", "bobtag")
+	other.Recipient.Host = "198.51.100.9"
+	if s.dialogOK(other, tok) {
+		t.Error("the token of one target let a request go to another")
 	}
 	if newSigner([]byte("other")).dialogOK(req("call-1", "alicetag", "bobtag"), tok) || s.dialogOK(req("call-1", "alicetag", "bobtag"), "") {
 		t.Error("a token of another secret, or none, was accepted")
