@@ -43,6 +43,11 @@ type GuardConfig struct {
 	// Logger gets one info line per failure and one warn line per ban,
 	// each at most 10 a second; default discards.
 	Logger *slog.Logger
+	// Trusted sources (a peer domain's proxy, an SBC, our other nodes)
+	// are never banned: their failures are counted and logged only, so
+	// that failures they relay for others, or spoofed in their name,
+	// cannot cut a whole peer off. Nil: none.
+	Trusted func(netip.Addr) bool
 	// Clock is time.Now by default; tests set it.
 	Clock func() time.Time
 }
@@ -74,6 +79,7 @@ type Guard struct {
 	banLog         *sipcore.LogLimiter
 	now            func() time.Time
 	epoch          time.Time
+	trusted        func(netip.Addr) bool
 
 	mu        sync.Mutex
 	ips       map[netip.Addr]window
@@ -141,7 +147,7 @@ func NewGuard(cfg GuardConfig) *Guard {
 	}
 	return &Guard{
 		maxIP: cfg.MaxFailuresIP, maxUser: cfg.MaxFailuresUser, window: int64(cfg.Window), ban: int64(cfg.BanTime),
-		max: cfg.MaxTracked, log: cfg.Logger, now: cfg.Clock, epoch: cfg.Clock(),
+		max: cfg.MaxTracked, log: cfg.Logger, now: cfg.Clock, epoch: cfg.Clock(), trusted: cfg.Trusted,
 		failLog: sipcore.NewLogLimiter(10, time.Second), banLog: sipcore.NewLogLimiter(10, time.Second),
 		ips: map[netip.Addr]window{}, users: map[string]userState{}, bans: map[netip.Addr]int64{},
 	}
@@ -190,6 +196,9 @@ func (g *Guard) Fail(ip netip.Addr, user string, known bool, cause error) {
 	wall := g.now()
 	t := g.since(wall)
 	g.logFailure(ip, user, cause, wall)
+	if g.trusted != nil && g.trusted(ip) {
+		return
+	}
 
 	g.mu.Lock()
 	if t >= g.nextSweep {

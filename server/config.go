@@ -95,6 +95,10 @@ type Config struct {
 	// limit.
 	AuthMaxFailuresIP, AuthMaxFailuresUser int
 	AuthWindow, AuthBanTime                time.Duration
+	// Trusted are the networks (a peer domain's proxies, an SBC, our
+	// other nodes) that the per-source rate limit and the
+	// password-guessing bans never apply to.
+	Trusted []netip.Prefix
 	// Logger receives the server's logs; default discards.
 	Logger *slog.Logger
 }

@@ -19,7 +19,18 @@ func (s *Server) newGuard() *auth.Guard {
 		return nil
 	}
 	return auth.NewGuard(auth.GuardConfig{MaxFailuresIP: c.AuthMaxFailuresIP, MaxFailuresUser: c.AuthMaxFailuresUser,
-		Window: c.AuthWindow, BanTime: c.AuthBanTime, Logger: s.log})
+		Window: c.AuthWindow, BanTime: c.AuthBanTime, Logger: s.log, Trusted: s.trusted})
+}
+
+// trusted reports whether ip is in Config.Trusted.
+func (s *Server) trusted(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range s.cfg.Trusted {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // filterUDP puts a sipcore.PacketConn between each UDP socket and sipgo:
@@ -32,6 +43,9 @@ func (s *Server) filterUDP(guard *auth.Guard) {
 		pike = sipcore.NewPike(sipcore.PikeConfig{Rate: s.cfg.PikeRate, Burst: s.cfg.PikeBurst, Block: s.cfg.PikeBlock, Logger: s.log})
 	}
 	allow := func(ip netip.Addr) bool {
+		if len(s.cfg.Trusted) > 0 && s.trusted(ip) {
+			return true
+		}
 		if guard != nil && guard.Refuse(ip) {
 			return false
 		}

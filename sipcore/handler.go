@@ -92,8 +92,15 @@ type Tx struct {
 	finalAt time.Time
 }
 
-// Respond sends res and notes it when it is the first final response.
+// Respond sends res and notes it when it is the first final response
+// sent.
 func (t *Tx) Respond(res *sip.Response) error {
+	if t.ServerTransaction == nil {
+		return errors.New("sipcore: no server transaction")
+	}
+	if err := t.ServerTransaction.Respond(res); err != nil {
+		return err
+	}
 	if res.StatusCode >= 200 {
 		t.mu.Lock()
 		if t.status == 0 {
@@ -101,10 +108,7 @@ func (t *Tx) Respond(res *sip.Response) error {
 		}
 		t.mu.Unlock()
 	}
-	if t.ServerTransaction == nil {
-		return errors.New("sipcore: no server transaction")
-	}
-	return t.ServerTransaction.Respond(res)
+	return nil
 }
 
 // Status returns the first final status sent, or 0.

@@ -24,6 +24,8 @@ const (
 	// DefaultIdleTimeout is Kamailio's tcp_connection_lifetime; RFC 5626
 	// clients send a keep-alive every 95 to 120 s over TCP.
 	DefaultIdleTimeout = 120 * time.Second
+	// DefaultWriteTimeout bounds one write to a TCP connection.
+	DefaultWriteTimeout = 10 * time.Second
 )
 
 // Reasons for refusing a connection, as logged and counted in
@@ -77,6 +79,10 @@ type ConnLimits struct {
 	// this long, within a quarter of it more (default
 	// DefaultIdleTimeout, 120 s). RFC 5626 CRLF keep-alives are bytes.
 	IdleTimeout time.Duration
+	// WriteTimeout bounds one write (default DefaultWriteTimeout,
+	// 10 s): a peer that stops reading is disconnected instead of
+	// holding a handler goroutine for every message sent to it.
+	WriteTimeout time.Duration
 }
 
 func (o ConnLimits) withDefaults() ConnLimits {
@@ -88,6 +94,9 @@ func (o ConnLimits) withDefaults() ConnLimits {
 	}
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = DefaultWriteTimeout
 	}
 	return o
 }
@@ -452,6 +461,21 @@ func (c *limitedConn) Close() error {
 // NetConn returns the connection accepted by the inner listener (a
 // *net.TCPConn for a TCP listener), as tls.Conn's NetConn does.
 func (c *limitedConn) NetConn() net.Conn { return c.Conn }
+
+// Write writes with a deadline WriteTimeout ahead and closes the
+// connection when it passes (sipgo v1.7.2 sets none).
+func (c *limitedConn) Write(b []byte) (int, error) {
+	wto := c.l.limits.WriteTimeout
+	if wto <= 0 {
+		return c.Conn.Write(b)
+	}
+	c.Conn.SetWriteDeadline(time.Now().Add(wto))
+	n, err := c.Conn.Write(b)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		c.Close()
+	}
+	return n, err
+}
 
 // earliest returns the earlier of a and b, a zero time counting as none.
 func earliest(a, b time.Time) time.Time {

@@ -160,7 +160,7 @@ func TestLimitListenerMaxConns(t *testing.T) {
 func TestLimitListenerDefaults(t *testing.T) {
 	l := LimitListener(nil, ConnLimits{}, nil)
 	defer l.reserve.Close()
-	if l.limits != (ConnLimits{MaxConns: 2048, MaxPerSource: 64, IdleTimeout: 120 * time.Second}) {
+	if l.limits != (ConnLimits{MaxConns: 2048, MaxPerSource: 64, IdleTimeout: 120 * time.Second, WriteTimeout: 10 * time.Second}) {
 		t.Errorf("defaults %+v", l.limits)
 	}
 }
@@ -487,5 +487,38 @@ func BenchmarkLimitedConnRead(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestLimitListenerWriteTimeout: a peer that stops reading is cut off when
+// a write blocks for WriteTimeout, instead of holding the writer forever.
+func TestLimitListenerWriteTimeout(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := LimitListener(inner, ConnLimits{WriteTimeout: 200 * time.Millisecond, IdleTimeout: -1}, slog.New(slog.DiscardHandler))
+	defer l.Close()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close() // never read
+	conn, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 64<<10)
+	start := time.Now()
+	for {
+		if _, err := conn.Write(chunk); err != nil {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("writes to a peer that does not read never failed")
+		}
+	}
+	if _, err := conn.Write([]byte("x")); err == nil {
+		t.Fatal("the connection stayed open after the write timeout")
 	}
 }

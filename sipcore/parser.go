@@ -81,8 +81,12 @@ func canonicalName(lower string) string {
 // request method, and no control characters in any header value. It
 // returns a 400 StatusError whose reason says what is wrong.
 func CheckRequest(req *sip.Request) error {
-	if req.SipVersion != "SIP/2.0" {
+	// RFC 3261 §7.1: the version is case-insensitive.
+	if !strings.EqualFold(req.SipVersion, "SIP/2.0") {
 		return Errorf(505, "Version Not Supported")
+	}
+	if hasControl(req.Recipient.String()) {
+		return Errorf(400, "Control character in the Request-URI")
 	}
 	// RFC 3261 §7.3: these may appear once.
 	var from, to, cseq, callID, maxFwd, clen, ctype int

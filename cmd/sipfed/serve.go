@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -92,6 +93,7 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 		listen        = newListFlag("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
 		md5OnlyAgents = newListFlag(auth.DefaultMD5OnlyAgents...)
 		dns           = newListFlag()
+		trusted       = newListFlag()
 	)
 	fs.Var(domains, "domain", "a SIP `domain` served here (repeatable)")
 	fs.Var(listen, "listen", "`transport:host:port` to listen on, transport udp or tcp (repeatable)")
@@ -115,7 +117,7 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 	fs.IntVar(&c.TCPMaxConns, "tcp-max-connections", sipcore.DefaultMaxConns, "most TCP connections open at once on each TCP listener; more are closed at once (0: no limit)")
 	fs.IntVar(&c.TCPMaxPerSource, "tcp-max-per-source", sipcore.DefaultMaxPerSource, "most TCP connections open at once from one IP address (IPv6: one /64); more are closed at once (0: no limit)")
 	fs.DurationVar(&c.TCPIdleTimeout, "tcp-idle-timeout", sipcore.DefaultIdleTimeout, "close a TCP connection nothing was received on for this long (keep-alives count; 0: never)")
-	fs.DurationVar(&drain, "drain", 5*time.Second, "on SIGTERM, how long requests in progress may take before they are cancelled")
+	fs.DurationVar(&drain, "drain", 5*time.Second, "on SIGTERM or SIGINT, how long requests in progress may take before they are cancelled")
 	fs.Float64Var(&c.PikeRate, "pike-rate", sipcore.DefaultPikeRate, "`datagrams` per second one source (IPv4 address, IPv6 /64) may send over UDP before it is blocked (0: no limit)")
 	fs.IntVar(&c.PikeBurst, "pike-burst", 0, "`datagrams` one source may send at once above --pike-rate (0: twice --pike-rate)")
 	fs.DurationVar(&c.PikeBlock, "pike-block-time", sipcore.DefaultPikeBlock, "how long a source over --pike-rate is dropped")
@@ -123,6 +125,7 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 	fs.IntVar(&c.AuthMaxFailuresUser, "auth-max-failures-user", auth.DefaultMaxFailuresUser, "failed authentications for one user within --auth-window after which any source that fails for it is banned at once (0: no limit)")
 	fs.DurationVar(&c.AuthWindow, "auth-window", auth.DefaultFailureWindow, "the sliding window failed authentications are counted in")
 	fs.DurationVar(&c.AuthBanTime, "auth-ban-time", auth.DefaultBanTime, "how long a ban lasts")
+	fs.Var(trusted, "trusted", "`network` (CIDR or address) never rate-limited nor banned: peer domains' proxies, SBCs, our other nodes (repeatable)")
 	fs.StringVar(&memoryLimit, "memory-limit", "", "Go soft memory `limit`, e.g. 512MiB or 2GiB ('off': none; default: 90 % of the cgroup's limit; GOMEMLIMIT wins)")
 	pos, err := fs.parse(e, args)
 	if err != nil {
@@ -169,6 +172,17 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 		c.PikeRate = -1
 	}
 	c.Domains, c.Listen, c.DNS = domains.vals, listen.vals, dns.vals
+	for _, v := range trusted.vals {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return c, serveProc{}, usagef("--trusted %q: want a network (192.0.2.0/24) or an address", v)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.Trusted = append(c.Trusted, p.Masked())
+	}
 	c.DigestAlgorithms = splitList(digest)
 	c.MD5OnlyAgents, c.NoMD5OnlyAgents = md5OnlyAgents.vals, len(md5OnlyAgents.vals) == 0
 	var level slog.Level

@@ -142,7 +142,8 @@ func (s *target) rssKB() int {
 
 // exchangeUDP sends raw (LF line ends are turned into CRLF; LOCAL stands
 // for the sender's address) from local ("" for any loopback port) and
-// returns every datagram received within wait, in order.
+// returns the datagrams received, in order, until a final response or
+// until wait has passed.
 func exchangeUDP(t *testing.T, local, to, raw string, wait time.Duration) []string {
 	t.Helper()
 	var laddr *net.UDPAddr
@@ -176,6 +177,9 @@ func exchangeUDP(t *testing.T, local, to, raw string, wait time.Duration) []stri
 			return got
 		}
 		got = append(got, string(buf[:n]))
+		if statusOf(got[len(got)-1]) >= 200 {
+			return got
+		}
 	}
 }
 

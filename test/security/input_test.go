@@ -76,8 +76,13 @@ func TestBareLFNeitherReflectedNorForwarded(t *testing.T) {
 		{"VIA", inject},
 		{"CSEQ", inject},
 		{"FROM", "\x00nul"},
+		{"RURI", inject},
 	} {
-		got := sendRaw(t, s.Addr(), variant(i, tc.field, tc.twist))
+		raw := variant(i, tc.field, tc.twist)
+		if tc.field == "RURI" {
+			raw = strings.Replace(raw, "MESSAGE sip:bob@a.test SIP/2.0", "MESSAGE sip:bob@a.test;x=a"+tc.twist+" SIP/2.0", 1)
+		}
+		got := sendRaw(t, s.Addr(), raw)
 		for _, m := range got {
 			if regexp.MustCompile(`(?m)^P-Asserted-Identity`).MatchString(m) || strings.ContainsRune(m, 0) {
 				t.Errorf("%s: injected header reflected:\n%q", tc.field, m)
@@ -99,6 +104,7 @@ func TestMalformedRequestsRefused(t *testing.T) {
 		want      int
 	}{
 		{"SIP/3.0", strings.Replace(variant(100, "", ""), "SIP/2.0\n", "SIP/3.0\n", 1), 505},
+		{"sip/2.0 is SIP/2.0 (RFC 3261 §7.1)", strings.Replace(variant(105, "", ""), "SIP/2.0\n", "sip/2.0\n", 1), 480},
 		{"two To", variant(101, "EXTRA", "To: <sip:mallory@a.test>\n"), 400},
 		{"two From", variant(102, "EXTRA", "From: <sip:mallory@c.test>;tag=2\n"), 400},
 		{"two Call-ID", variant(103, "EXTRA", "Call-ID: other\n"), 400},

@@ -66,3 +66,19 @@ func TestLargeREGISTERResponseOverUDP(t *testing.T) {
 		t.Fatalf("200 lists %d Contacts in %d bytes, want 9 in over 1300", n, len(res))
 	}
 }
+
+// TestTrustedSourceNeverBanned: 15 wrong passwords from a --trusted
+// address (a peer's proxy relaying for others) do not ban it; the right
+// password from it then registers. The same from an untrusted address
+// bans it (TestGuessing…).
+func TestTrustedSourceNeverBanned(t *testing.T) {
+	s := startTarget(t, options{args: []string{"--trusted", "127.0.0.1/32"}})
+	for i := 0; i < 15; i++ {
+		if code := finalOf(registerUDP(t, s.Addr(), "alice", "wrong", []string{"<sip:alice@127.0.0.1:5099>"})); code != 401 && code != 403 {
+			t.Fatalf("guess %d: got %d", i, code)
+		}
+	}
+	if code := finalOf(registerUDP(t, s.Addr(), "alice", "alice-pw", []string{"<sip:alice@127.0.0.1:5099>"})); code != 200 {
+		t.Fatalf("right password from the trusted source: got %d, want 200", code)
+	}
+}
