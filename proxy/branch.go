@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -310,16 +311,18 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 	// lives on after a CANCEL to collect the 487.
 	dialCtx, dialCancel := context.WithTimeout(context.Background(), p.failoverTimeout)
 	tx, err := p.client.TransactionRequest(dialCtx, r, noBuild)
-	if err != nil && upgraded(r, hop) {
+	dialCancel()
+	if err != nil && upgraded(r, hop) && (errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, context.DeadlineExceeded)) {
 		// RFC 3261 §18.1.1: a request moved to TCP for its size whose
-		// connection is refused is sent over UDP after all (many
-		// phones listen on UDP only).
-		p.log.Debug("large request: TCP refused, sending over UDP", "call_id", sipcore.CallID(c.req), "target", hop.String(), "error", err)
+		// connection is refused (or never answered) is sent over UDP
+		// after all (many phones listen on UDP only).
+		p.log.Debug("large request: TCP failed, sending over UDP", "call_id", sipcore.CallID(c.req), "target", hop.String(), "error", err)
 		if r, err = p.prepare(c.req, c.loop, b, hop, false); err == nil {
-			tx, err = p.client.TransactionRequest(dialCtx, r, noBuild)
+			udpCtx, udpCancel := context.WithTimeout(context.Background(), p.failoverTimeout)
+			tx, err = p.client.TransactionRequest(udpCtx, r, noBuild)
+			udpCancel()
 		}
 	}
-	dialCancel()
 	if err != nil {
 		p.res.MarkDown(hop, p.markDown)
 		p.log.Info("target unreachable", "call_id", sipcore.CallID(c.req), "target", hop.String(), "error", err)

@@ -231,7 +231,18 @@ func (s *Server) nonceSecret() []byte {
 	rand.Read(b)
 	fresh := []byte(hex.EncodeToString(b))
 	if s.rdb == nil {
-		return fresh
+		if s.cfg.Users == "redis" {
+			return fresh
+		}
+		// Kept beside the users file, so a restart keeps nonces and the
+		// dialog tokens of calls in progress valid.
+		path := s.cfg.Users + ".secret"
+		v, err := auth.FileSecret(path, fresh)
+		if err != nil {
+			s.log.Warn("using a per-process secret: calls in progress cannot be hung up from outside after a restart", "error", err)
+			return fresh
+		}
+		return v
 	}
 	ctx, cancel := context.WithTimeout(s.base, 3*time.Second)
 	defer cancel()

@@ -311,15 +311,11 @@ func (h *observer) ServeSIP(ctx context.Context, req *sip.Request, tx sip.Server
 }
 
 // Log writes one debug line per request once it has been served: method,
-// Call-ID, final status and time to answer. It costs nothing when debug is
-// off.
+// Call-ID, final status and time to answer. Whether debug is on is asked
+// per request (a slog.LevelVar may change it), at the cost of one call when
+// it is off.
 func Log(log *slog.Logger) Middleware {
-	return func(next Handler) Handler {
-		if !log.Enabled(context.Background(), slog.LevelDebug) {
-			return next
-		}
-		return &logger{next: next, log: log}
-	}
+	return func(next Handler) Handler { return &logger{next: next, log: log} }
 }
 
 type logger struct {
@@ -328,6 +324,9 @@ type logger struct {
 }
 
 func (h *logger) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) error {
+	if !h.log.Enabled(ctx, slog.LevelDebug) {
+		return h.next.ServeSIP(ctx, req, tx)
+	}
 	t := txOf(tx)
 	err := h.next.ServeSIP(ctx, req, t)
 	h.log.Debug("served", "method", Sanitize(string(req.Method)), "call_id", CallID(req), "from", Sanitize(req.Source()),

@@ -103,6 +103,7 @@ func CheckRequest(req *sip.Request) error {
 			continue
 		case *sip.CallIDHeader:
 			callID++
+			continue
 		case *sip.MaxForwardsHeader:
 			maxFwd++
 			continue
