@@ -132,7 +132,7 @@ func TestGuardUserUnderAttack(t *testing.T) {
 		t.Fatal("one failure for another user banned its source")
 	}
 	// Alice, right password, from a clean address.
-	nonce := fetchNonce(t, s)
+	nonce := fetchNonceFrom(t, s, "192.0.2.2:5060")
 	c := client{user: "alice", realm: "a.example", password: "alice-secret"}
 	req := register(t, "sip:a.example", c.answer("REGISTER", "sip:a.example", nonce, "00000001", "abc"))
 	req.SetSource("192.0.2.2:5060")
@@ -149,8 +149,14 @@ func TestAuthenticateRefusesBannedSource(t *testing.T) {
 	clk := newClock()
 	g := NewGuard(GuardConfig{MaxFailuresIP: 10, Clock: clk.now})
 	s := NewServer(users(), testSecret, WithGuard(g), WithClock(clk.now))
-	nonce := fetchNonce(t, s)
+	nonces := map[string]string{}
 	try := func(src, user, pw string, nc int) error {
+		host, _, _ := strings.Cut(src, ":")
+		nonce, ok := nonces[host]
+		if !ok {
+			nonce = fetchNonceFrom(t, s, src)
+			nonces[host] = nonce
+		}
 		c := client{user: user, realm: "a.example", password: pw}
 		req := register(t, "sip:a.example", c.answer("REGISTER", "sip:a.example", nonce, fmt.Sprintf("%08x", nc), "abc"))
 		req.SetSource(src)

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -16,7 +17,7 @@ import (
 // issue time in Unix nanoseconds (8 bytes, big endian), salt 8 random bytes
 // that keep nonces issued at the same instant apart (their nonce counts
 // are tracked separately), and mac the first 16 bytes of
-// HMAC-SHA256(secret, ts || salt || realm). Every node sharing the secret
+// HMAC-SHA256(secret, ts || salt || realm || source IP). Every node sharing the secret
 // accepts the nonces of the others; nothing is stored per challenge.
 const (
 	nonceRaw  = 8 + 8 + 16
@@ -47,41 +48,47 @@ func newMACPool(secret []byte) *macPool {
 	return m
 }
 
-// sum writes the truncated MAC of ts||salt||realm into dst.
-func (m *macPool) sum(dst []byte, tsSalt []byte, realm string) {
+// sum writes the truncated MAC of ts||salt||realm||src into dst: a nonce
+// is good only from the address it was sent to, so a guesser cannot
+// spoof another address's failures (and have it banned) without seeing
+// that address's challenges.
+func (m *macPool) sum(dst []byte, tsSalt []byte, realm string, src netip.Addr) {
 	st := m.p.Get().(*macState)
 	st.h.Reset()
-	st.in = append(append(st.in[:0], tsSalt...), realm...)
+	ip := src.Unmap().As16()
+	st.in = append(append(append(st.in[:0], tsSalt...), realm...), ip[:]...)
 	st.h.Write(st.in)
 	copy(dst, st.h.Sum(st.out[:0]))
 	m.p.Put(st)
 }
 
-// newNonce returns a fresh nonce for realm stamped now.
-func (m *macPool) newNonce(now time.Time, realm string) string {
+// newNonce returns a fresh nonce for realm and the source address src,
+// stamped now.
+func (m *macPool) newNonce(now time.Time, realm string, src netip.Addr) string {
 	var k nonceKey
 	binary.BigEndian.PutUint64(k[:8], uint64(now.UnixNano()))
 	rand.Read(k[8:16])
-	m.sum(k[16:], k[:16], realm)
+	m.sum(k[16:], k[:16], realm, src)
 	return base64.RawURLEncoding.EncodeToString(k[:])
 }
 
-// check decodes nonce and verifies that it was issued for realm by a node
+// check decodes nonce and verifies that it was issued for realm and the
+// source address src by a node
 // holding the secret, and not in the future. It returns the decoded nonce
 // and its issue time, or an error wrapping ErrBadNonce. Expiry is the
 // caller's business (a stale nonce is answered differently).
-func (m *macPool) check(nonce, realm string, now time.Time) (nonceKey, time.Time, error) {
+func (m *macPool) check(nonce, realm string, src netip.Addr, now time.Time) (nonceKey, time.Time, error) {
 	var k nonceKey
 	if len(nonce) != nonceText {
 		return k, time.Time{}, fmt.Errorf("%w: length %d", ErrBadNonce, len(nonce))
 	}
-	var src [nonceText]byte
-	copy(src[:], nonce)
-	if n, err := base64.RawURLEncoding.Decode(k[:], src[:]); err != nil || n != nonceRaw {
+	var text [nonceText]byte
+	copy(text[:], nonce)
+	if n, err := base64.RawURLEncoding.Decode(k[:], text[:]); err != nil || n != nonceRaw {
 		return k, time.Time{}, fmt.Errorf("%w: not base64url", ErrBadNonce)
 	}
 	var mac [16]byte
-	m.sum(mac[:], k[:16], realm)
+	m.sum(mac[:], k[:16], realm, src)
 	if !hmac.Equal(mac[:], k[16:]) {
 		return k, time.Time{}, fmt.Errorf("%w: bad MAC", ErrBadNonce)
 	}

@@ -157,9 +157,8 @@ func NewServer(creds CredentialStore, secret []byte, opts ...Option) *Server {
 // counts each wrong response and unknown user. An unknown user and a wrong
 // password get the same answer.
 func (s *Server) Authenticate(ctx context.Context, req *sip.Request, realm string, proxy bool) (string, error) {
-	var src netip.Addr
+	src := sourceIP(req)
 	if s.guard != nil {
-		src = sourceIP(req)
 		if src.IsValid() && s.guard.Refuse(src) {
 			return "", &sipcore.StatusError{Code: 403, Reason: "Forbidden", Err: fmt.Errorf("%w: %s", ErrBanned, src)}
 		}
@@ -203,9 +202,14 @@ func (s *Server) Authenticate(ctx context.Context, req *sip.Request, realm strin
 		return "", &sipcore.StatusError{Code: 400, Reason: "Bad Request", Err: err}
 	}
 	now := s.now()
-	key, issued, err := s.macs.check(c.nonce, realm, now)
+	key, issued, err := s.macs.check(c.nonce, realm, src, now)
 	if err != nil {
 		return "", s.challenge(req, realm, proxy, false, err)
+	}
+	// An old nonce gets a new challenge before its answer is judged: only
+	// answers to fresh challenges count as failures.
+	if now.Sub(issued) > s.lifetime {
+		return "", s.challenge(req, realm, proxy, true, fmt.Errorf("%w: issued %v ago", ErrStaleNonce, now.Sub(issued).Round(time.Second)))
 	}
 
 	cred, err := s.creds.Lookup(ctx, c.username, realm)
@@ -235,15 +239,12 @@ func (s *Server) Authenticate(ctx context.Context, req *sip.Request, realm strin
 		if err == nil {
 			err = ErrWrongPassword
 		}
-		if src.IsValid() {
+		if src.IsValid() && s.guard != nil {
 			s.guard.Fail(src, c.username+"@"+realm, errors.Is(err, ErrWrongPassword), err)
 		}
 		return "", s.challenge(req, realm, proxy, false, fmt.Errorf("user %q: %w", clip(c.username), err))
 	}
 
-	if now.Sub(issued) > s.lifetime {
-		return "", s.challenge(req, realm, proxy, true, fmt.Errorf("%w: issued %v ago", ErrStaleNonce, now.Sub(issued).Round(time.Second)))
-	}
 	nc, _ := strconv.ParseUint(c.nc, 16, 32)
 	forced, err := s.nc.use(key, issued, uint32(nc), now)
 	if forced {
@@ -291,7 +292,7 @@ func (s *Server) challenge(req *sip.Request, realm string, proxy, stale bool, ca
 		}
 	}
 	b.WriteString(`", nonce="`)
-	b.WriteString(s.macs.newNonce(s.now(), realm))
+	b.WriteString(s.macs.newNonce(s.now(), realm, sourceIP(req)))
 	b.WriteString(`", qop="auth"`)
 	if stale {
 		b.WriteString(", stale=true")

@@ -55,3 +55,31 @@ Content-Length: 0
 		t.Fatalf("offline user %d, unknown user %d: want 480 for both", known, unknown)
 	}
 }
+
+// TestSvcrackBanned runs sipvicious svcrack against alice with a word
+// list whose 41st word is her password: the guard bans its address after
+// 10 wrong answers and svcrack never finds the password; alice then
+// registers from another address.
+func TestSvcrackBanned(t *testing.T) {
+	svcrack := testenv.Need(t, "svcrack")
+	s := startTarget(t, options{})
+	var words strings.Builder
+	for i := 0; i < 40; i++ {
+		fmt.Fprintf(&words, "wrong%02d\n", i)
+	}
+	words.WriteString("alice-pw\n")
+	list := filepath.Join(t.TempDir(), "words.txt")
+	if err := os.WriteFile(list, []byte(words.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := exec.Command("timeout", "60", svcrack, "-u", "alice", "-d", list, "--domain", "a.test", "-t", "0.5", "--maximumtime", "8", "-p", strconv.Itoa(s.Port), "127.0.0.1").CombinedOutput()
+	if strings.Contains(string(out), "alice-pw") {
+		t.Fatalf("svcrack found the password:\n%s", tail(string(out), 1500))
+	}
+	if !strings.Contains(s.out.String(), "banned") {
+		t.Errorf("no ban in the log:\n%s", tail(s.out.String(), 1500))
+	}
+	if code := finalOf(registerFrom(t, "127.0.0.2:0", "127.0.0.2:0", s.Addr(), "alice", "alice-pw", []string{"<sip:alice@127.0.0.2:5099>"})); code != 200 {
+		t.Fatalf("alice from another address: got %d, want 200", code)
+	}
+}

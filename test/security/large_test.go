@@ -15,6 +15,13 @@ import (
 // server sent back to the authenticated REGISTER.
 func registerUDP(t *testing.T, server, user, password string, contacts []string) []string {
 	t.Helper()
+	return registerFrom(t, "", "", server, user, password, contacts)
+}
+
+// registerFrom is registerUDP with the challenge fetched from local1 and
+// answered from local2 ("" for any port on 127.0.0.1).
+func registerFrom(t *testing.T, local1, local2, server, user, password string, contacts []string) []string {
+	t.Helper()
 	callID := fmt.Sprintf("reg-%d", time.Now().UnixNano())
 	build := func(cseq int, auth string) string {
 		var b strings.Builder
@@ -29,7 +36,7 @@ func registerUDP(t *testing.T, server, user, password string, contacts []string)
 		b.WriteString("Expires: 600\nContent-Length: 0\n\n")
 		return b.String()
 	}
-	first := exchangeUDP(t, "", server, build(1, ""), time.Second)
+	first := exchangeUDP(t, local1, server, build(1, ""), time.Second)
 	if finalOf(first) != 401 {
 		t.Fatalf("first REGISTER: got %d, want 401", finalOf(first))
 	}
@@ -45,7 +52,7 @@ func registerUDP(t *testing.T, server, user, password string, contacts []string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return exchangeUDP(t, "", server, build(2, cred.String()), 2*time.Second)
+	return exchangeUDP(t, local2, server, build(2, cred.String()), 2*time.Second)
 }
 
 // TestLargeREGISTERResponseOverUDP: nine devices with long Contacts
@@ -80,5 +87,22 @@ func TestTrustedSourceNeverBanned(t *testing.T) {
 	}
 	if code := finalOf(registerUDP(t, s.Addr(), "alice", "alice-pw", []string{"<sip:alice@127.0.0.1:5099>"})); code != 200 {
 		t.Fatalf("right password from the trusted source: got %d, want 200", code)
+	}
+}
+
+// TestNonceGoodOnlyFromItsSource: answers from one address to challenges
+// sent to another are challenged again and never counted, so failures
+// cannot be charged to an address (and have it banned) by someone who
+// does not receive its challenges; that address then registers.
+func TestNonceGoodOnlyFromItsSource(t *testing.T) {
+	s := startTarget(t, options{})
+	for i := 0; i < 15; i++ {
+		got := registerFrom(t, "127.0.0.3:0", "127.0.0.4:0", s.Addr(), "alice", "wrong", []string{"<sip:alice@127.0.0.4:5099>"})
+		if code := finalOf(got); code != 401 {
+			t.Fatalf("answer %d to another address's challenge: got %d, want 401", i, code)
+		}
+	}
+	if code := finalOf(registerFrom(t, "127.0.0.4:0", "127.0.0.4:0", s.Addr(), "alice", "alice-pw", []string{"<sip:alice@127.0.0.4:5099>"})); code != 200 {
+		t.Fatalf("127.0.0.4 after 15 answers to others' challenges: got %d, want 200 (not banned)", code)
 	}
 }
