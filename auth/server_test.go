@@ -558,11 +558,13 @@ func BenchmarkAuthenticate(b *testing.B) {
 	for _, alg := range []string{"SHA-256", "MD5"} {
 		b.Run(alg, func(b *testing.B) {
 			s := NewServer(fs, testSecret)
-			nonce := fetchNonce(b, s)
+			// As received: the transport sets the source address.
+			nonce := fetchNonceFrom(b, s, "192.0.2.10:5060")
 			c := client{user: "alice", realm: "a.example", password: "alice-secret", alg: alg}
 			reqs := make([]*sip.Request, b.N)
 			for i := range reqs {
 				reqs[i] = register(b, "sip:a.example", c.answer("REGISTER", "sip:a.example", nonce, fmt.Sprintf("%08x", i+1), "cnonce"))
+				reqs[i].SetSource("192.0.2.10:5060")
 			}
 			ctx := context.Background()
 			b.ReportAllocs()
