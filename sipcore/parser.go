@@ -85,7 +85,7 @@ func CheckRequest(req *sip.Request) error {
 	if !strings.EqualFold(req.SipVersion, "SIP/2.0") {
 		return Errorf(505, "Version Not Supported")
 	}
-	if hasControl(req.Recipient.String()) {
+	if uriHasControl(&req.Recipient) {
 		return Errorf(400, "Control character in the Request-URI")
 	}
 	// RFC 3261 §7.3: these may appear once.
@@ -165,6 +165,22 @@ func Malformed(h sip.Header) bool {
 	switch strings.ToLower(h.Name()) {
 	case "from", "to", "contact", "call-id", "max-forwards", "route", "record-route":
 		return true
+	}
+	return false
+}
+
+// uriHasControl reports a control character in any part of u, without
+// rendering it.
+func uriHasControl(u *sip.Uri) bool {
+	if hasControl(u.User) || hasControl(u.Password) || hasControl(u.Host) || hasControl(u.Raw()) {
+		return true
+	}
+	for _, ps := range []sip.HeaderParams{u.UriParams, u.Headers} {
+		for _, kv := range ps {
+			if hasControl(kv.K) || hasControl(kv.V) {
+				return true
+			}
+		}
 	}
 	return false
 }
