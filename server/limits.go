@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"net/netip"
 	"time"
 
@@ -33,16 +34,15 @@ func (s *Server) trusted(ip netip.Addr) bool {
 	return false
 }
 
-// filterUDP puts a sipcore.PacketConn between each UDP socket and sipgo:
-// datagrams from banned sources and from sources over the pike rate are
-// dropped before parsing, and sipgo's per-source state is bounded. It
-// registers the counters of both limits with s.reg.
-func (s *Server) filterUDP(guard *auth.Guard) {
+// sources makes the per-source admission check shared by every
+// transport: trusted networks pass, banned sources and sources over the
+// pike rate do not. It returns the pike (nil when off) for its counters.
+func (s *Server) sources(guard *auth.Guard) (func(netip.Addr) bool, *sipcore.Pike) {
 	var pike *sipcore.Pike
 	if s.cfg.PikeRate > 0 {
 		pike = sipcore.NewPike(sipcore.PikeConfig{Rate: s.cfg.PikeRate, Burst: s.cfg.PikeBurst, Block: s.cfg.PikeBlock, Logger: s.log})
 	}
-	allow := func(ip netip.Addr) bool {
+	return func(ip netip.Addr) bool {
 		if len(s.cfg.Trusted) > 0 && s.trusted(ip) {
 			return true
 		}
@@ -50,7 +50,34 @@ func (s *Server) filterUDP(guard *auth.Guard) {
 			return false
 		}
 		return pike == nil || pike.Allow(ip)
+	}, pike
+}
+
+// errSourceRefused ends a TCP connection whose source is banned or over
+// its rate: a stream cannot lose bytes without losing its framing.
+var errSourceRefused = errors.New("server: source banned or over its rate limit")
+
+// tcpFilter is sipgo's read filter for connections: a banned source, or
+// one over its rate (counted per read, several messages at most), has its
+// connection closed. UDP is filtered before sipgo (filterUDP).
+func tcpFilter(allow func(netip.Addr) bool) sip.TransportReadFilter {
+	return func(props sip.TransportReadProps, data []byte) ([]byte, error) {
+		if props.Transport == "UDP" || props.Transport == "udp" {
+			return data, nil
+		}
+		ap, err := netip.ParseAddrPort(props.RemoteAddr.String())
+		if err == nil && !allow(ap.Addr()) {
+			return nil, errSourceRefused
+		}
+		return data, nil
 	}
+}
+
+// filterUDP puts a sipcore.PacketConn between each UDP socket and sipgo:
+// datagrams from sources that allow refuses are dropped before parsing,
+// and sipgo's per-source state is bounded. It registers the counters of
+// both limits with s.reg.
+func (s *Server) filterUDP(allow func(netip.Addr) bool, pike *sipcore.Pike, guard *auth.Guard) {
 	// A source's pool entry must outlive the longest INVITE and the 2xx
 	// retransmissions after it (see sipcore.PacketConnConfig.SourceTTL).
 	ttl := max(sipcore.DefaultSourceTTL, 2*s.cfg.TimerC+64*sip.T1+time.Minute)

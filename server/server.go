@@ -177,13 +177,14 @@ func New(cfg Config) (_ *Server, err error) {
 	s.reg = metrics.NewRegistry()
 	sipMetrics := metrics.New(s.reg)
 	libLog := sipcore.LibraryLogger(s.log, sipMetrics.Malformed)
+	allow, pike := s.sources(guard)
 	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("sipfed"), sipgo.WithUserAgentParser(sipcore.NewParser()),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(libLog)),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(libLog), sip.WithTransportLayerReadFilter(tcpFilter(allow))),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerUnhandledResponseHandler(stray), sip.WithTransactionLayerLogger(libLog)))
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	s.filterUDP(guard)
+	s.filterUDP(allow, pike, guard)
 	client, err := sipgo.NewClient(s.ua)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)

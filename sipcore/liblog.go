@@ -20,6 +20,7 @@ var junk = map[string]bool{
 	"Server tx failed to handle request":  true,
 	"unsupported message, skip it":        true,
 	"Client tx failed to handle response": true,
+	"Read filter error":                   true, // a refused TCP source (server's read filter)
 }
 
 type libHandler struct {
