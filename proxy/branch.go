@@ -307,6 +307,13 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 		p.log.Debug("branch not sent", "target", hop.String(), "error", err)
 		return failover, synth(c.req, 503, "Service Unavailable")
 	}
+	if strings.EqualFold(hop.Transport, resolver.TLS) && p.tlsExpect != nil {
+		domain := b.target.domain
+		if domain == "" {
+			domain = strings.ToLower(r.Recipient.Host)
+		}
+		p.tlsExpect(hop.IP, domain)
+	}
 	// The context only bounds the connection set-up; the transaction
 	// lives on after a CANCEL to collect the 487.
 	dialCtx, dialCancel := context.WithTimeout(context.Background(), p.failoverTimeout)

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +78,7 @@ type Proxy struct {
 	markDown        time.Duration
 	maxUDP          int
 	hideUsers       bool
+	tlsExpect       func(netip.Addr, string)
 	sign            *signer
 	secret          []byte
 	log             *slog.Logger
@@ -102,6 +104,13 @@ func WithLogger(l *slog.Logger) Option { return func(p *Proxy) { p.log = l } }
 // that outsiders cannot enumerate the users (sipvicious svwar). Users of
 // ours, authenticated, still get 404. Default off.
 func WithHideUsers(hide bool) Option { return func(p *Proxy) { p.hideUsers = hide } }
+
+// WithTLSExpect gives the function told, before a TLS connection to a
+// target, which SIP domain the target is reached for: the domain its
+// certificate must name (RFC 5922).
+func WithTLSExpect(f func(ip netip.Addr, domain string)) Option {
+	return func(p *Proxy) { p.tlsExpect = f }
+}
 
 // WithSecret sets the secret that signs our Record-Route and Via (see
 // signer); every node of a domain must share it. Default: random per
@@ -306,6 +315,7 @@ type branchTarget struct {
 	hops   []resolver.Target // alternatives for failover, in order (foreign domains)
 	binary bool              // a federation target: fail over on transport error, timeout, 503
 	flow   bool              // the device's own flow (NAT, RFC 5626): keep its transport
+	domain string            // the SIP domain a federation target is reached for (TLS: RFC 5922)
 }
 
 // lookup makes the fork plan for a user of ours (§16.5): one group per q
@@ -424,7 +434,7 @@ func (p *Proxy) uriTargets(ctx context.Context, uri sip.Uri) ([][]branchTarget, 
 	if len(hops) == 0 {
 		return nil, sipcore.Errorf(503, "No target for %s", uri.Host).With(sip.NewHeader("Retry-After", "30"))
 	}
-	return [][]branchTarget{{{hop: hops[0], hops: hops, binary: true}}}, nil
+	return [][]branchTarget{{{hop: hops[0], hops: hops, binary: true, domain: strings.ToLower(uri.Host)}}}, nil
 }
 
 // relay runs the plan: groups in sequence, branches of a group in

@@ -95,6 +95,14 @@ type Config struct {
 	// limit.
 	AuthMaxFailuresIP, AuthMaxFailuresUser int
 	AuthWindow, AuthBanTime                time.Duration
+	// TLSCert and TLSKey are the PEM files of the certificate (with its
+	// chain) and key of tls: listeners, reread by Server.ReloadTLS. The
+	// certificate should name the SIP domains served (RFC 5922: SAN DNS
+	// or sip: URI), as other domains check.
+	TLSCert, TLSKey string
+	// TLSCA is a PEM file of the authorities trusted for other domains'
+	// certificates, instead of the system's (a private CA in a lab).
+	TLSCA string
 	// Trusted are the networks (a peer domain's proxies, an SBC, our
 	// other nodes) that the per-source rate limit and the
 	// password-guessing bans never apply to.
@@ -186,8 +194,14 @@ func (c Config) validate() error {
 	if c.Users == "redis" && c.Store == "memory" {
 		return configErr("users in redis need a Redis store (redis://…)")
 	}
-	if _, err := c.listenSpecs(); err != nil {
+	specs, err := c.listenSpecs()
+	if err != nil {
 		return err
+	}
+	for _, s := range specs {
+		if s.transport == "tls" && (c.TLSCert == "" || c.TLSKey == "") {
+			return configErr("a tls listener needs a certificate and a key (--tls-cert, --tls-key)")
+		}
 	}
 	return nil
 }
@@ -203,8 +217,8 @@ func (c Config) listenSpecs() ([]listenSpec, error) {
 	for _, l := range c.Listen {
 		transport, addr, ok := strings.Cut(l, ":")
 		transport = strings.ToLower(transport)
-		if !ok || (transport != "udp" && transport != "tcp") {
-			return nil, configErr("listen %q: want udp:HOST:PORT or tcp:HOST:PORT", l)
+		if !ok || (transport != "udp" && transport != "tcp" && transport != "tls") {
+			return nil, configErr("listen %q: want udp:HOST:PORT, tcp:HOST:PORT or tls:HOST:PORT", l)
 		}
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -261,9 +275,15 @@ func bindOnce(specs []listenSpec, limits sipcore.ConnLimits, log *slog.Logger) (
 		return nil, err
 	}
 	for _, s := range specs {
+		// udp and tcp share a port 0 choice; tls (5061 beside 5060) has
+		// its own.
+		share := s.host
+		if s.transport == "tls" {
+			share += "#tls"
+		}
 		port := s.port
 		if port == 0 {
-			port = chosen[s.host]
+			port = chosen[share]
 		}
 		addr := net.JoinHostPort(s.host, strconv.Itoa(port))
 		var so socket
@@ -283,11 +303,12 @@ func bindOnce(specs []listenSpec, limits sipcore.ConnLimits, log *slog.Logger) (
 			if err != nil {
 				return fail(fmt.Errorf("server: %w", err))
 			}
-			so = socket{transport: "tcp", l: sipcore.LimitListener(l, limits, log)}
+			lim := sipcore.LimitListener(l, limits, log)
+			so = socket{transport: s.transport, l: lim, lim: lim}
 		}
 		socks = append(socks, so)
-		if s.port == 0 && chosen[s.host] == 0 {
-			chosen[s.host] = int(addrPort(so.addr()).Port())
+		if s.port == 0 && chosen[share] == 0 {
+			chosen[share] = int(addrPort(so.addr()).Port())
 		}
 	}
 	return socks, nil

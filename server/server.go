@@ -13,6 +13,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -64,6 +65,8 @@ type Server struct {
 	http  *http.Server
 	hl    net.Listener
 
+	tlsst *tlsState
+
 	serveErr chan error
 	closing  chan struct{}
 	once     sync.Once
@@ -74,7 +77,8 @@ type socket struct {
 	transport string
 	pc        net.PacketConn      // udp
 	filter    *sipcore.PacketConn // udp: pc as sipgo reads it (filterUDP)
-	l         net.Listener        // tcp
+	l         net.Listener        // tcp, tls (a tls.Listener over lim)
+	lim       *sipcore.Listener   // tcp, tls: the connection limits
 }
 
 func (s socket) addr() net.Addr {
@@ -109,7 +113,18 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 	}()
 
-	resOpts := []resolver.Option{resolver.WithTransports(resolver.UDP, resolver.TCP)}
+	s.tlsst, err = newTLSState(cfg)
+	if err != nil {
+		return nil, err
+	}
+	transports := []string{resolver.UDP, resolver.TCP}
+	for _, sp := range specs {
+		if sp.transport == "tls" {
+			transports = append(transports, resolver.TLS)
+			break
+		}
+	}
+	resOpts := []resolver.Option{resolver.WithTransports(transports...)}
 	if len(cfg.DNS) > 0 {
 		resOpts = append(resOpts, resolver.WithServers(cfg.DNS))
 	}
@@ -154,6 +169,9 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	listeners := make([]proxy.Listener, len(s.socks))
 	for i, so := range s.socks {
+		if so.transport == "tls" {
+			s.socks[i].l = tls.NewListener(so.lim, s.tlsst.serverConfig())
+		}
 		host := cfg.Advertise
 		if host == "" {
 			host = specs[i].host
@@ -179,6 +197,7 @@ func New(cfg Config) (_ *Server, err error) {
 	libLog := sipcore.LibraryLogger(s.log, sipMetrics.Malformed)
 	allow, pike := s.sources(guard)
 	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("sipfed"), sipgo.WithUserAgentParser(sipcore.NewParser()),
+		sipgo.WithUserAgenTLSConfig(s.tlsst.clientConfig()),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(libLog), sip.WithTransportLayerReadFilter(tcpFilter(allow))),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerUnhandledResponseHandler(stray), sip.WithTransactionLayerLogger(libLog)))
 	if err != nil {
@@ -191,7 +210,7 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	px = proxy.New(cfg.Domains, s.store, authSrv, creds, res, client, listeners,
 		proxy.WithTimerC(cfg.TimerC), proxy.WithFailoverTimeout(cfg.FailoverTimeout), proxy.WithLogger(s.log),
-		proxy.WithSecret(secret), proxy.WithHideUsers(cfg.HideUsers))
+		proxy.WithSecret(secret), proxy.WithHideUsers(cfg.HideUsers), proxy.WithTLSExpect(s.tlsst.Expect))
 	s.sip, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(s.log))
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -286,6 +305,8 @@ func (s *Server) Serve() error {
 			go func() { s.serveErr <- so.filter.Serve(s.sip.ServeUDP) }()
 		case "tcp":
 			go func() { s.serveErr <- s.sip.ServeTCP(so.l) }()
+		case "tls":
+			go func() { s.serveErr <- s.sip.ServeTLS(so.l) }()
 		}
 	}
 	if s.http != nil {
@@ -359,6 +380,20 @@ func (s *Server) closeAll() {
 	}
 }
 
+// ReloadTLS reads the certificate and key of the tls: listeners again
+// (on SIGHUP); connections made afterwards use the new ones. On error the
+// old ones stay.
+func (s *Server) ReloadTLS() error {
+	if s.cfg.TLSCert == "" {
+		return nil
+	}
+	if err := s.tlsst.reload(); err != nil {
+		return err
+	}
+	s.log.Info("tls certificate reloaded", "cert", s.cfg.TLSCert)
+	return nil
+}
+
 // Addr returns the address of the first SIP listener of transport ("udp"
 // or "tcp"), or nil.
 func (s *Server) Addr(transport string) net.Addr {
@@ -382,7 +417,7 @@ func (s *Server) HTTPAddr() net.Addr {
 func (s *Server) tcpStats() sipcore.ConnStats {
 	sum := sipcore.ConnStats{Refused: map[string]uint64{}}
 	for _, so := range s.socks {
-		if l, ok := so.l.(*sipcore.Listener); ok {
+		if l := so.lim; l != nil {
 			st := l.Stats()
 			sum.Open += st.Open
 			sum.IdleClosed += st.IdleClosed

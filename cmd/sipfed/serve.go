@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sipfed/sipfed/auth"
@@ -60,9 +62,22 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	cfg.Logger.Info("memory limit", "limit", proc.memory.String(), "source", proc.memory.Source, "cgroup_bytes", proc.memory.Cgroup)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
+	// SIGHUP rereads the TLS certificate and key (renewals).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err = <-errc:
+			break wait
+		case <-hup:
+			if err := srv.ReloadTLS(); err != nil {
+				cfg.Logger.Error("tls reload failed, keeping the previous certificate", "error", err)
+			}
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), proc.drain)
 	defer cancel()
@@ -96,7 +111,10 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 		trusted       = newListFlag()
 	)
 	fs.Var(domains, "domain", "a SIP `domain` served here (repeatable)")
-	fs.Var(listen, "listen", "`transport:host:port` to listen on, transport udp or tcp (repeatable)")
+	fs.Var(listen, "listen", "`transport:host:port` to listen on, transport udp, tcp or tls (repeatable)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM `file` of the certificate (and chain) of tls: listeners; it should name the domains served (RFC 5922); reread on SIGHUP")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM `file` of the key of tls: listeners; reread on SIGHUP")
+	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM `file` of the authorities trusted for other domains' certificates (default: the system's)")
 	fs.StringVar(&c.Store, "store", "memory", "location store: memory, or a Redis `URL` (redis://, rediss://, redis+sentinel://, redis+cluster://)")
 	fs.StringVar(&c.Users, "users", "users.txt", "credentials: a users `file` written by 'sipfed user add', or 'redis' to keep them in the --store Redis")
 	fs.StringVar(&c.HTTP, "http", "", "`address` for /healthz, /metrics and /debug/pprof (empty: off; keep it private)")

@@ -1,0 +1,245 @@
+package server_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipfed/sipfed/resolver"
+	"github.com/sipfed/sipfed/server"
+)
+
+// testCA is a private certificate authority for a lab.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	file string // PEM of the CA certificate
+	dir  string
+}
+
+func newCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sipfed lab CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	ca := &testCA{cert: cert, key: key, dir: t.TempDir()}
+	ca.file = filepath.Join(ca.dir, "ca.pem")
+	writePEM(t, ca.file, "CERTIFICATE", der)
+	return ca
+}
+
+// issue writes a certificate for the SIP domain dns (a DNS SAN) and its
+// key, and returns the two files.
+func (ca *testCA) issue(t *testing.T, dns string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: dns},
+		DNSNames: []string{dns}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile = filepath.Join(ca.dir, fmt.Sprintf("%s-%d.pem", dns, tmpl.SerialNumber))
+	keyFile = certFile + ".key"
+	writePEM(t, certFile, "CERTIFICATE", der)
+	writePEM(t, keyFile, "EC PRIVATE KEY", kder)
+	return certFile, keyFile
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeTLSZone writes a zone whose only target is TLS: NAPTR SIPS+D2T,
+// SRV _sips._tcp at port.
+func writeTLSZone(t *testing.T, path, domain string, port int) {
+	t.Helper()
+	zone := fmt.Sprintf(`$ORIGIN %[1]s.
+$TTL 1
+@ IN SOA ns.%[1]s. hostmaster.%[1]s. 1 3600 600 86400 1
+@ IN NAPTR 10 10 "S" "SIPS+D2T" "" _sips._tcp.%[1]s.
+_sips._tcp IN SRV 10 10 %[2]d sip.%[1]s.
+sip IN A 127.0.0.1
+`, domain, port)
+	if err := os.WriteFile(path, []byte(zone), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// federateOverTLS runs a.test and b.test with TLS listeners, b.test's
+// certificate naming bDomainInCert, b.test found only through
+// _sips._tcp, and returns the status of alice's MESSAGE to bob@b.test and
+// how many MESSAGEs bob's phone got.
+func federateOverTLS(t *testing.T, bDomainInCert string) (int, int32) {
+	ca := newCA(t)
+	aCert, aKey := ca.issue(t, "a.test")
+	bCert, bKey := ca.issue(t, bDomainInCert)
+	dir := t.TempDir()
+	zoneB := filepath.Join(dir, "b.test.zone")
+	writeTLSZone(t, zoneB, "b.test", 1)
+	lab, err := resolver.NewLabServer(zoneB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	go lab.Serve(ctx)
+
+	listen := []string{"udp:127.0.0.1:0", "tls:127.0.0.1:0"}
+	a := start(t, server.Config{Domains: []string{"a.test"}, Users: usersFile(t, "a.test", "alice"), DNS: []string{lab.Addr()},
+		Listen: listen, TLSCert: aCert, TLSKey: aKey, TLSCA: ca.file})
+	b := start(t, server.Config{Domains: []string{"b.test"}, Users: usersFile(t, "b.test", "bob"), DNS: []string{lab.Addr()},
+		Listen: listen, TLSCert: bCert, TLSKey: bKey, TLSCA: ca.file})
+	writeTLSZone(t, zoneB, "b.test", b.Addr("tls").(*net.TCPAddr).Port)
+	if err := lab.Reload(); err != nil {
+		t.Fatal(err)
+	}
+
+	var got atomic.Int32
+	phoneUA, err := sipgo.NewUA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { phoneUA.Close() })
+	phone, err := sipgo.NewServer(phoneUA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone.OnMessage(func(req *sip.Request, tx sip.ServerTransaction) {
+		got.Add(1)
+		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go phone.ServeUDP(pc)
+	bob := newClient(t, "bob-phone")
+	reg := request(sip.REGISTER, "bob@b.test", "bob@b.test", b.Addr("udp"))
+	reg.Recipient = sip.Uri{Scheme: "sip", Host: "b.test"}
+	reg.AppendHeader(sip.NewHeader("Contact", "<sip:bob@"+pc.LocalAddr().String()+">"))
+	if res := do(t, bob, reg, "bob"); res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %d %s", res.StatusCode, res.Reason)
+	}
+	alice := newClient(t, "alice-phone")
+	msg := request(sip.MESSAGE, "alice@a.test", "bob@b.test", a.Addr("udp"))
+	msg.SetBody([]byte("over TLS"))
+	msg.AppendHeader(sip.NewHeader("Content-Type", "text/plain"))
+	res := do(t, alice, msg, "alice")
+	return res.StatusCode, got.Load()
+}
+
+// TestFederationOverTLS: a.test reaches b.test through NAPTR SIPS+D2T
+// and SRV _sips._tcp, over TLS with a private CA, b.test's certificate
+// naming the SIP domain b.test (RFC 5922).
+func TestFederationOverTLS(t *testing.T) {
+	code, got := federateOverTLS(t, "b.test")
+	if code != 200 || got != 1 {
+		t.Fatalf("MESSAGE over TLS: %d, phone got %d, want 200 and 1", code, got)
+	}
+}
+
+// TestFederationOverTLSWrongCertificateRefused: a certificate from the
+// right CA that names another domain is refused: nothing reaches b.test.
+func TestFederationOverTLSWrongCertificateRefused(t *testing.T) {
+	code, got := federateOverTLS(t, "c.test")
+	if code == 200 || got != 0 {
+		t.Fatalf("MESSAGE to a server whose certificate names c.test: %d, phone got %d; want a failure and nothing delivered", code, got)
+	}
+}
+
+// TestTLSListenerReload: a client registers over TLS, and after the
+// certificate files change, ReloadTLS makes new connections see the new
+// certificate.
+func TestTLSListenerReload(t *testing.T) {
+	ca := newCA(t)
+	certFile, keyFile := ca.issue(t, "a.test")
+	s := start(t, server.Config{Domains: []string{"a.test"}, Users: usersFile(t, "a.test", "alice"), DNS: []string{"127.0.0.1:1"},
+		Listen: []string{"tls:127.0.0.1:0"}, TLSCert: certFile, TLSKey: keyFile})
+	serial := func() *big.Int {
+		roots := x509.NewCertPool()
+		roots.AddCert(ca.cert)
+		c, err := tls.Dial("tcp", s.Addr("tls").String(), &tls.Config{RootCAs: roots, ServerName: "a.test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber
+	}
+	first := serial()
+
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	ua, err := sipgo.NewUA(sipgo.WithUserAgenTLSConfig(&tls.Config{RootCAs: roots, ServerName: "a.test"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ua.Close()
+	c, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := request(sip.REGISTER, "alice@a.test", "alice@a.test", s.Addr("tls"))
+	reg.Recipient = sip.Uri{Scheme: "sip", Host: "a.test"}
+	reg.SetTransport("TLS")
+	reg.AppendHeader(sip.NewHeader("Contact", "<sip:alice@127.0.0.1:9;transport=tls>"))
+	if res := do(t, c, reg, "alice"); res.StatusCode != 200 {
+		t.Fatalf("REGISTER over TLS: %d %s", res.StatusCode, res.Reason)
+	}
+
+	newCert, newKey := ca.issue(t, "a.test")
+	for _, f := range [][2]string{{newCert, certFile}, {newKey, keyFile}} {
+		b, err := os.ReadFile(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f[1], b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.ReloadTLS(); err != nil {
+		t.Fatal(err)
+	}
+	if second := serial(); second.Cmp(first) == 0 {
+		t.Fatal("the listener still shows the old certificate after ReloadTLS")
+	}
+}
