@@ -2,13 +2,8 @@ package server_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
@@ -16,75 +11,14 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/sipfed/sipfed/internal/testenv"
 	"github.com/sipfed/sipfed/resolver"
 	"github.com/sipfed/sipfed/server"
 )
-
-// testCA is a private certificate authority for a lab.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string // PEM of the CA certificate
-	dir  string
-}
-
-func newCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sipfed lab CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	ca := &testCA{cert: cert, key: key, dir: t.TempDir()}
-	ca.file = filepath.Join(ca.dir, "ca.pem")
-	writePEM(t, ca.file, "CERTIFICATE", der)
-	return ca
-}
-
-// issue writes a certificate for the SIP domain dns (a DNS SAN) and its
-// key, and returns the two files.
-func (ca *testCA) issue(t *testing.T, dns string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: dns},
-		DNSNames: []string{dns}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile = filepath.Join(ca.dir, fmt.Sprintf("%s-%d.pem", dns, tmpl.SerialNumber))
-	keyFile = certFile + ".key"
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "EC PRIVATE KEY", kder)
-	return certFile, keyFile
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // writeTLSZone writes a zone whose only target is TLS: NAPTR SIPS+D2T,
 // SRV _sips._tcp at port.
@@ -107,9 +41,9 @@ sip IN A 127.0.0.1
 // _sips._tcp, and returns the status of alice's MESSAGE to bob@b.test and
 // how many MESSAGEs bob's phone got.
 func federateOverTLS(t *testing.T, bDomainInCert string) (int, int32) {
-	ca := newCA(t)
-	aCert, aKey := ca.issue(t, "a.test")
-	bCert, bKey := ca.issue(t, bDomainInCert)
+	ca := testenv.NewCA(t)
+	aCert, aKey := ca.Issue(t, "a.test")
+	bCert, bKey := ca.Issue(t, bDomainInCert)
 	dir := t.TempDir()
 	zoneB := filepath.Join(dir, "b.test.zone")
 	writeTLSZone(t, zoneB, "b.test", 1)
@@ -126,9 +60,9 @@ func federateOverTLS(t *testing.T, bDomainInCert string) (int, int32) {
 
 	listen := []string{"udp:127.0.0.1:0", "tls:127.0.0.1:0"}
 	a := start(t, server.Config{Domains: []string{"a.test"}, Users: usersFile(t, "a.test", "alice"), DNS: []string{lab.Addr()},
-		Listen: listen, TLSCert: aCert, TLSKey: aKey, TLSCA: ca.file})
+		Listen: listen, TLSCert: aCert, TLSKey: aKey, TLSCA: ca.File})
 	b := start(t, server.Config{Domains: []string{"b.test"}, Users: usersFile(t, "b.test", "bob"), DNS: []string{lab.Addr()},
-		Listen: listen, TLSCert: bCert, TLSKey: bKey, TLSCA: ca.file})
+		Listen: listen, TLSCert: bCert, TLSKey: bKey, TLSCA: ca.File})
 	writeTLSZone(t, zoneB, "b.test", b.Addr("tls").(*net.TCPAddr).Port)
 	if err := lab.Reload(); err != nil {
 		t.Fatal(err)
@@ -191,13 +125,13 @@ func TestFederationOverTLSWrongCertificateRefused(t *testing.T) {
 // certificate files change, ReloadTLS makes new connections see the new
 // certificate.
 func TestTLSListenerReload(t *testing.T) {
-	ca := newCA(t)
-	certFile, keyFile := ca.issue(t, "a.test")
+	ca := testenv.NewCA(t)
+	certFile, keyFile := ca.Issue(t, "a.test")
 	s := start(t, server.Config{Domains: []string{"a.test"}, Users: usersFile(t, "a.test", "alice"), DNS: []string{"127.0.0.1:1"},
 		Listen: []string{"tls:127.0.0.1:0"}, TLSCert: certFile, TLSKey: keyFile})
 	serial := func() *big.Int {
 		roots := x509.NewCertPool()
-		roots.AddCert(ca.cert)
+		roots.AddCert(ca.Cert)
 		c, err := tls.Dial("tcp", s.Addr("tls").String(), &tls.Config{RootCAs: roots, ServerName: "a.test"})
 		if err != nil {
 			t.Fatal(err)
@@ -208,7 +142,7 @@ func TestTLSListenerReload(t *testing.T) {
 	first := serial()
 
 	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
+	roots.AddCert(ca.Cert)
 	ua, err := sipgo.NewUA(sipgo.WithUserAgenTLSConfig(&tls.Config{RootCAs: roots, ServerName: "a.test"}))
 	if err != nil {
 		t.Fatal(err)
@@ -226,7 +160,7 @@ func TestTLSListenerReload(t *testing.T) {
 		t.Fatalf("REGISTER over TLS: %d %s", res.StatusCode, res.Reason)
 	}
 
-	newCert, newKey := ca.issue(t, "a.test")
+	newCert, newKey := ca.Issue(t, "a.test")
 	for _, f := range [][2]string{{newCert, certFile}, {newKey, keyFile}} {
 		b, err := os.ReadFile(f[0])
 		if err != nil {

@@ -83,3 +83,47 @@ func TestBaresipRegisters(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestBaresipRegistersOverTLS: baresip 1.0 registers over TLS to a tls:
+// listener whose certificate comes from a private CA that baresip is
+// given (sip_cafile), and its binding is stored with transport tls.
+func TestBaresipRegistersOverTLS(t *testing.T) {
+	bin := testenv.Need(t, "baresip")
+	r := testenv.StartRedis(t)
+	dir := t.TempDir()
+	inf := filepath.Join(dir, "users.csv")
+	addUsers(t, 1, []string{"--store", r.URL()}, inf)
+	ca := testenv.NewCA(t)
+	cert, key := ca.Issue(t, "a.test", "127.0.0.1")
+	tlsPort := testenv.FreePort(t)
+	tlsAddr := fmt.Sprintf("127.0.0.1:%d", tlsPort)
+	srv := startServe(t, "--store", r.URL(), "--users", "redis", "--listen", "tls:"+tlsAddr, "--tls-cert", cert, "--tls-key", key)
+
+	sipPort := testenv.FreePort(t)
+	account := fmt.Sprintf(`<sip:u0001@a.test;transport=tls>;auth_pass=pw-u0001;outbound="sip:%s;transport=tls";regint=300;answermode=auto;audio_codecs=PCMU`, tlsAddr)
+	cfg := baresipConfig(t, sipPort, 10000+sipPort%1000*20, account, "sip_cafile "+ca.File)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-f", cfg, "-t", "20")
+	out := &testenv.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Env = append(os.Environ(), "HOME="+cfg)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+
+	rdb := goredis.NewClient(&goredis.Options{Addr: r.Addr})
+	defer rdb.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		vals, err := rdb.HVals(context.Background(), "sipfed:loc:{u0001@a.test}").Result()
+		if err == nil && len(vals) == 1 && strings.Contains(vals[0], "baresip") && strings.Contains(strings.ToLower(vals[0]), "tls") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no baresip binding over TLS in Redis (%v, %v)\n--- baresip:\n%s\n--- sipfed:\n%s", vals, err, tail(out.String(), 3000), tail(srv.out.String(), 3000))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
