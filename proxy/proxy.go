@@ -79,6 +79,7 @@ type Proxy struct {
 	maxUDP          int
 	hideUsers       bool
 	tlsExpect       func(netip.Addr, string)
+	requireTLS      bool
 	sign            *signer
 	secret          []byte
 	log             *slog.Logger
@@ -111,6 +112,11 @@ func WithHideUsers(hide bool) Option { return func(p *Proxy) { p.hideUsers = hid
 func WithTLSExpect(f func(ip netip.Addr, domain string)) Option {
 	return func(p *Proxy) { p.tlsExpect = f }
 }
+
+// WithRequireTLS sends requests to other domains (named, not IP
+// addresses) only to their TLS targets (NAPTR SIPS+D2T, SRV _sips._tcp);
+// a domain that offers none gets 503. Default off.
+func WithRequireTLS(require bool) Option { return func(p *Proxy) { p.requireTLS = require } }
 
 // WithSecret sets the secret that signs our Record-Route and Via (see
 // signer); every node of a domain must share it. Default: random per
@@ -430,6 +436,18 @@ func (p *Proxy) uriTargets(ctx context.Context, uri sip.Uri) ([][]branchTarget, 
 			return nil, sipcore.Errorf(404, "Domain %s not found", uri.Host)
 		}
 		return nil, sipcore.Errorf(503, "Cannot resolve %s", uri.Host).With(sip.NewHeader("Retry-After", "30"))
+	}
+	if p.requireTLS && !p.domains[strings.ToLower(uri.Host)] {
+		if _, err := netip.ParseAddr(strings.Trim(uri.Host, "[]")); err != nil {
+			// Another domain, by name: TLS only.
+			var tlsHops []resolver.Target
+			for _, h := range hops {
+				if strings.EqualFold(h.Transport, resolver.TLS) {
+					tlsHops = append(tlsHops, h)
+				}
+			}
+			hops = tlsHops
+		}
 	}
 	if len(hops) == 0 {
 		return nil, sipcore.Errorf(503, "No target for %s", uri.Host).With(sip.NewHeader("Retry-After", "30"))

@@ -103,6 +103,8 @@ type Config struct {
 	// TLSCA is a PEM file of the authorities trusted for other domains'
 	// certificates, instead of the system's (a private CA in a lab).
 	TLSCA string
+	// FederationTLS sends requests to other domains over TLS only.
+	FederationTLS bool
 	// Trusted are the networks (a peer domain's proxies, an SBC, our
 	// other nodes) that the per-source rate limit and the
 	// password-guessing bans never apply to.

@@ -118,6 +118,9 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	transports := []string{resolver.UDP, resolver.TCP}
+	if cfg.FederationTLS {
+		transports = append(transports, resolver.TLS)
+	}
 	for _, sp := range specs {
 		if sp.transport == "tls" {
 			transports = append(transports, resolver.TLS)
@@ -210,7 +213,7 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	px = proxy.New(cfg.Domains, s.store, authSrv, creds, res, client, listeners,
 		proxy.WithTimerC(cfg.TimerC), proxy.WithFailoverTimeout(cfg.FailoverTimeout), proxy.WithLogger(s.log),
-		proxy.WithSecret(secret), proxy.WithHideUsers(cfg.HideUsers), proxy.WithTLSExpect(s.tlsst.Expect))
+		proxy.WithSecret(secret), proxy.WithHideUsers(cfg.HideUsers), proxy.WithTLSExpect(s.tlsst.Expect), proxy.WithRequireTLS(cfg.FederationTLS))
 	s.sip, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(s.log))
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -175,5 +176,39 @@ func TestTLSListenerReload(t *testing.T) {
 	}
 	if second := serial(); second.Cmp(first) == 0 {
 		t.Fatal("the listener still shows the old certificate after ReloadTLS")
+	}
+}
+
+// TestFederationTLSRefusesPlainTargets: with FederationTLS, a domain
+// that publishes only a UDP target is not reached (503), and nothing
+// leaves in clear.
+func TestFederationTLSRefusesPlainTargets(t *testing.T) {
+	dir := t.TempDir()
+	zoneB := filepath.Join(dir, "b.test.zone")
+	sink, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	writeZone(t, zoneB, "b.test", sink.LocalAddr().(*net.UDPAddr).Port)
+	lab, err := resolver.NewLabServer(zoneB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go lab.Serve(ctx)
+	a := start(t, server.Config{Domains: []string{"a.test"}, Users: usersFile(t, "a.test", "alice"), DNS: []string{lab.Addr()}, FederationTLS: true})
+	alice := newClient(t, "alice-phone")
+	msg := request(sip.MESSAGE, "alice@a.test", "bob@b.test", a.Addr("udp"))
+	if res := do(t, alice, msg, "alice"); res.StatusCode != 503 {
+		t.Fatalf("MESSAGE to a domain without TLS: %d %s, want 503", res.StatusCode, res.Reason)
+	}
+	sink.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, _, err := sink.ReadFrom(make([]byte, 2048)); err == nil {
+		t.Fatalf("%d bytes went to b.test in clear", n)
 	}
 }

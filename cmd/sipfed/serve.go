@@ -114,6 +114,7 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 	fs.Var(listen, "listen", "`transport:host:port` to listen on, transport udp, tcp or tls (repeatable)")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM `file` of the certificate (and chain) of tls: listeners; it should name the domains served (RFC 5922); reread on SIGHUP")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM `file` of the key of tls: listeners; reread on SIGHUP")
+	fs.BoolVar(&c.FederationTLS, "federation-tls", false, "send requests to other domains over TLS only (their SIPS+D2T/_sips._tcp targets); a domain without one gets 503")
 	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM `file` of the authorities trusted for other domains' certificates (default: the system's)")
 	fs.StringVar(&c.Store, "store", "memory", "location store: memory, or a Redis `URL` (redis://, rediss://, redis+sentinel://, redis+cluster://)")
 	fs.StringVar(&c.Users, "users", "users.txt", "credentials: a users `file` written by 'sipfed user add', or 'redis' to keep them in the --store Redis")
