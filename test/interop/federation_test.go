@@ -272,6 +272,12 @@ type callResult struct {
 // the first failed call unless every call completed on both sides.
 func (f *federation) runCalls(t *testing.T, calleeDomain string, calls, rate int) callResult {
 	t.Helper()
+	return f.runScenario(t, "uac_call.xml", calleeDomain, calls, rate)
+}
+
+// runScenario is runCalls with another caller scenario.
+func (f *federation) runScenario(t *testing.T, scenario, calleeDomain string, calls, rate int) callResult {
+	t.Helper()
 	testenv.Need(t, "sipp")
 	uasPort := testenv.FreePort(t)
 	uas := startSIPpUAS(t, "uas_answer.xml", uasPort, calls)
@@ -281,7 +287,7 @@ func (f *federation) runCalls(t *testing.T, calleeDomain string, calls, rate int
 	inf := filepath.Join(dir, "alice.csv")
 	writeFile(t, inf, "SEQUENTIAL\nalice;pw-alice;a.test;bob;"+calleeDomain+"\n")
 	uacMsgs := filepath.Join(dir, "msg.log")
-	out, err := sipp(t, f.a.addr(), "uac_call.xml", inf, "-m", strconv.Itoa(calls), "-r", strconv.Itoa(rate),
+	out, err := sipp(t, f.a.addr(), scenario, inf, "-m", strconv.Itoa(calls), "-r", strconv.Itoa(rate),
 		"-l", strconv.Itoa(rate*3), "-buff_size", "4194304", "-trace_msg", "-message_file", uacMsgs)
 	var r callResult
 	r.ok, r.failed = testenv.SIPpCounts(out)
@@ -317,6 +323,16 @@ func TestFederatedSIPpCalls(t *testing.T) {
 	}
 	f.a.stop()
 	f.b.stop()
+}
+
+// TestLargeINVITEToUDPOnlySIPpCallee: a 3 kB INVITE (an offer the size of
+// a video call's) from alice@a.test reaches bob, a SIPp UAS that listens
+// on UDP only: the proxy tries TCP for the size, is refused, and falls
+// back to UDP; the call completes both ways.
+func TestLargeINVITEToUDPOnlySIPpCallee(t *testing.T) {
+	f := startFederation(t, fedOptions{})
+	r := f.runScenario(t, "uac_big.xml", "a.test", 3, 3)
+	t.Logf("3 kB INVITEs: %d calls completed (UAS %d)", r.ok, r.uasOK)
 }
 
 // blackhole is a UDP socket that reads and counts datagrams and never
