@@ -47,21 +47,50 @@ func Need(t testing.TB, name string) string {
 // a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for i := 0; i < 50; i++ {
+	return freePorts(t, 1)
+}
+
+// FreePorts returns the first of n consecutive ports on 127.0.0.1 that
+// were free for both UDP and TCP: baresip, for one, takes its SIP port and
+// the next one (for TLS).
+func FreePorts(t testing.TB, n int) int {
+	t.Helper()
+	return freePorts(t, n)
+}
+
+func freePorts(t testing.TB, n int) int {
+	t.Helper()
+	for i := 0; i < 100; i++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatalf("testenv: free port: %v", err)
 		}
 		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		l.Close()
-		if err != nil {
+		if port+n-1 > 65535 {
 			continue
 		}
-		u.Close()
-		return port
+		ok := true
+		for p := port; p < port+n && ok; p++ {
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+			tl, err := net.Listen("tcp", addr)
+			if err != nil {
+				ok = false
+				break
+			}
+			u, err := net.ListenPacket("udp", addr)
+			tl.Close()
+			if err != nil {
+				ok = false
+				break
+			}
+			u.Close()
+		}
+		if ok {
+			return port
+		}
 	}
-	t.Fatal("testenv: no free port pair")
+	t.Fatalf("testenv: no %d free consecutive ports", n)
 	return 0
 }
 

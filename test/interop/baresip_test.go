@@ -55,7 +55,7 @@ func TestBaresipRegisters(t *testing.T) {
 	addUsers(t, 1, []string{"--store", r.URL()}, inf)
 	srv := startServe(t, "--store", r.URL(), "--users", "redis")
 
-	sipPort := testenv.FreePort(t)
+	sipPort := testenv.FreePorts(t, 2) // baresip takes the next port for TLS
 	account := fmt.Sprintf(`<sip:u0001@a.test>;auth_pass=pw-u0001;outbound="sip:%s;transport=udp";regint=300;answermode=auto;audio_codecs=PCMU`, srv.addr())
 	cfg := baresipConfig(t, sipPort, 10000+sipPort%1000*20, account)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -99,7 +99,7 @@ func TestBaresipRegistersOverTLS(t *testing.T) {
 	tlsAddr := fmt.Sprintf("127.0.0.1:%d", tlsPort)
 	srv := startServe(t, "--store", r.URL(), "--users", "redis", "--listen", "tls:"+tlsAddr, "--tls-cert", cert, "--tls-key", key)
 
-	sipPort := testenv.FreePort(t)
+	sipPort := testenv.FreePorts(t, 2) // baresip takes the next port for TLS
 	account := fmt.Sprintf(`<sip:u0001@a.test;transport=tls>;auth_pass=pw-u0001;outbound="sip:%s;transport=tls";regint=300;answermode=auto;audio_codecs=PCMU`, tlsAddr)
 	cfg := baresipConfig(t, sipPort, 10000+sipPort%1000*20, account, "sip_cafile "+ca.File)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

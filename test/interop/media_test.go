@@ -268,7 +268,9 @@ func TestBaresipFederatedCallMediaDirect(t *testing.T) {
 	f := startFederation(t, fedOptions{})
 	capt := startCapture(t, 60)
 
-	bobSIP, aliceSIP := testenv.FreePort(t), testenv.FreePort(t)
+	// baresip also takes its SIP port + 1 (TLS): four ports, two each.
+	base := testenv.FreePorts(t, 4)
+	bobSIP, aliceSIP := base, base+2
 	// RTP ranges below the ephemeral ports, distinct for the two phones.
 	bob := startPhone(t, "bob", bobSIP, 20000+bobSIP%500*20,
 		fmt.Sprintf(`<sip:bob@b.test>;auth_pass=pw-bob;outbound="sip:%s;transport=udp";regint=300;answermode=auto;audio_codecs=PCMU`, f.b.addr()), 40)
