@@ -100,7 +100,20 @@ func (s *Server) filterUDP(allow func(netip.Addr) bool, pike *sipcore.Pike, guar
 	if guard != nil {
 		failures, bans, refused = guard.Failures, guard.Bans, guard.Refused
 	}
+	sumUDP := func(f func(*sipcore.PacketConn) uint64) func() uint64 {
+		return func() uint64 {
+			var n uint64
+			for _, so := range s.socks {
+				if so.filter != nil {
+					n += f(so.filter)
+				}
+			}
+			return n
+		}
+	}
 	s.reg.MustRegister(
+		counter("sipfed_udp_sources_evicted_total", "Per-source records of sipgo's UDP transport removed after the source went quiet.", sumUDP((*sipcore.PacketConn).Evicted)),
+		counter("sipfed_udp_read_loop_restarts_total", "Restarts of sipgo's UDP read loop to free its per-source records (every 100,000 new sources); each drops every source's record.", sumUDP((*sipcore.PacketConn).Rotations)),
 		counter("sipfed_pike_dropped_total", "UDP datagrams dropped before parsing because their source was over its rate (--pike-rate).", dropped),
 		counter("sipfed_pike_blocks_total", "Times a source was blocked for going over its rate.", blocks),
 		counter("sipfed_auth_failures_total", "Failed digest authentications (wrong response or unknown user).", failures),
