@@ -39,6 +39,7 @@ type Registrar struct {
 	maxContacts    int
 	retryAfter     int
 	nodeID         string
+	keepFlow       func(transport, source string, until time.Time)
 	now            func() time.Time
 	log            *slog.Logger
 }
@@ -58,6 +59,18 @@ func WithMaxContacts(n int) Option { return func(r *Registrar) { r.maxContacts =
 
 // WithNodeID names this node in the bindings it writes.
 func WithNodeID(id string) Option { return func(r *Registrar) { r.nodeID = id } }
+
+// WithFlowKeeper gives the function told, after a REGISTER over a
+// connection, to keep that connection (transport, source ip:port) open
+// until the binding expires and a little more: the device can only be
+// reached through it. The server's TCP and TLS listeners do it.
+func WithFlowKeeper(f func(transport, source string, until time.Time)) Option {
+	return func(r *Registrar) { r.keepFlow = f }
+}
+
+// flowGrace is how long a registered connection stays open after its
+// binding's expiry, for a re-registration that comes a little late.
+const flowGrace = 30 * time.Second
 
 // WithClock replaces time.Now (tests).
 func WithClock(now func() time.Time) Option { return func(r *Registrar) { r.now = now } }
@@ -203,6 +216,17 @@ func (r *Registrar) Register(ctx context.Context, req *sip.Request) (*sip.Respon
 		return nil, se
 	case err != nil:
 		return nil, &sipcore.StatusError{Code: 500, Reason: "Server Internal Error", Err: err}
+	}
+	if r.keepFlow != nil && len(u.Set) > 0 {
+		if t := strings.ToLower(req.Transport()); t != "udp" {
+			var latest time.Time
+			for i := range u.Set {
+				if u.Set[i].Expires.After(latest) {
+					latest = u.Set[i].Expires
+				}
+			}
+			r.keepFlow(t, req.Source(), latest.Add(flowGrace))
+		}
 	}
 	r.log.Debug("registered", "aor", aor, "call_id", u.CallID, "bindings", len(bindings))
 	return r.ok(req, bindings, now), nil

@@ -186,6 +186,7 @@ func New(cfg Config) (_ *Server, err error) {
 		registrar.WithExpires(cfg.MinExpires, cfg.MaxExpires, cfg.DefaultExpires),
 		registrar.WithMaxContacts(cfg.MaxContacts),
 		registrar.WithNodeID(cfg.NodeID),
+		registrar.WithFlowKeeper(s.keepFlow),
 		registrar.WithLogger(s.log))
 
 	var px *proxy.Proxy
@@ -380,6 +381,16 @@ func (s *Server) closeAll() {
 	}
 	if s.rdb != nil {
 		s.rdb.Close()
+	}
+}
+
+// keepFlow keeps the connection a device registered over open until its
+// binding expires (see sipcore.Listener.KeepUntil).
+func (s *Server) keepFlow(transport, source string, until time.Time) {
+	for _, so := range s.socks {
+		if so.transport == transport && so.lim != nil && so.lim.KeepUntil(source, until) {
+			return
+		}
 	}
 }
 

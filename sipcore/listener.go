@@ -130,7 +130,8 @@ type Listener struct {
 
 	mu      sync.Mutex
 	open    int
-	sources map[netip.Addr]int // per source key, only while MaxPerSource > 0
+	sources map[netip.Addr]int      // per source key, only while MaxPerSource > 0
+	conns   map[string]*limitedConn // by remote address, for KeepUntil
 
 	resMu   sync.Mutex
 	reserve *os.File // a descriptor to give up when the process has none left
@@ -246,12 +247,38 @@ func (l *Listener) admit(c net.Conn) net.Conn {
 		l.refuse(reason, peer)
 		return nil
 	}
-	return newLimitedConn(c, l, key)
+	wc := newLimitedConn(c, l, key)
+	l.mu.Lock()
+	if l.conns == nil {
+		l.conns = map[string]*limitedConn{}
+	}
+	l.conns[c.RemoteAddr().String()] = wc
+	l.mu.Unlock()
+	return wc
+}
+
+// KeepUntil keeps the connection from remote (ip:port) open, idle or not,
+// until at least until: a device registered over it can only be reached
+// through it (RFC 5626), and many send no keep-alives between
+// registrations. Kamailio's registrar does the same with
+// tcp_persistent_flag. It reports whether such a connection is open here.
+func (l *Listener) KeepUntil(remote string, until time.Time) bool {
+	l.mu.Lock()
+	c := l.conns[remote]
+	l.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	c.keepUntil(until)
+	return true
 }
 
 // release frees the slot of a closed connection from source key.
-func (l *Listener) release(key netip.Addr) {
+func (l *Listener) release(key netip.Addr, remote string, c *limitedConn) {
 	l.mu.Lock()
+	if l.conns[remote] == c {
+		delete(l.conns, remote)
+	}
 	l.open--
 	if l.limits.MaxPerSource > 0 {
 		if n := l.sources[key] - 1; n > 0 {
@@ -378,6 +405,7 @@ type limitedConn struct {
 	mu     sync.Mutex // serialises deadline changes
 	idleDL time.Time  // the idle deadline in force
 	user   time.Time  // the read deadline set by the caller, zero: none
+	keep   time.Time  // not idle-closed before this (KeepUntil)
 }
 
 func newLimitedConn(c net.Conn, l *Listener, key netip.Addr) *limitedConn {
@@ -399,7 +427,26 @@ func (c *limitedConn) push() {
 	defer c.mu.Unlock()
 	c.pushed.Store(int64(now.Sub(connEpoch)))
 	c.idleDL = now.Add(c.idle + c.idle/4)
+	if c.keep.After(c.idleDL) {
+		c.idleDL = c.keep
+	}
 	c.Conn.SetReadDeadline(earliest(c.idleDL, c.user))
+}
+
+// keepUntil moves the idle deadline to until at least.
+func (c *limitedConn) keepUntil(until time.Time) {
+	if c.idle <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if until.After(c.keep) {
+		c.keep = until
+	}
+	if c.keep.After(c.idleDL) {
+		c.idleDL = c.keep
+		c.Conn.SetReadDeadline(earliest(c.idleDL, c.user))
+	}
 }
 
 // Read reads from the connection; when nothing came for IdleTimeout it
@@ -453,7 +500,7 @@ func (c *limitedConn) SetDeadline(t time.Time) error {
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	if c.closed.CompareAndSwap(false, true) {
-		c.l.release(c.key)
+		c.l.release(c.key, c.Conn.RemoteAddr().String(), c)
 	}
 	return err
 }

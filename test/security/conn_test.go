@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/icholy/digest"
 )
 
 // Issue 9, item 2: idle TCP connections used to be neither limited nor
@@ -330,5 +332,95 @@ func TestTCPRequestFloodClosesTheConnection(t *testing.T) {
 	}
 	if code, err := optionsOverTCP(t, s, "127.0.0.2"); code != 200 {
 		t.Fatalf("OPTIONS over TCP from another source: %d, %v", code, err)
+	}
+}
+
+// readMessage reads one SIP message (headers and body) from a stream.
+func readMessage(r *bufio.Reader) (string, error) {
+	var b strings.Builder
+	length := 0
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return b.String(), err
+		}
+		b.WriteString(line)
+		if v, ok := strings.CutPrefix(strings.ToLower(line), "content-length:"); ok {
+			length, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+		if line == "\r\n" && b.Len() > 2 {
+			break
+		}
+	}
+	body := make([]byte, length)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return b.String(), err
+	}
+	return b.String() + string(body), nil
+}
+
+// TestRegisteredTCPFlowOutlivesIdleTimeout: with --tcp-idle-timeout 1s, a
+// connection that alice registered over stays open while idle for 3 s
+// (she could not be reached otherwise), and a MESSAGE to her then arrives
+// over it; an idle connection that registered nothing is closed.
+func TestRegisteredTCPFlowOutlivesIdleTimeout(t *testing.T) {
+	s := startTarget(t, options{args: []string{"--tcp-idle-timeout", "1s"}})
+	idle, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	c, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	local := c.LocalAddr().String()
+	reg := func(cseq int, auth string) string {
+		m := fmt.Sprintf("REGISTER sip:a.test SIP/2.0\r\nVia: SIP/2.0/TCP %s;branch=z9hG4bK-flow%d;rport\r\nFrom: <sip:alice@a.test>;tag=f1\r\nTo: <sip:alice@a.test>\r\nCall-ID: flow-1\r\nCSeq: %d REGISTER\r\nMax-Forwards: 70\r\nContact: <sip:alice@%s;transport=tcp>\r\nExpires: 600\r\n", local, cseq, cseq, local)
+		if auth != "" {
+			m += "Authorization: " + auth + "\r\n"
+		}
+		return m + "Content-Length: 0\r\n\r\n"
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, reg(1, ""))
+	first, err := readMessage(r)
+	if err != nil || statusOf(first) != 401 {
+		t.Fatalf("first REGISTER: %q %v", first, err)
+	}
+	m := regexp.MustCompile(`(?m)^WWW-Authenticate: (.*)\r$`).FindStringSubmatch(first)
+	chal, err := digest.ParseChallenge(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred, err := digest.Digest(chal, digest.Options{Method: "REGISTER", URI: "sip:a.test", Username: "alice", Password: "alice-pw", Count: 1, Cnonce: "0a4f113b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, reg(2, cred.String()))
+	if ok, err := readMessage(r); err != nil || statusOf(ok) != 200 {
+		t.Fatalf("REGISTER with credentials: %q %v", ok, err)
+	}
+
+	time.Sleep(3 * time.Second)
+	if closed := closedByServer([]net.Conn{idle}, time.Now().Add(time.Second)); closed != 1 {
+		t.Fatal("an idle connection that registered nothing outlived --tcp-idle-timeout")
+	}
+	msg := "MESSAGE sip:alice@a.test SIP/2.0\nVia: SIP/2.0/UDP LOCAL;branch=z9hG4bK-flowmsg;rport\nFrom: <sip:bob@c.test>;tag=m1\nTo: <sip:alice@a.test>\nCall-ID: flow-msg\nCSeq: 1 MESSAGE\nMax-Forwards: 70\nContent-Type: text/plain\nContent-Length: 5\n\nhello"
+	caller, err := net.Dial("udp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer caller.Close()
+	msg = strings.ReplaceAll(strings.ReplaceAll(msg, "LOCAL", caller.LocalAddr().String()), "\n", "\r\n")
+	if _, err := io.WriteString(caller, msg); err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	got, err := readMessage(r)
+	if err != nil || !strings.HasPrefix(got, "MESSAGE ") {
+		t.Fatalf("alice's registered connection, idle for 3 s: got %q, %v; want the MESSAGE", got, err)
 	}
 }
