@@ -90,6 +90,45 @@ func newClient(t *testing.T, name string) *sipgo.Client {
 	return c
 }
 
+// startPhone runs a phone for user@domain on a UDP port of its own with
+// the handlers setup installs, and registers it at s.
+func startPhone(t *testing.T, s *server.Server, user, domain string, setup func(*sipgo.Server)) {
+	t.Helper()
+	ua, err := sipgo.NewUA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ua.Close() })
+	phone, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setup(phone)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go phone.ServeUDP(pc)
+	c := newClient(t, user+"-phone")
+	reg := request(sip.REGISTER, user+"@"+domain, user+"@"+domain, s.Addr("udp"))
+	reg.Recipient = sip.Uri{Scheme: "sip", Host: domain}
+	reg.AppendHeader(sip.NewHeader("Contact", "<sip:"+user+"@"+pc.LocalAddr().String()+">"))
+	if res := do(t, c, reg, user); res.StatusCode != 200 {
+		t.Fatalf("REGISTER %s@%s: %d %s", user, domain, res.StatusCode, res.Reason)
+	}
+}
+
+// messagePhone is a setup for startPhone: MESSAGE answered 200 and
+// counted in got.
+func messagePhone(got *atomic.Int32) func(*sipgo.Server) {
+	return func(phone *sipgo.Server) {
+		phone.OnMessage(func(req *sip.Request, tx sip.ServerTransaction) {
+			got.Add(1)
+			tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+		})
+	}
+}
+
 func request(method sip.RequestMethod, from, to string, dest net.Addr) *sip.Request {
 	var ruri sip.Uri
 	sip.ParseUri("sip:"+to, &ruri)
@@ -155,32 +194,7 @@ func TestTwoDomainsInOneProcess(t *testing.T) {
 
 	// Bob's phone answers MESSAGE.
 	var got atomic.Int32
-	phoneUA, err := sipgo.NewUA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer phoneUA.Close()
-	phone, err := sipgo.NewServer(phoneUA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	phone.OnMessage(func(req *sip.Request, tx sip.ServerTransaction) {
-		got.Add(1)
-		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
-	})
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go phone.ServeUDP(pc)
-
-	bob := newClient(t, "bob-phone")
-	reg := request(sip.REGISTER, "bob@b.test", "bob@b.test", b.Addr("udp"))
-	reg.Recipient = sip.Uri{Scheme: "sip", Host: "b.test"}
-	reg.AppendHeader(sip.NewHeader("Contact", "<sip:bob@"+pc.LocalAddr().String()+">"))
-	if res := do(t, bob, reg, "bob"); res.StatusCode != 200 {
-		t.Fatalf("REGISTER: %d %s", res.StatusCode, res.Reason)
-	}
+	startPhone(t, b, "bob", "b.test", messagePhone(&got))
 
 	alice := newClient(t, "alice-phone")
 	msg := request(sip.MESSAGE, "alice@a.test", "bob@b.test", a.Addr("udp"))
@@ -372,33 +386,14 @@ func TestShutdownCancelsRingingCall(t *testing.T) {
 	go func() { served <- s.Serve() }()
 
 	// Bob's phone rings and never answers.
-	phoneUA, err := sipgo.NewUA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer phoneUA.Close()
-	phone, err := sipgo.NewServer(phoneUA)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cancelled := make(chan struct{})
-	phone.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
-		tx.OnCancel(func(*sip.Request) { close(cancelled) })
-		tx.Respond(sip.NewResponseFromRequest(req, 180, "Ringing", nil))
-		<-tx.Done()
+	startPhone(t, s, "bob", "a.test", func(phone *sipgo.Server) {
+		phone.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+			tx.OnCancel(func(*sip.Request) { close(cancelled) })
+			tx.Respond(sip.NewResponseFromRequest(req, 180, "Ringing", nil))
+			<-tx.Done()
+		})
 	})
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go phone.ServeUDP(pc)
-	bob := newClient(t, "bob-phone")
-	reg := request(sip.REGISTER, "bob@a.test", "bob@a.test", s.Addr("udp"))
-	reg.Recipient = sip.Uri{Scheme: "sip", Host: "a.test"}
-	reg.AppendHeader(sip.NewHeader("Contact", "<sip:bob@"+pc.LocalAddr().String()+">"))
-	if res := do(t, bob, reg, "bob"); res.StatusCode != 200 {
-		t.Fatalf("REGISTER: %d %s", res.StatusCode, res.Reason)
-	}
 
 	alice := newClient(t, "alice-phone")
 	inv := request(sip.INVITE, "alice@a.test", "bob@a.test", s.Addr("udp"))

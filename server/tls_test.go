@@ -70,31 +70,7 @@ func federateOverTLS(t *testing.T, bDomainInCert string) (int, int32) {
 	}
 
 	var got atomic.Int32
-	phoneUA, err := sipgo.NewUA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { phoneUA.Close() })
-	phone, err := sipgo.NewServer(phoneUA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	phone.OnMessage(func(req *sip.Request, tx sip.ServerTransaction) {
-		got.Add(1)
-		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
-	})
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go phone.ServeUDP(pc)
-	bob := newClient(t, "bob-phone")
-	reg := request(sip.REGISTER, "bob@b.test", "bob@b.test", b.Addr("udp"))
-	reg.Recipient = sip.Uri{Scheme: "sip", Host: "b.test"}
-	reg.AppendHeader(sip.NewHeader("Contact", "<sip:bob@"+pc.LocalAddr().String()+">"))
-	if res := do(t, bob, reg, "bob"); res.StatusCode != 200 {
-		t.Fatalf("REGISTER: %d %s", res.StatusCode, res.Reason)
-	}
+	startPhone(t, b, "bob", "b.test", messagePhone(&got))
 	alice := newClient(t, "alice-phone")
 	msg := request(sip.MESSAGE, "alice@a.test", "bob@b.test", a.Addr("udp"))
 	msg.SetBody([]byte("over TLS"))

@@ -58,30 +58,7 @@ func TestBaresipRegisters(t *testing.T) {
 	sipPort := testenv.FreePorts(t, 2) // baresip takes the next port for TLS
 	account := fmt.Sprintf(`<sip:u0001@a.test>;auth_pass=pw-u0001;outbound="sip:%s;transport=udp";regint=300;answermode=auto;audio_codecs=PCMU`, srv.addr())
 	cfg := baresipConfig(t, sipPort, 10000+sipPort%1000*20, account)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-f", cfg, "-t", "20")
-	out := &testenv.Buffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = append(os.Environ(), "HOME="+cfg)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-
-	rdb := goredis.NewClient(&goredis.Options{Addr: r.Addr})
-	defer rdb.Close()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		vals, err := rdb.HVals(context.Background(), "sipfed:loc:{u0001@a.test}").Result()
-		if err == nil && len(vals) == 1 && strings.Contains(vals[0], "baresip") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no baresip binding in Redis (%v, %v)\n--- baresip:\n%s\n--- sipfed:\n%s", vals, err, tail(out.String(), 3000), tail(srv.out.String(), 3000))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitForBaresipBinding(t, bin, cfg, r, srv, func(b string) bool { return strings.Contains(b, "baresip") })
 }
 
 // TestBaresipRegistersOverTLS: baresip 1.0 registers over TLS to a tls:
@@ -102,6 +79,15 @@ func TestBaresipRegistersOverTLS(t *testing.T) {
 	sipPort := testenv.FreePorts(t, 2) // baresip takes the next port for TLS
 	account := fmt.Sprintf(`<sip:u0001@a.test;transport=tls>;auth_pass=pw-u0001;outbound="sip:%s;transport=tls";regint=300;answermode=auto;audio_codecs=PCMU`, tlsAddr)
 	cfg := baresipConfig(t, sipPort, 10000+sipPort%1000*20, account, "sip_cafile "+ca.File)
+	waitForBaresipBinding(t, bin, cfg, r, srv, func(b string) bool {
+		return strings.Contains(b, "baresip") && strings.Contains(strings.ToLower(b), "tls")
+	})
+}
+
+// waitForBaresipBinding runs baresip with cfg for up to 20 s and waits
+// until u0001@a.test has one binding in Redis that ok accepts.
+func waitForBaresipBinding(t *testing.T, bin, cfg string, r *testenv.Redis, srv *server, ok func(binding string) bool) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "-f", cfg, "-t", "20")
@@ -118,11 +104,11 @@ func TestBaresipRegistersOverTLS(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		vals, err := rdb.HVals(context.Background(), "sipfed:loc:{u0001@a.test}").Result()
-		if err == nil && len(vals) == 1 && strings.Contains(vals[0], "baresip") && strings.Contains(strings.ToLower(vals[0]), "tls") {
-			break
+		if err == nil && len(vals) == 1 && ok(vals[0]) {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no baresip binding over TLS in Redis (%v, %v)\n--- baresip:\n%s\n--- sipfed:\n%s", vals, err, tail(out.String(), 3000), tail(srv.out.String(), 3000))
+			t.Fatalf("no such baresip binding in Redis (%v, %v)\n--- baresip:\n%s\n--- sipfed:\n%s", vals, err, tail(out.String(), 3000), tail(srv.out.String(), 3000))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
