@@ -216,17 +216,25 @@ func TestTwoDomainsInOneProcess(t *testing.T) {
 	}
 }
 
-// writeZone writes the zone of domain: UDP and TCP SRV records at port on
-// 127.0.0.1.
+// writeZone writes the zone of domain with one target, 127.0.0.1:port
+// over UDP.
 func writeZone(t *testing.T, path, domain string, port int) {
+	t.Helper()
+	writeZoneFor(t, path, domain, "SIP+D2U", "_sip._udp", port)
+}
+
+// writeZoneFor writes the zone of domain with one target, 127.0.0.1:port,
+// found through NAPTR service (SIP+D2U, SIPS+D2T) and SRV srv (_sip._udp,
+// _sips._tcp).
+func writeZoneFor(t *testing.T, path, domain, service, srv string, port int) {
 	t.Helper()
 	zone := fmt.Sprintf(`$ORIGIN %[1]s.
 $TTL 1
 @ IN SOA ns.%[1]s. hostmaster.%[1]s. 1 3600 600 86400 1
-@ IN NAPTR 10 10 "S" "SIP+D2U" "" _sip._udp.%[1]s.
-_sip._udp IN SRV 10 10 %[2]d sip.%[1]s.
+@ IN NAPTR 10 10 "S" "%[3]s" "" %[4]s.%[1]s.
+%[4]s IN SRV 10 10 %[2]d sip.%[1]s.
 sip IN A 127.0.0.1
-`, domain, port)
+`, domain, port, service, srv)
 	if err := os.WriteFile(path, []byte(zone), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -25,16 +24,7 @@ import (
 // SRV _sips._tcp at port.
 func writeTLSZone(t *testing.T, path, domain string, port int) {
 	t.Helper()
-	zone := fmt.Sprintf(`$ORIGIN %[1]s.
-$TTL 1
-@ IN SOA ns.%[1]s. hostmaster.%[1]s. 1 3600 600 86400 1
-@ IN NAPTR 10 10 "S" "SIPS+D2T" "" _sips._tcp.%[1]s.
-_sips._tcp IN SRV 10 10 %[2]d sip.%[1]s.
-sip IN A 127.0.0.1
-`, domain, port)
-	if err := os.WriteFile(path, []byte(zone), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeZoneFor(t, path, domain, "SIPS+D2T", "_sips._tcp", port)
 }
 
 // federateOverTLS runs a.test and b.test with TLS listeners, b.test's
