@@ -1,43 +1,25 @@
 package auth
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/sipfed/sipfed/internal/testenv"
 )
 
 var errGuess = errors.New("wrong password")
-
-// lockedBuffer collects log output from concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
 func TestGuardBansSourceAfterMaxFailures(t *testing.T) {
 	clk := newClock()
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	g := NewGuard(GuardConfig{MaxFailuresIP: 10, BanTime: 10 * time.Minute, Clock: clk.now,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	attacker, other := addr("192.0.2.3"), addr("192.0.2.2")
@@ -104,7 +86,7 @@ func TestGuardCountsInSlidingWindow(t *testing.T) {
 // source that is not banned.
 func TestGuardUserUnderAttack(t *testing.T) {
 	clk := newClock()
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	g := NewGuard(GuardConfig{MaxFailuresIP: 10, MaxFailuresUser: 30, Clock: clk.now, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	s := NewServer(users(), testSecret, WithGuard(g), WithClock(clk.now))
 	// 29 sources, one guess each: nobody is banned yet.

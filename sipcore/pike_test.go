@@ -1,13 +1,14 @@
 package sipcore
 
 import (
-	"bytes"
 	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sipfed/sipfed/internal/testenv"
 )
 
 // fakeClock is a settable clock for limiters.
@@ -30,24 +31,6 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// logSink is a bytes.Buffer safe for a logger's concurrent writes.
-type logSink struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *logSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *logSink) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func allowed(p *Pike, ip netip.Addr, n int) int {
 	ok := 0
 	for range n {
@@ -60,7 +43,7 @@ func allowed(p *Pike, ip netip.Addr, n int) int {
 
 func TestPikeTokenBucket(t *testing.T) {
 	clk := newFakeClock()
-	var logs logSink
+	var logs testenv.Buffer
 	p := NewPike(PikeConfig{Rate: 10, Burst: 5, Block: 30 * time.Second, Clock: clk.Now,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	src := netip.MustParseAddr("192.0.2.1")
@@ -173,7 +156,7 @@ func TestPikeMaxSourcesBoundsMemory(t *testing.T) {
 }
 
 func TestPikeLogIsRateLimited(t *testing.T) {
-	var logs logSink
+	var logs testenv.Buffer
 	p := NewPike(PikeConfig{Rate: 1, Burst: 1, Clock: newFakeClock().Now, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	for i := range 100 {
 		allowed(p, netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 2)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sipfed/sipfed/internal/memlimit"
+	"github.com/sipfed/sipfed/server"
 )
 
 // TestServeFloodAndGuessLimitFlags checks that the per-source rate limit,
@@ -42,21 +43,9 @@ func TestServeFloodAndGuessLimitFlags(t *testing.T) {
 		{args: []string{"--auth-ban-time", "0s"}, usageWant: "--auth-ban-time"},
 		{args: []string{"--memory-limit", "lots"}, usageWant: "--memory-limit"},
 	} {
-		vars := map[string]string{"SIPFED_DOMAIN": "a.test"}
-		for k, v := range c.env {
-			vars[k] = v
-		}
-		e := &env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, getenv: func(k string) string { return vars[k] }}
-		cfg, proc, err := serveConfig(e, c.args)
-		if c.usageWant != "" {
-			var ue usageError
-			if !errors.As(err, &ue) || !strings.Contains(err.Error(), c.usageWant) {
-				t.Errorf("%q: error %v, want a usage error with %q", c.args, err, c.usageWant)
-			}
+		cfg, proc, ok := parseServe(t, c.args, c.env, c.usageWant)
+		if !ok {
 			continue
-		}
-		if err != nil {
-			t.Fatalf("%q: %v", c.args, err)
 		}
 		got := want{cfg.PikeRate, cfg.PikeBurst, cfg.PikeBlock, cfg.AuthMaxFailuresIP, cfg.AuthMaxFailuresUser, cfg.AuthWindow, cfg.AuthBanTime, proc.memory.Source, proc.memory.Bytes}
 		if c.want.memSource == "" { // whatever this machine's cgroup says
@@ -69,4 +58,28 @@ func TestServeFloodAndGuessLimitFlags(t *testing.T) {
 			t.Errorf("%q: drain %v", c.args, proc.drain)
 		}
 	}
+}
+
+// parseServe runs serveConfig on args, with vars as SIPFED_* variables and
+// the domain a.test. With usageWant set it checks for a usage error
+// saying so and returns ok=false; otherwise a failure is fatal.
+func parseServe(t *testing.T, args []string, vars map[string]string, usageWant string) (server.Config, serveProc, bool) {
+	t.Helper()
+	all := map[string]string{"SIPFED_DOMAIN": "a.test"}
+	for k, v := range vars {
+		all[k] = v
+	}
+	e := &env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, getenv: func(k string) string { return all[k] }}
+	cfg, proc, err := serveConfig(e, args)
+	if usageWant != "" {
+		var ue usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), usageWant) {
+			t.Errorf("%q: error %v, want a usage error with %q", args, err, usageWant)
+		}
+		return cfg, proc, false
+	}
+	if err != nil {
+		t.Fatalf("%q: %v", args, err)
+	}
+	return cfg, proc, true
 }

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"errors"
-	"io"
-	"strings"
 	"testing"
 	"time"
 )
@@ -24,21 +21,9 @@ func TestServeTCPLimitFlags(t *testing.T) {
 		{args: []string{"--tcp-max-connections", "0"}, env: map[string]string{"SIPFED_TCP_IDLE_TIMEOUT": "0", "SIPFED_TCP_MAX_PER_SOURCE": "5"}, max: -1, per: 5, idle: -1},
 		{args: []string{"--tcp-max-per-source", "-1"}, usageWant: "cannot be negative"},
 	} {
-		vars := map[string]string{"SIPFED_DOMAIN": "a.test"}
-		for k, v := range c.env {
-			vars[k] = v
-		}
-		e := &env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, getenv: func(k string) string { return vars[k] }}
-		cfg, _, err := serveConfig(e, c.args)
-		if c.usageWant != "" {
-			var ue usageError
-			if !errors.As(err, &ue) || !strings.Contains(err.Error(), c.usageWant) {
-				t.Errorf("%q: error %v, want a usage error with %q", c.args, err, c.usageWant)
-			}
+		cfg, _, ok := parseServe(t, c.args, c.env, c.usageWant)
+		if !ok {
 			continue
-		}
-		if err != nil {
-			t.Fatalf("%q: %v", c.args, err)
 		}
 		if cfg.TCPMaxConns != c.max || cfg.TCPMaxPerSource != c.per || cfg.TCPIdleTimeout != c.idle {
 			t.Errorf("%q %v: config %d, %d, %v; want %d, %d, %v", c.args, c.env, cfg.TCPMaxConns, cfg.TCPMaxPerSource, cfg.TCPIdleTimeout, c.max, c.per, c.idle)
