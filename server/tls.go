@@ -79,6 +79,12 @@ func (t *tlsState) Expect(ip netip.Addr, domain string) {
 	defer t.mu.Unlock()
 	ip = ip.Unmap()
 	m := t.expect[ip]
+	now := time.Now()
+	for d, until := range m {
+		if now.After(until) {
+			delete(m, d)
+		}
+	}
 	if m == nil {
 		if len(t.expect) > 10000 {
 			t.expect = map[netip.Addr]map[string]time.Time{} // bounded; entries are renewed per request
@@ -86,7 +92,7 @@ func (t *tlsState) Expect(ip netip.Addr, domain string) {
 		m = map[string]time.Time{}
 		t.expect[ip] = m
 	}
-	m[strings.ToLower(domain)] = time.Now().Add(time.Minute)
+	m[strings.ToLower(domain)] = now.Add(time.Minute)
 }
 
 // expected returns every domain expected now, at any address.

@@ -14,13 +14,14 @@ func LibraryLogger(log *slog.Logger, malformed func()) *slog.Logger {
 	return slog.New(&libHandler{inner: log.Handler(), malformed: malformed})
 }
 
-// junk are sipgo's messages about input it could not use.
+// junk are sipgo's messages about input it could not use, each true when
+// it is a malformed message to count.
 var junk = map[string]bool{
 	"failed to parse":                     true,
 	"Server tx failed to handle request":  true,
 	"unsupported message, skip it":        true,
 	"Client tx failed to handle response": true,
-	"Read filter error":                   true, // a refused TCP source (server's read filter)
+	"Read filter error":                   false, // a refused TCP source (the server's read filter): counted there
 }
 
 type libHandler struct {
@@ -33,13 +34,14 @@ func (h *libHandler) Enabled(ctx context.Context, l slog.Level) bool {
 }
 
 func (h *libHandler) Handle(ctx context.Context, r slog.Record) error {
-	if !junk[r.Message] {
+	malformed, isJunk := junk[r.Message]
+	if !isJunk {
 		if !h.inner.Enabled(ctx, r.Level) {
 			return nil
 		}
 		return h.inner.Handle(ctx, r)
 	}
-	if h.malformed != nil {
+	if malformed && h.malformed != nil {
 		h.malformed()
 	}
 	if !h.inner.Enabled(ctx, slog.LevelDebug) {
