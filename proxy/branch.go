@@ -371,7 +371,7 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 	sendCancel := func() {
 		if !cancelSent && r.IsInvite() {
 			cancelSent = true
-			p.sendCancel(r)
+			p.sendCancel(r, hop)
 			cancelDeadline = time.After(64 * sip.T1)
 		}
 	}
@@ -491,6 +491,13 @@ func (p *Proxy) prepare(in *sip.Request, loop string, b *branch, hop resolver.Ta
 	r.PrependHeader(via)
 	r.SetTransport(strings.ToUpper(transport))
 	r.SetDestination(hop.AddrPort().String())
+	if transport == resolver.TLS && p.tlsExpect != nil && b.target.domain != "" {
+		if _, err := netip.ParseAddr(strings.Trim(b.target.domain, "[]")); err != nil {
+			// By the SIP domain's name, which the TLS handshake then
+			// carries and checks (RFC 5922); tlsExpect pins it to hop.
+			r.SetDestination(net.JoinHostPort(b.target.domain, strconv.Itoa(int(hop.Port))))
+		}
+	}
 	if transport == resolver.UDP {
 		bind := out.Bind
 		if bind == "" {
@@ -521,8 +528,9 @@ func (p *Proxy) listener(transport string) (Listener, bool) {
 }
 
 // sendCancel sends a CANCEL for the INVITE copy r (RFC 3261 §9.1): same
-// Request-URI, Call-ID, From, To, CSeq number, Route and top Via.
-func (p *Proxy) sendCancel(r *sip.Request) {
+// Request-URI, Call-ID, From, To, CSeq number, Route and top Via. It goes
+// to hop's address (r's destination may be a name pinned only for a while).
+func (p *Proxy) sendCancel(r *sip.Request, hop resolver.Target) {
 	c := sip.NewRequest(sip.CANCEL, r.Recipient)
 	c.AppendHeader(sip.HeaderClone(r.Via()))
 	for _, h := range r.GetHeaders("Route") {
@@ -536,7 +544,7 @@ func (p *Proxy) sendCancel(r *sip.Request) {
 	c.AppendHeader(&sip.CSeqHeader{SeqNo: r.CSeq().SeqNo, MethodName: sip.CANCEL})
 	c.AppendHeader(sip.NewHeader("Content-Length", "0"))
 	c.SetTransport(r.Transport())
-	c.SetDestination(r.Destination())
+	c.SetDestination(hop.AddrPort().String())
 	c.Laddr = r.Laddr
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second)

@@ -108,7 +108,10 @@ func WithHideUsers(hide bool) Option { return func(p *Proxy) { p.hideUsers = hid
 
 // WithTLSExpect gives the function told, before a TLS connection to a
 // target, which SIP domain the target is reached for: the domain its
-// certificate must name (RFC 5922).
+// certificate must name (RFC 5922). A request to a domain by name then
+// has that name as its destination (host:port), which the sipgo
+// transport layer must resolve to ip: the server pins it (see
+// server.pinnedNames).
 func WithTLSExpect(f func(ip netip.Addr, domain string)) Option {
 	return func(p *Proxy) { p.tlsExpect = f }
 }

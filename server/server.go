@@ -201,7 +201,7 @@ func New(cfg Config) (_ *Server, err error) {
 	libLog := sipcore.LibraryLogger(s.log, sipMetrics.Malformed)
 	allow, pike := s.sources(guard)
 	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("sipfed"), sipgo.WithUserAgentParser(sipcore.NewParser()),
-		sipgo.WithUserAgenTLSConfig(s.tlsst.clientConfig()),
+		sipgo.WithUserAgenTLSConfig(s.tlsst.clientConfig()), sipgo.WithUserAgentDNSResolver(s.tlsst.names.resolver()),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(libLog), sip.WithTransportLayerReadFilter(tcpFilter(allow))),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerUnhandledResponseHandler(stray), sip.WithTransactionLayerLogger(libLog)))
 	if err != nil {

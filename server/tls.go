@@ -21,12 +21,14 @@ type tlsState struct {
 	cert              atomic.Pointer[tls.Certificate]
 	roots             *x509.CertPool // nil: the system's
 
+	names *pinnedNames // the SIP domains dialed by name, each pinned to its address
+
 	mu     sync.Mutex
 	expect map[netip.Addr]map[string]time.Time // address → domains expected there, until
 }
 
 func newTLSState(c Config) (*tlsState, error) {
-	t := &tlsState{certFile: c.TLSCert, keyFile: c.TLSKey, expect: map[netip.Addr]map[string]time.Time{}}
+	t := &tlsState{certFile: c.TLSCert, keyFile: c.TLSKey, expect: map[netip.Addr]map[string]time.Time{}, names: newPinnedNames()}
 	if c.TLSCert != "" {
 		if err := t.reload(); err != nil {
 			return nil, err
@@ -67,17 +69,22 @@ func (t *tlsState) serverConfig() *tls.Config {
 
 // Expect notes that the server at ip is reached for domain, so that its
 // certificate must name domain (RFC 5922 §7.2: the SIP domain, not the
-// host name found through NAPTR and SRV). sipgo v1.7.2 gives the
-// handshake no way to tell which address it is for (it dials an IP and
-// its TLS configuration is one for all connections), so the check is
-// weaker than RFC 5922 asks: a certificate is accepted when it names a
-// domain the proxy is connecting to at that moment (within a minute),
-// not necessarily the one of this connection. Closing that gap needs a
-// per-connection server name from sipgo.
+// host name found through NAPTR and SRV).
+//
+// The proxy sends a request for a domain named in DNS with that name as
+// its destination; sipgo then looks the name up through names (pinned
+// here to ip), dials ip and puts the name in the handshake as SNI, so
+// each connection is checked against its own domain. A destination that
+// is an address (a Route or Contact naming an IP) sends no name; its
+// certificate must then name one of the domains or addresses expected
+// at that moment.
 func (t *tlsState) Expect(ip netip.Addr, domain string) {
+	ip = ip.Unmap()
+	if _, err := netip.ParseAddr(domain); err != nil {
+		t.names.pin(domain, ip)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	ip = ip.Unmap()
 	m := t.expect[ip]
 	now := time.Now()
 	for d, until := range m {
@@ -119,7 +126,7 @@ func (t *tlsState) clientConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		// The chain and the name are checked below: the name is the SIP
-		// domain, which sipgo (dialing an address) does not know.
+		// domain (RFC 5922), not the host name found through SRV.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
@@ -133,10 +140,16 @@ func (t *tlsState) clientConfig() *tls.Config {
 			if _, err := leaf.Verify(x509.VerifyOptions{Roots: t.roots, Intermediates: inter}); err != nil {
 				return fmt.Errorf("server: tls: %w", err)
 			}
-			// sipgo dials an address and sends no server name, so the
-			// handshake does not say which address it is for: the
-			// certificate must name a domain the proxy is connecting to
-			// now (see the note on Expect).
+			if cs.ServerName != "" {
+				// A domain dialed by name (see Expect): this connection is
+				// for that domain and no other.
+				if namesDomain(leaf, cs.ServerName) {
+					return nil
+				}
+				return fmt.Errorf("server: tls: the certificate does not name %q (RFC 5922)", cs.ServerName)
+			}
+			// An address: the certificate must name a domain or address
+			// the proxy is connecting to now.
 			want := t.expected()
 			for _, d := range want {
 				if namesDomain(leaf, d) {

@@ -32,41 +32,77 @@ func writeTLSZone(t *testing.T, path, domain string, port int) {
 // _sips._tcp, and returns the status of alice's MESSAGE to bob@b.test and
 // how many MESSAGEs bob's phone got.
 func federateOverTLS(t *testing.T, bDomainInCert string) (int, int32) {
+	lab := startTLSLab(t, map[string]string{"b.test": bDomainInCert})
+	return lab.message(t, "bob@b.test")
+}
+
+// tlsLab is a.test (alice) and other domains, each with a TLS listener
+// whose certificate comes from one private CA, found only through
+// NAPTR SIPS+D2T and SRV _sips._tcp, each with one phone that answers
+// MESSAGE.
+type tlsLab struct {
+	a   *server.Server
+	got map[string]*atomic.Int32 // user@domain → MESSAGEs its phone got
+}
+
+// startTLSLab starts the lab; certNames maps each domain besides a.test
+// (user "bob" at b.test, else "carol") to the name its certificate gives.
+func startTLSLab(t *testing.T, certNames map[string]string) *tlsLab {
+	t.Helper()
 	ca := testenv.NewCA(t)
-	aCert, aKey := ca.Issue(t, "a.test")
-	bCert, bKey := ca.Issue(t, bDomainInCert)
 	dir := t.TempDir()
-	zoneB := filepath.Join(dir, "b.test.zone")
-	writeTLSZone(t, zoneB, "b.test", 1)
-	lab, err := resolver.NewLabServer(zoneB)
+	zones := map[string]string{}
+	var files []string
+	for d := range certNames {
+		zones[d] = filepath.Join(dir, d+".zone")
+		writeTLSZone(t, zones[d], d, 1)
+		files = append(files, zones[d])
+	}
+	dns, err := resolver.NewLabServer(files...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := lab.Listen("127.0.0.1:0"); err != nil {
+	if err := dns.Listen("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	t.Cleanup(stop)
-	go lab.Serve(ctx)
+	go dns.Serve(ctx)
 
 	listen := []string{"udp:127.0.0.1:0", "tls:127.0.0.1:0"}
-	a := start(t, server.Config{Domains: []string{"a.test"}, Users: usersFile(t, "a.test", "alice"), DNS: []string{lab.Addr()},
+	aCert, aKey := ca.Issue(t, "a.test")
+	lab := &tlsLab{got: map[string]*atomic.Int32{}}
+	lab.a = start(t, server.Config{Domains: []string{"a.test"}, Users: usersFile(t, "a.test", "alice"), DNS: []string{dns.Addr()},
 		Listen: listen, TLSCert: aCert, TLSKey: aKey, TLSCA: ca.File})
-	b := start(t, server.Config{Domains: []string{"b.test"}, Users: usersFile(t, "b.test", "bob"), DNS: []string{lab.Addr()},
-		Listen: listen, TLSCert: bCert, TLSKey: bKey, TLSCA: ca.File})
-	writeTLSZone(t, zoneB, "b.test", b.Addr("tls").(*net.TCPAddr).Port)
-	if err := lab.Reload(); err != nil {
+	for d, name := range certNames {
+		user := "carol"
+		if d == "b.test" {
+			user = "bob"
+		}
+		cert, key := ca.Issue(t, name)
+		s := start(t, server.Config{Domains: []string{d}, Users: usersFile(t, d, user), DNS: []string{dns.Addr()},
+			Listen: listen, TLSCert: cert, TLSKey: key, TLSCA: ca.File})
+		writeTLSZone(t, zones[d], d, s.Addr("tls").(*net.TCPAddr).Port)
+		got := &atomic.Int32{}
+		lab.got[user+"@"+d] = got
+		startPhone(t, s, user, d, messagePhone(got))
+	}
+	if err := dns.Reload(); err != nil {
 		t.Fatal(err)
 	}
+	return lab
+}
 
-	var got atomic.Int32
-	startPhone(t, b, "bob", "b.test", messagePhone(&got))
+// message sends a MESSAGE from alice@a.test to aor and returns its final
+// status and how many MESSAGEs aor's phone has got so far.
+func (l *tlsLab) message(t *testing.T, aor string) (int, int32) {
+	t.Helper()
 	alice := newClient(t, "alice-phone")
-	msg := request(sip.MESSAGE, "alice@a.test", "bob@b.test", a.Addr("udp"))
+	msg := request(sip.MESSAGE, "alice@a.test", aor, l.a.Addr("udp"))
 	msg.SetBody([]byte("over TLS"))
 	msg.AppendHeader(sip.NewHeader("Content-Type", "text/plain"))
 	res := do(t, alice, msg, "alice")
-	return res.StatusCode, got.Load()
+	return res.StatusCode, l.got[aor].Load()
 }
 
 // TestFederationOverTLS: a.test reaches b.test through NAPTR SIPS+D2T
@@ -85,6 +121,24 @@ func TestFederationOverTLSWrongCertificateRefused(t *testing.T) {
 	code, got := federateOverTLS(t, "c.test")
 	if code == 200 || got != 0 {
 		t.Fatalf("MESSAGE to a server whose certificate names c.test: %d, phone got %d; want a failure and nothing delivered", code, got)
+	}
+}
+
+// TestFederationOverTLSCertificatePerConnection: each connection's
+// certificate must name the domain that connection is for. c.test's
+// server shows a valid certificate for b.test, a domain a.test is
+// talking to at the same moment: the connection to c.test is refused
+// all the same, while b.test is reached.
+func TestFederationOverTLSCertificatePerConnection(t *testing.T) {
+	lab := startTLSLab(t, map[string]string{"b.test": "b.test", "c.test": "b.test"})
+	if code, got := lab.message(t, "bob@b.test"); code != 200 || got != 1 {
+		t.Fatalf("MESSAGE to bob@b.test: %d, phone got %d, want 200 and 1", code, got)
+	}
+	if code, got := lab.message(t, "carol@c.test"); code == 200 || got != 0 {
+		t.Fatalf("MESSAGE to carol@c.test, whose server shows b.test's certificate: %d, phone got %d; want a failure and nothing delivered", code, got)
+	}
+	if code, got := lab.message(t, "bob@b.test"); code != 200 || got != 2 {
+		t.Fatalf("second MESSAGE to bob@b.test: %d, phone got %d, want 200 and 2", code, got)
 	}
 }
 

@@ -107,15 +107,28 @@ func startDNS(t *testing.T, zones map[string]string) string {
 // alice@a.test (pw-alice) and bob@b.test (pw-bob), and bob@a.test
 // (pw-bob) for calls through one proxy.
 type federation struct {
-	dns  string
-	a, b *server
-	dir  string
+	dns        string
+	a, b       *server
+	dir        string
+	ca         *testenv.CA // with tls: the CA of both proxies' certificates
+	aTLS, bTLS int         // with tls: the proxies' TLS ports
 }
 
 type fedOptions struct {
 	bZone    func(bPort int) string // b.test's zone; default: UDP and TCP to the b proxy
 	aArgs    []string               // more flags for the a.test proxy
 	logLevel string
+	// tls gives each proxy a TLS listener with a certificate from a
+	// private CA (naming its domain and 127.0.0.1), publishes it first
+	// (NAPTR SIPS+D2T, SRV _sips._tcp) and makes the proxies federate
+	// over TLS only (--federation-tls).
+	tls bool
+}
+
+// withTLS adds to a lab zone a NAPTR SIPS+D2T record, preferred to the
+// others, and its SRV _sips._tcp to the host sip at port.
+func withTLS(zone, domain string, port int) string {
+	return zone + fmt.Sprintf("@ IN NAPTR 5 10 \"S\" \"SIPS+D2T\" \"\" _sips._tcp.%[1]s.\n_sips._tcp IN SRV 10 10 %[2]d sip.%[1]s.\n", domain, port)
 }
 
 func startFederation(t *testing.T, o fedOptions) *federation {
@@ -126,10 +139,19 @@ func startFederation(t *testing.T, o fedOptions) *federation {
 	if o.bZone != nil {
 		bZone = o.bZone(pb)
 	}
-	f.dns = startDNS(t, map[string]string{
-		"a.test": labZone("a.test", true, true, srvTarget{"sip", pa}),
-		"b.test": bZone,
-	})
+	aZone := labZone("a.test", true, true, srvTarget{"sip", pa})
+	var aTLSArgs, bTLSArgs []string
+	if o.tls {
+		f.ca = testenv.NewCA(t)
+		f.aTLS, f.bTLS = testenv.FreePort(t), testenv.FreePort(t)
+		aZone, bZone = withTLS(aZone, "a.test", f.aTLS), withTLS(bZone, "b.test", f.bTLS)
+		tlsArgs := func(domain string, port int) []string {
+			cert, key := f.ca.Issue(t, domain, "127.0.0.1")
+			return []string{"--listen", fmt.Sprintf("tls:127.0.0.1:%d", port), "--tls-cert", cert, "--tls-key", key, "--tls-ca", f.ca.File, "--federation-tls"}
+		}
+		aTLSArgs, bTLSArgs = tlsArgs("a.test", f.aTLS), tlsArgs("b.test", f.bTLS)
+	}
+	f.dns = startDNS(t, map[string]string{"a.test": aZone, "b.test": bZone})
 	ua, ub := filepath.Join(f.dir, "a-users.txt"), filepath.Join(f.dir, "b-users.txt")
 	addAORs(t, ua, "alice@a.test", "pw-alice", "bob@a.test", "pw-bob")
 	addAORs(t, ub, "bob@b.test", "pw-bob")
@@ -137,8 +159,8 @@ func startFederation(t *testing.T, o fedOptions) *federation {
 	if level == "" {
 		level = "warn"
 	}
-	f.a = startDomain(t, "a.test", pa, append([]string{"--dns", f.dns, "--users", ua, "--log-level", level}, o.aArgs...)...)
-	f.b = startDomain(t, "b.test", pb, "--dns", f.dns, "--users", ub, "--log-level", level)
+	f.a = startDomain(t, "a.test", pa, append(append([]string{"--dns", f.dns, "--users", ua, "--log-level", level}, aTLSArgs...), o.aArgs...)...)
+	f.b = startDomain(t, "b.test", pb, append([]string{"--dns", f.dns, "--users", ub, "--log-level", level}, bTLSArgs...)...)
 	return f
 }
 

@@ -40,13 +40,14 @@ type phone struct {
 // startPhone runs baresip for account (an accounts line) with SIP on
 // sipPort, RTP in rtpBase…rtpBase+19, ctrl_tcp and rtcpsummary, for at
 // most seconds, and connects to its control port.
-func startPhone(t *testing.T, name string, sipPort, rtpBase int, account string, seconds int) *phone {
+// Extra lines go to its config file.
+func startPhone(t *testing.T, name string, sipPort, rtpBase int, account string, seconds int, extra ...string) *phone {
 	t.Helper()
 	bin := testenv.Need(t, "baresip")
 	ctrlPort := testenv.FreePort(t)
-	cfg := baresipConfig(t, sipPort, rtpBase, account,
+	cfg := baresipConfig(t, sipPort, rtpBase, account, append([]string{
 		"module_app menu.so", "module_app ctrl_tcp.so", "module_app rtcpsummary.so",
-		fmt.Sprintf("ctrl_tcp_listen 127.0.0.1:%d", ctrlPort))
+		fmt.Sprintf("ctrl_tcp_listen 127.0.0.1:%d", ctrlPort)}, extra...)...)
 	p := &phone{name: name, out: &testenv.Buffer{}, done: make(chan error, 1), rtpBase: rtpBase}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+10)*time.Second)
 	p.cmd = exec.CommandContext(ctx, bin, "-f", cfg, "-t", strconv.Itoa(seconds))
@@ -263,19 +264,41 @@ func (c *capture) count(t *testing.T, sipPorts []int, dnsPort int, filter string
 // other's RTP port, tshark sees them on the wire between those ports, and
 // no datagram to or from either proxy's port is anything but SIP.
 func TestBaresipFederatedCallMediaDirect(t *testing.T) {
+	federatedBaresipCall(t, false)
+}
+
+// TestBaresipFederatedCallOverTLS: the same call with SIP over TLS all
+// the way: each phone registers over TLS to its proxy (certificates from a
+// private CA), the proxies reach each other only through NAPTR SIPS+D2T
+// and SRV _sips._tcp (--federation-tls), and the audio still flows
+// directly between the phones; not one datagram reaches a proxy's UDP
+// port.
+func TestBaresipFederatedCallOverTLS(t *testing.T) {
+	federatedBaresipCall(t, true)
+}
+
+func federatedBaresipCall(t *testing.T, overTLS bool) {
 	testenv.Need(t, "baresip")
 	testenv.Need(t, "tshark")
-	f := startFederation(t, fedOptions{})
+	f := startFederation(t, fedOptions{tls: overTLS})
 	capt := startCapture(t, 60)
 
 	// baresip also takes its SIP port + 1 (TLS): four ports, two each.
 	base := testenv.FreePorts(t, 4)
 	bobSIP, aliceSIP := base, base+2
+	account := func(aor, password string, proxy *server, tlsPort int) string {
+		if overTLS {
+			return fmt.Sprintf(`<sip:%s;transport=tls>;auth_pass=%s;outbound="sip:127.0.0.1:%d;transport=tls";regint=300;answermode=auto;audio_codecs=PCMU`, aor, password, tlsPort)
+		}
+		return fmt.Sprintf(`<sip:%s>;auth_pass=%s;outbound="sip:%s;transport=udp";regint=300;answermode=auto;audio_codecs=PCMU`, aor, password, proxy.addr())
+	}
+	var extra []string
+	if overTLS {
+		extra = append(extra, "sip_cafile "+f.ca.File)
+	}
 	// RTP ranges below the ephemeral ports, distinct for the two phones.
-	bob := startPhone(t, "bob", bobSIP, 20000+bobSIP%500*20,
-		fmt.Sprintf(`<sip:bob@b.test>;auth_pass=pw-bob;outbound="sip:%s;transport=udp";regint=300;answermode=auto;audio_codecs=PCMU`, f.b.addr()), 40)
-	alice := startPhone(t, "alice", aliceSIP, 10000+aliceSIP%500*20,
-		fmt.Sprintf(`<sip:alice@a.test>;auth_pass=pw-alice;outbound="sip:%s;transport=udp";regint=300;audio_codecs=PCMU`, f.a.addr()), 40)
+	bob := startPhone(t, "bob", bobSIP, 20000+bobSIP%500*20, account("bob@b.test", "pw-bob", f.b, f.bTLS), 40, extra...)
+	alice := startPhone(t, "alice", aliceSIP, 10000+aliceSIP%500*20, account("alice@a.test", "pw-alice", f.a, f.aTLS), 40, extra...)
 	logs := func() string { return f.logs() }
 	bob.waitRegistered(t, 10*time.Second, logs)
 	alice.waitRegistered(t, 10*time.Second, logs)
@@ -336,7 +359,10 @@ func TestBaresipFederatedCallMediaDirect(t *testing.T) {
 	if atoB < least || btoA < least {
 		t.Errorf("tshark saw %d RTP packets alice → bob and %d bob → alice; want ≥ %d each way", atoB, btoA, least)
 	}
-	if sipAtProxies == 0 {
+	switch {
+	case overTLS && atProxies != 0:
+		t.Errorf("%d datagrams at the proxies' UDP ports; with TLS all the way there should be none", atProxies)
+	case !overTLS && sipAtProxies == 0:
 		t.Errorf("tshark saw no SIP at the proxies: the capture is not showing the call")
 	}
 	if atProxies != sipAtProxies || rtpAtProxies != 0 {
