@@ -216,3 +216,14 @@ func clip(s string) string {
 	}
 	return s
 }
+
+// Realm returns the realm of Digest credentials (the value of an
+// Authorization or Proxy-Authorization header), or "" for another
+// scheme or broken syntax.
+func Realm(v string) string {
+	c, err := parseAuthorization(v)
+	if err != nil {
+		return ""
+	}
+	return c.realm
+}

@@ -28,6 +28,7 @@ type branch struct {
 	rr     bool
 	ctx    context.Context
 	cancel context.CancelFunc
+	reason []string // Reason header values for its CANCEL (RFC 3326); collector.mu
 }
 
 // collector gathers the branches' responses and answers upstream (§16.7).
@@ -58,14 +59,16 @@ func (c *collector) newBranch(fwd *sip.Request, t branchTarget, rr bool) *branch
 	}
 	decMaxForwards(r)
 	// RFC 3581 §4: note where the previous hop really is, so responses
-	// (and retransmitted 2xx relayed statelessly) find their way back.
+	// (and retransmitted 2xx relayed statelessly) find their way back:
+	// received= whenever rport was asked for or the address differs.
 	if v := r.Via(); v != nil {
 		host, port, err := net.SplitHostPort(c.req.Source())
 		if err == nil {
-			if v.Params.Has("rport") {
+			rport := v.Params.Has("rport")
+			if rport {
 				v.Params.Add("rport", port)
 			}
-			if host != v.Host {
+			if rport || host != strings.Trim(v.Host, "[]") {
 				v.Params.Add("received", host)
 			}
 		}
@@ -100,28 +103,54 @@ func decMaxForwards(r *sip.Request) {
 	r.AppendHeader(&n)
 }
 
-// cancelAll stops every branch (upstream CANCEL).
-func (c *collector) cancelAll() { c.cancelOthers(nil) }
+// cancelAll stops every branch (upstream CANCEL), passing on the
+// CANCEL's Reason headers (RFC 3326).
+func (c *collector) cancelAll(cancel *sip.Request) {
+	var reason []string
+	if cancel != nil {
+		for _, h := range cancel.GetHeaders("Reason") {
+			reason = append(reason, h.Value())
+		}
+	}
+	c.cancelOthers(nil, reason...)
+}
 
-func (c *collector) cancelOthers(keep *branch) {
+// completedElsewhere is the Reason of the CANCELs a fork's other
+// branches get once one answered (RFC 3326 §2), so those phones do not
+// show a missed call.
+const completedElsewhere = `SIP;cause=200;text="Call completed elsewhere"`
+
+// cancelOthers stops every branch but keep; reason goes into their
+// CANCELs.
+func (c *collector) cancelOthers(keep *branch, reason ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, b := range c.branches {
 		if b != keep {
+			if b.reason == nil {
+				b.reason = reason
+			}
 			b.cancel()
 		}
 	}
 }
 
+// cancelReason returns the Reason values for b's CANCEL.
+func (c *collector) cancelReason(b *branch) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return b.reason
+}
+
 // provisional relays a 1xx other than 100 upstream.
-func (c *collector) provisional(res *sip.Response) {
+func (c *collector) provisional(b *branch, res *sip.Response) {
 	c.mu.Lock()
 	sent := c.finalSent
 	c.mu.Unlock()
 	if sent {
 		return
 	}
-	c.respond(res)
+	c.respondFrom(b, res)
 }
 
 // success relays a 2xx at once and cancels the other branches; later 2xx
@@ -131,9 +160,9 @@ func (c *collector) success(b *branch, res *sip.Response) {
 	first := !c.finalSent
 	c.finalSent = true
 	c.mu.Unlock()
-	c.respond(res)
+	c.respondFrom(b, res)
 	if first {
-		c.cancelOthers(b)
+		c.cancelOthers(b, completedElsewhere)
 	}
 }
 
@@ -147,7 +176,7 @@ func (c *collector) final(b *branch, res *sip.Response) {
 	}
 	c.mu.Unlock()
 	if six {
-		c.cancelOthers(b)
+		c.cancelOthers(b, fmt.Sprintf("SIP;cause=%d;text=%s", res.StatusCode, quote(res.Reason)))
 	}
 }
 
@@ -194,7 +223,10 @@ func (c *collector) finish() error {
 }
 
 // respond sends a downstream response upstream without our Via.
-func (c *collector) respond(res *sip.Response) {
+func (c *collector) respond(res *sip.Response) { c.respondFrom(nil, res) }
+
+// respondFrom is respond for a response of branch b.
+func (c *collector) respondFrom(b *branch, res *sip.Response) {
 	out := res
 	if v := res.Via(); v != nil && c.p.isOurVia(v) {
 		out = stripVia(res)
@@ -203,7 +235,7 @@ func (c *collector) respond(res *sip.Response) {
 		if v := out.Via(); v != nil {
 			out.SetDestination(viaDest(v))
 		}
-		c.p.resignRecordRoute(c.req, out)
+		c.p.resignRecordRoute(c.req, out, calleeFlow(b, res))
 	}
 	if out.StatusCode >= 200 {
 		c.mu.Lock()
@@ -223,8 +255,9 @@ func (c *collector) respond(res *sip.Response) {
 
 // resignRecordRoute gives our Record-Route entries in a response that
 // makes a dialog (the caller's route set) the token for requests to the
-// callee's Contact (see signer).
-func (p *Proxy) resignRecordRoute(req *sip.Request, res *sip.Response) {
+// callee's Contact (see signer), and the callee's flow when it is behind
+// NAT (flow.go).
+func (p *Proxy) resignRecordRoute(req *sip.Request, res *sip.Response, flow string) {
 	if res.StatusCode < 101 || res.StatusCode >= 300 || !recordRoutes(req.Method) {
 		return
 	}
@@ -235,9 +268,14 @@ func (p *Proxy) resignRecordRoute(req *sip.Request, res *sip.Response) {
 			continue
 		}
 		if token == "" {
-			token = p.sign.dialogToken(req.CallID().Value(), fromTag(req), contactKey(res))
+			token = p.sign.dialogToken(req.CallID().Value(), fromTag(req), contactKey(res), flow)
 		}
 		rr.Address.UriParams.Add("sf", token)
+		if flow != "" {
+			rr.Address.UriParams.Add("fl", flow)
+		} else {
+			rr.Address.UriParams.Remove("fl")
+		}
 	}
 }
 
@@ -340,7 +378,12 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 		}
 		return failover, synth(c.req, 503, "Service Unavailable")
 	}
-	defer tx.Terminate()
+	handedOff := false // to drainCanceled, which terminates tx
+	defer func() {
+		if !handedOff {
+			tx.Terminate()
+		}
+	}()
 	if r.IsInvite() {
 		tx.OnRetransmission(func(res *sip.Response) {
 			if res.IsSuccess() {
@@ -371,7 +414,7 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 	sendCancel := func() {
 		if !cancelSent && r.IsInvite() {
 			cancelSent = true
-			p.sendCancel(r, hop)
+			p.sendCancel(r, hop, c.cancelReason(b))
 			cancelDeadline = time.After(64 * sip.T1)
 		}
 	}
@@ -392,7 +435,7 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 				if timerC != nil {
 					timerC.Reset(p.timerC)
 				}
-				c.provisional(res)
+				c.provisional(b, res)
 			case res.StatusCode < 300:
 				c.success(b, res)
 				return false, nil
@@ -423,8 +466,12 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 			// on one that never answered.
 			timerCC = nil
 			if provisional {
+				// The caller is answered now, as Kamailio's fr_inv_timer
+				// does, not after the CANCEL's 487 or its 32 s timeout.
 				sendCancel()
-				continue
+				handedOff = true
+				go drainCanceled(c, b, tx, cancelDeadline)
+				return false, synth(c.req, 408, "Request Timeout")
 			}
 			return false, synth(c.req, 408, "Request Timeout")
 		case <-stop:
@@ -442,6 +489,29 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 			if provisional {
 				sendCancel()
 			}
+		}
+	}
+}
+
+// drainCanceled sees a CANCELed INVITE branch to its end once the caller
+// has been answered: the 487 is ACKed by the transaction, and a 2xx that
+// crossed the CANCEL is still relayed (RFC 3261 §16.7 step 5), so that
+// the caller can ACK and hang up.
+func drainCanceled(c *collector, b *branch, tx sip.ClientTransaction, deadline <-chan time.Time) {
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			switch {
+			case res.IsSuccess():
+				c.success(b, res)
+			case res.StatusCode >= 200:
+				return
+			}
+		case <-tx.Done():
+			return
+		case <-deadline:
+			return
 		}
 	}
 }
@@ -478,11 +548,13 @@ func (p *Proxy) prepare(in *sip.Request, loop string, b *branch, hop resolver.Ta
 		if !ok {
 			inL = out
 		}
-		// The callee's requests in this dialog go to the caller's Contact.
-		token := p.sign.dialogToken(in.CallID().Value(), fromTag(in), contactKey(in))
-		r.PrependHeader(recordRoute(inL, token))
+		// The callee's requests in this dialog go to the caller's Contact,
+		// or to where the caller really is when it is behind NAT.
+		flow := callerFlow(in)
+		token := p.sign.dialogToken(in.CallID().Value(), fromTag(in), contactKey(in), flow)
+		r.PrependHeader(recordRoute(inL, token, flow))
 		if inL != out {
-			r.PrependHeader(recordRoute(out, token))
+			r.PrependHeader(recordRoute(out, token, flow))
 		}
 	}
 	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: strings.ToUpper(transport), Host: out.Host, Port: out.Port}
@@ -510,11 +582,14 @@ func (p *Proxy) prepare(in *sip.Request, loop string, b *branch, hop resolver.Ta
 	return r, nil
 }
 
-func recordRoute(l Listener, token string) *sip.RecordRouteHeader {
+func recordRoute(l Listener, token, flow string) *sip.RecordRouteHeader {
 	u := sip.Uri{Scheme: "sip", Host: l.Host, Port: l.Port}
 	u.UriParams.Add("transport", l.Transport)
 	u.UriParams.Add("lr", "")
 	u.UriParams.Add("sf", token)
+	if flow != "" {
+		u.UriParams.Add("fl", flow)
+	}
 	return &sip.RecordRouteHeader{Address: u}
 }
 
@@ -530,7 +605,7 @@ func (p *Proxy) listener(transport string) (Listener, bool) {
 // sendCancel sends a CANCEL for the INVITE copy r (RFC 3261 §9.1): same
 // Request-URI, Call-ID, From, To, CSeq number, Route and top Via. It goes
 // to hop's address (r's destination may be a name pinned only for a while).
-func (p *Proxy) sendCancel(r *sip.Request, hop resolver.Target) {
+func (p *Proxy) sendCancel(r *sip.Request, hop resolver.Target, reason []string) {
 	c := sip.NewRequest(sip.CANCEL, r.Recipient)
 	c.AppendHeader(sip.HeaderClone(r.Via()))
 	for _, h := range r.GetHeaders("Route") {
@@ -542,6 +617,9 @@ func (p *Proxy) sendCancel(r *sip.Request, hop resolver.Target) {
 	c.AppendHeader(sip.HeaderClone(r.To()))
 	c.AppendHeader(sip.HeaderClone(r.CallID()))
 	c.AppendHeader(&sip.CSeqHeader{SeqNo: r.CSeq().SeqNo, MethodName: sip.CANCEL})
+	for _, v := range reason {
+		c.AppendHeader(sip.NewHeader("Reason", v))
+	}
 	c.AppendHeader(sip.NewHeader("Content-Length", "0"))
 	c.SetTransport(r.Transport())
 	c.SetDestination(hop.AddrPort().String())
@@ -563,24 +641,31 @@ func (p *Proxy) sendCancel(r *sip.Request, hop resolver.Target) {
 	}()
 }
 
-// forwardACK relays an ACK for a 2xx statelessly along the route set.
-func (p *Proxy) forwardACK(ctx context.Context, in, fwd *sip.Request) error {
+// forwardACK relays an ACK for a 2xx statelessly along the route set, or
+// to flow, the callee's real address behind NAT.
+func (p *Proxy) forwardACK(ctx context.Context, in, fwd *sip.Request, flow *resolver.Target) error {
 	var next sip.Uri
 	if rt := fwd.Route(); rt != nil {
 		next = rt.Address
 	} else {
 		next = fwd.Recipient
 	}
-	hops, err := p.res.Resolve(ctx, next)
-	if err != nil {
-		return fmt.Errorf("proxy: ack: %w", err)
+	var hop resolver.Target
+	if flow != nil {
+		hop = *flow
+	} else {
+		hops, err := p.res.Resolve(ctx, next)
+		if err != nil {
+			return fmt.Errorf("proxy: ack: %w", err)
+		}
+		if len(hops) == 0 {
+			return errors.New("proxy: ack: no target")
+		}
+		hop = hops[0]
 	}
-	if len(hops) == 0 {
-		return errors.New("proxy: ack: no target")
-	}
-	b := &branch{base: fwd}
+	b := &branch{base: fwd, target: branchTarget{flow: flow != nil}}
 	decMaxForwards(fwd)
-	r, err := p.prepare(in, loopHash(in), b, hops[0], true)
+	r, err := p.prepare(in, loopHash(in), b, hop, true)
 	if err != nil {
 		return err
 	}
@@ -641,8 +726,7 @@ func viaDest(v *sip.ViaHeader) string {
 }
 
 func (p *Proxy) isOurVia(v *sip.ViaHeader) bool {
-	port := sipcore.PortOr(v.Port, v.Transport)
-	return p.ours[strings.ToLower(net.JoinHostPort(v.Host, strconv.Itoa(port)))]
+	return p.ours[hostPortKey(v.Host, sipcore.PortOr(v.Port, v.Transport))]
 }
 
 // loopPrefix is the start of every branch we make; the 8 hex digits after
@@ -693,9 +777,14 @@ func (p *Proxy) isLoop(req *sip.Request) bool {
 	return false
 }
 
+// quote makes s a quoted-string (RFC 3261 §25.1), escaping \ and ".
+func quote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(sipcore.Sanitize(s)) + `"`
+}
+
 // synth is a response the proxy makes up for a branch (no answer, error).
 func synth(req *sip.Request, code int, reason string) *sip.Response {
-	return sip.NewResponseFromRequest(req, code, reason, nil)
+	return sipcore.NewResponse(req, code, reason)
 }
 
 // retryAfter reads Retry-After seconds, or returns def.

@@ -148,7 +148,7 @@ func New(domains []string, loc Locator, authn Authenticator, users Users, res Re
 		p.domains[strings.ToLower(d)] = true
 	}
 	for _, l := range listeners {
-		p.ours[strings.ToLower(net.JoinHostPort(l.Host, strconv.Itoa(l.Port)))] = true
+		p.ours[hostPortKey(l.Host, l.Port)] = true
 	}
 	for _, o := range opts {
 		o(p)
@@ -167,7 +167,7 @@ var _ sipcore.Handler = (*Proxy)(nil)
 // §16.3-16.6 and returns when the transaction is over (sipgo terminates
 // it afterwards); it implements sipcore.Handler. An error it returns has
 // not been answered.
-func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) error {
+func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) (err error) {
 	if req.IsCancel() {
 		// A CANCEL that matched a transaction was answered by sipgo and
 		// reached that transaction's OnCancel; this one matched nothing.
@@ -198,15 +198,23 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 	// not (see signer).
 	fwd := req.Clone()
 	ourDialog := false
+	var flow *resolver.Target // where the phone behind NAT this goes to really is (flow.go)
 	for {
 		r := fwd.Route()
 		if r == nil || !p.isOurs(r.Address) {
 			break
 		}
 		if tok, ok := r.Address.UriParams.Get("sf"); ok && !ourDialog {
-			ourDialog = p.sign.dialogOK(req, tok)
+			fl, _ := r.Address.UriParams.Get("fl")
+			ourDialog = p.sign.dialogOK(req, tok, fl)
+			if t, ok := decodeFlow(fl); ok && ourDialog {
+				flow = &t
+			}
 		}
 		fwd.RemoveHeader("Route")
+	}
+	if fwd.Route() != nil {
+		flow = nil // another hop first (a flow is for the phone we reach ourselves)
 	}
 	inDialog := hasToTag(req)
 	challenge := !(inDialog && ourDialog)
@@ -216,7 +224,7 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 	// does not retransmit meanwhile. Not when the answer is a 407 made
 	// without looking anything up.
 	if req.IsInvite() && !(challenge && p.challengeOnly(req)) {
-		if err := tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil)); err != nil {
+		if err := tx.Respond(sipcore.NewResponse(req, 100, "Trying")); err != nil {
 			p.log.Debug("100 Trying", "call_id", sipcore.CallID(req), "error", err)
 		}
 	}
@@ -239,17 +247,28 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 		if err := p.policy(ctx, req, fwd.Route() != nil); err != nil {
 			return err
 		}
+		// The credentials for our realm were consumed here; the next hops
+		// do not get them (RFC 3261 §22.3). Others' stay.
+		removeCredentials(fwd, strings.ToLower(req.From().Address.Host))
 	}
 
 	if req.IsAck() {
-		return p.forwardACK(ctx, req, fwd)
+		return p.forwardACK(ctx, req, fwd, flow)
+	}
+	var call callRecord
+	if req.IsInvite() {
+		// Every INVITE past the policy is logged once at info, however
+		// it ends: relayed, or refused here (404, 480, 503…).
+		call.start = time.Now()
+		defer func() { p.logCall(req, fwd, &call, err) }()
 	}
 
 	// Where to: a Route still there (in-dialog, or preloaded), our own
 	// domain's users, or another domain.
 	var plan [][]branchTarget
-	var err error
 	switch {
+	case flow != nil:
+		plan = [][]branchTarget{{{hop: *flow, flow: true}}}
 	case fwd.Route() != nil:
 		plan, err = p.uriTargets(ctx, fwd.Route().Address)
 	case !inDialog && p.domains[strings.ToLower(fwd.Recipient.Host)]:
@@ -260,7 +279,25 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 	if err != nil {
 		return err
 	}
-	return p.relay(ctx, req, fwd, tx, plan, !inDialog && recordRoutes(req.Method))
+	return p.relay(ctx, req, fwd, tx, plan, !inDialog && recordRoutes(req.Method), &call)
+}
+
+// callRecord is what the log line of an INVITE says: how many branches
+// it had and the first final status sent upstream.
+type callRecord struct {
+	start    time.Time
+	branches int
+	status   int
+}
+
+func (p *Proxy) logCall(req, fwd *sip.Request, call *callRecord, err error) {
+	status := call.status
+	var se *sipcore.StatusError
+	if status == 0 && errors.As(err, &se) {
+		status = se.Code
+	}
+	p.log.Info("call", "call_id", sipcore.CallID(req), "from", sipcore.AOR(req.From().Address), "to", sipcore.Sanitize(fwd.Recipient.String()),
+		"branches", call.branches, "status", status, "setup", time.Since(call.start).Round(time.Millisecond))
 }
 
 // policy authenticates requests from users of ours (407, and the From
@@ -298,6 +335,29 @@ func (p *Proxy) policy(ctx context.Context, req *sip.Request, routed bool) error
 	return nil
 }
 
+// removeCredentials removes from r the Proxy-Authorization headers for
+// realm.
+func removeCredentials(r *sip.Request, realm string) {
+	hs := r.GetHeaders("Proxy-Authorization")
+	if len(hs) == 0 {
+		return
+	}
+	keep := make([]sip.Header, 0, len(hs))
+	for _, h := range hs {
+		if !strings.EqualFold(auth.Realm(h.Value()), realm) {
+			keep = append(keep, h)
+		}
+	}
+	if len(keep) == len(hs) {
+		return
+	}
+	for r.RemoveHeader("Proxy-Authorization") { // one at a time
+	}
+	for _, h := range keep {
+		r.AppendHeader(h)
+	}
+}
+
 // challengeOnly reports whether policy will answer req with a 407 without
 // any look-up: a request from a domain of ours that carries no credentials.
 func (p *Proxy) challengeOnly(req *sip.Request) bool {
@@ -305,7 +365,7 @@ func (p *Proxy) challengeOnly(req *sip.Request) bool {
 }
 
 func (p *Proxy) options(req *sip.Request, tx sip.ServerTransaction) error {
-	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	res := sipcore.NewResponse(req, 200, "OK")
 	res.AppendHeader(sip.NewHeader("Allow", allow))
 	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
 	res.AppendHeader(sip.NewHeader("Supported", "path"))
@@ -313,7 +373,7 @@ func (p *Proxy) options(req *sip.Request, tx sip.ServerTransaction) error {
 }
 
 // allow lists the methods a domain of ours accepts.
-const allow = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, REGISTER"
+const allow = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, PUBLISH, REGISTER"
 
 // branchTarget is where one branch goes: the Request-URI to put on it,
 // the Route set to prepend (a binding's Path) and the next hop.
@@ -460,13 +520,13 @@ func (p *Proxy) uriTargets(ctx context.Context, uri sip.Uri) ([][]branchTarget, 
 
 // relay runs the plan: groups in sequence, branches of a group in
 // parallel, and answers upstream per §16.7.
-func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerTransaction, plan [][]branchTarget, recordRoute bool) error {
+func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerTransaction, plan [][]branchTarget, recordRoute bool, call *callRecord) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c := &collector{p: p, req: req, tx: tx, loop: loopHash(req)}
 	if req.IsInvite() {
-		registered := tx.OnCancel(func(*sip.Request) {
-			c.cancelAll()
+		registered := tx.OnCancel(func(cancelReq *sip.Request) {
+			c.cancelAll(cancelReq)
 			cancel()
 		})
 		if !registered {
@@ -474,16 +534,11 @@ func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerT
 			return nil
 		}
 	}
-	if req.IsInvite() {
-		start := time.Now()
-		defer func() {
-			c.mu.Lock()
-			status := c.status
-			c.mu.Unlock()
-			p.log.Info("call", "call_id", sipcore.CallID(req), "from", sipcore.AOR(req.From().Address), "to", sipcore.Sanitize(fwd.Recipient.String()),
-				"branches", len(c.branches), "status", status, "setup", time.Since(start).Round(time.Millisecond))
-		}()
-	}
+	defer func() {
+		c.mu.Lock()
+		call.branches, call.status = len(c.branches), c.status
+		c.mu.Unlock()
+	}()
 	for _, group := range plan {
 		var wg sync.WaitGroup
 		for i := range group {
@@ -503,9 +558,16 @@ func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerT
 }
 
 // isOurs reports whether u names one of our listeners.
+// An IPv6 host is bracketed in a URI ("[::1]") and not in a Via.
 func (p *Proxy) isOurs(u sip.Uri) bool {
 	port := sipcore.PortOr(u.Port, u.Scheme)
-	return p.ours[strings.ToLower(net.JoinHostPort(u.Host, strconv.Itoa(port)))]
+	return p.ours[hostPortKey(u.Host, port)]
+}
+
+// hostPortKey is the key of p.ours: "host:port", lower case, an IPv6
+// host in brackets once.
+func hostPortKey(host string, port int) string {
+	return strings.ToLower(net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port)))
 }
 
 func hasToTag(req *sip.Request) bool {

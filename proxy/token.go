@@ -34,6 +34,8 @@ import (
 //     anywhere else. Like Kamailio's rr module with a secret; a target
 //     refreshed by re-INVITE loses the shortcut and is treated as any
 //     request (authenticated for our users, relaying refused for others).
+//     A flow (fl=, the real address of a phone behind NAT, flow.go) is
+//     signed with it.
 //   - Our Via branch is "z9hG4bK-sf" + loop hash + "." + random + "." +
 //     an HMAC over those and the previous hop's Via (branch and where
 //     responses go), so a response that matches no transaction of ours (a
@@ -69,15 +71,16 @@ func (s *signer) sum(out []byte, parts ...string) []byte {
 }
 
 // dialogToken is the sf= value of our Record-Route for a dialog whose
-// requests may go to target (targetKey of a Contact).
-func (s *signer) dialogToken(callID, creatorTag, target string) string {
+// requests may go to target (targetKey of a Contact) and, when flow is
+// not "", to that flow (the fl= beside it, see flow.go) instead.
+func (s *signer) dialogToken(callID, creatorTag, target, flow string) string {
 	var buf [sha256.Size]byte
-	return base64.RawURLEncoding.EncodeToString(s.sum(buf[:0], "rr", callID, creatorTag, target)[:12])
+	return base64.RawURLEncoding.EncodeToString(s.sum(buf[:0], "rr", callID, creatorTag, target, flow)[:12])
 }
 
 // dialogOK reports whether token was made for req's dialog and
-// Request-URI.
-func (s *signer) dialogOK(req *sip.Request, token string) bool {
+// Request-URI, and for flow.
+func (s *signer) dialogOK(req *sip.Request, token, flow string) bool {
 	if token == "" {
 		return false
 	}
@@ -87,7 +90,7 @@ func (s *signer) dialogOK(req *sip.Request, token string) bool {
 	}
 	target := targetKey(req.Recipient)
 	for _, tag := range []string{fromTag(req), toTag(req)} {
-		if tag != "" && hmac.Equal([]byte(s.dialogToken(cid.Value(), tag, target)), []byte(token)) {
+		if tag != "" && hmac.Equal([]byte(s.dialogToken(cid.Value(), tag, target, flow)), []byte(token)) {
 			return true
 		}
 	}

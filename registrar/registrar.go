@@ -235,7 +235,7 @@ func (r *Registrar) Register(ctx context.Context, req *sip.Request) (*sip.Respon
 // ok builds the 200 that lists every current binding with its remaining
 // expires (§10.3 step 8), echoes Path (RFC 3327 §5.3) and says what we support.
 func (r *Registrar) ok(req *sip.Request, bindings []location.Binding, now time.Time) *sip.Response {
-	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	res := sipcore.NewResponse(req, 200, "OK")
 	var b strings.Builder
 	for i := range bindings {
 		bd := &bindings[i]
@@ -288,13 +288,9 @@ type contact struct {
 // Expires header, then default, §10.3 step 6), min-expires (423) and
 // max-expires (clamp), and the wildcard rule.
 func (r *Registrar) parseContacts(req *sip.Request) ([]contact, bool, error) {
-	hdrExpires := -1
+	hdrExpires := -1 // none, or malformed: the default (RFC 3261 §20.10, §20.19)
 	if h := req.GetHeader("Expires"); h != nil {
-		n, err := parseExpires(h.Value())
-		if err != nil {
-			return nil, false, sipcore.Errorf(400, "Invalid Expires header")
-		}
-		hdrExpires = n
+		hdrExpires = parseExpires(h.Value())
 	}
 	var out []contact
 	wildcard := false
@@ -318,11 +314,9 @@ func (r *Registrar) parseContacts(req *sip.Request) ([]contact, bool, error) {
 			return nil, false, sipcore.Errorf(400, "Contact URI has no host")
 		}
 		if v, ok := ch.Params.Get("expires"); ok {
-			n, err := parseExpires(v)
-			if err != nil {
-				return nil, false, sipcore.Errorf(400, "Invalid expires parameter")
+			if n := parseExpires(v); n >= 0 {
+				c.expires = n
 			}
-			c.expires = n
 		}
 		if c.expires < 0 {
 			c.expires = r.defaultExpires
@@ -394,19 +388,28 @@ func privateAddr(ip netip.Addr) bool {
 
 var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 
-func parseExpires(s string) (int, error) {
+// parseExpires reads delta-seconds leniently, as RFC 3261 asks: a value
+// beyond 2^32-1 (or any length of digits) is as large as allowed (and
+// then clamped to the maximum), and a malformed one ("0.5", "soon") is
+// -1, meaning the default (§20.10: "treated as equivalent to 3600").
+func parseExpires(s string) int {
 	s = strings.TrimSpace(s)
-	if s == "" || len(s) > 10 {
-		return 0, strconv.ErrSyntax
+	if s == "" {
+		return -1
 	}
-	n, err := strconv.ParseUint(s, 10, 32)
-	if err != nil {
-		return 0, err
+	n := 0
+	for i := 0; i < len(s); i++ {
+		d := s[i]
+		if d < '0' || d > '9' {
+			return -1
+		}
+		if n < math.MaxInt32/10 {
+			n = n*10 + int(d-'0')
+		} else {
+			n = math.MaxInt32
+		}
 	}
-	if n > math.MaxInt32 {
-		n = math.MaxInt32
-	}
-	return int(n), nil
+	return n
 }
 
 // parseQ parses a qvalue (RFC 3261 §25.1: 0 to 1 with at most three

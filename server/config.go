@@ -66,6 +66,9 @@ type Config struct {
 	// domain's server before trying the next (default 5 s, at least
 	// 100 ms).
 	FailoverTimeout time.Duration
+	// ServerHeader is the Server header of the responses the server
+	// makes ("sipfed/1.4.0"); empty: none.
+	ServerHeader string
 	// HideUsers answers a request from another domain for a user who
 	// does not exist 480, as for one who is offline, not 404, so that
 	// outsiders cannot enumerate users.

@@ -196,6 +196,7 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 	}
 	sipcore.AllowLargeUDP()
+	sipcore.SetServerHeader(cfg.ServerHeader)
 	s.reg = metrics.NewRegistry()
 	sipMetrics := metrics.New(s.reg)
 	libLog := sipcore.LibraryLogger(s.log, sipMetrics.Malformed)

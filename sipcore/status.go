@@ -63,7 +63,7 @@ const RetryAfter = 5
 // and says SIP/2.0.
 func Response(req *sip.Request, err error) *sip.Response {
 	se := AsStatus(err)
-	res := sip.NewResponseFromRequest(req, se.Code, se.Reason, nil)
+	res := NewResponse(req, se.Code, se.Reason)
 	res.SipVersion = "SIP/2.0" // sipgo copies the request's, whatever it is
 	if se.Code == 400 || se.Code == 505 {
 		res = cleanCopy(res)

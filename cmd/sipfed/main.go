@@ -131,27 +131,47 @@ func runVersion(ctx context.Context, e *env, args []string) error {
 // "unknown" for what the binary does not record (a build without VCS
 // stamping, or a test binary).
 func versionLine(bi *debug.BuildInfo, ok bool) string {
-	version, revision, dirty, goVersion := "(devel)", "unknown", "", runtime.Version()
+	b := readBuild(bi, ok)
+	return fmt.Sprintf("sipfed %s %s%s %s", b.version, b.revision, b.dirty, b.goVersion)
+}
+
+// serverHeader is the Server header sipfed serve sends: "sipfed/VERSION",
+// the revision standing in for a version a build does not record.
+func serverHeader(bi *debug.BuildInfo, ok bool) string {
+	b := readBuild(bi, ok)
+	switch {
+	case b.version != "(devel)":
+		return "sipfed/" + b.version
+	case b.revision != "unknown":
+		return "sipfed/" + b.revision + b.dirty
+	}
+	return "sipfed"
+}
+
+type build struct{ version, revision, dirty, goVersion string }
+
+func readBuild(bi *debug.BuildInfo, ok bool) build {
+	b := build{version: "(devel)", revision: "unknown", goVersion: runtime.Version()}
 	if ok && bi != nil {
 		if bi.Main.Version != "" {
-			version = bi.Main.Version
+			b.version = bi.Main.Version
 		}
 		if bi.GoVersion != "" {
-			goVersion = bi.GoVersion
+			b.goVersion = bi.GoVersion
 		}
 		for _, s := range bi.Settings {
 			switch s.Key {
 			case "vcs.revision":
-				revision = s.Value
-				if len(revision) > 12 {
-					revision = revision[:12]
+				b.revision = s.Value
+				if len(b.revision) > 12 {
+					b.revision = b.revision[:12]
 				}
 			case "vcs.modified":
 				if s.Value == "true" {
-					dirty = "+dirty"
+					b.dirty = "+dirty"
 				}
 			}
 		}
 	}
-	return fmt.Sprintf("sipfed %s %s%s %s", version, revision, dirty, goVersion)
+	return b
 }

@@ -104,6 +104,7 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 		logLevel      string
 		drain         time.Duration
 		memoryLimit   string
+		signature     bool
 		domains       = newListFlag()
 		listen        = newListFlag("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
 		md5OnlyAgents = newListFlag(auth.DefaultMD5OnlyAgents...)
@@ -132,6 +133,7 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 	fs.StringVar(&c.Advertise, "advertise", "", "`host` (IP or name) put in Via and Record-Route; default: the --listen host (required when that is 0.0.0.0 or ::)")
 	fs.DurationVar(&c.TimerC, "timer-c", 180*time.Second, "Timer C: how long an INVITE branch may ring before it is CANCELed (RFC 3261 §16.6); a whole INVITE is bounded at twice this")
 	fs.DurationVar(&c.FailoverTimeout, "failover-timeout", 5*time.Second, "how long to wait for any answer from another domain's server before trying the next one")
+	fs.BoolVar(&signature, "server-header", true, "send Server: sipfed/VERSION on the responses sipfed makes (false: none, for operators who do not say what they run)")
 	fs.BoolVar(&c.HideUsers, "hide-users", false, "answer other domains' requests for users who do not exist 480, as for offline ones, not 404 (no user enumeration)")
 	fs.IntVar(&c.TCPMaxConns, "tcp-max-connections", sipcore.DefaultMaxConns, "most TCP connections open at once on each TCP listener; more are closed at once (0: no limit)")
 	fs.IntVar(&c.TCPMaxPerSource, "tcp-max-per-source", sipcore.DefaultMaxPerSource, "most TCP connections open at once from one IP address (IPv6: one /64); more are closed at once (0: no limit)")
@@ -191,6 +193,9 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 		c.PikeRate = -1
 	}
 	c.Domains, c.Listen, c.DNS = domains.vals, listen.vals, dns.vals
+	if signature {
+		c.ServerHeader = serverHeader(debug.ReadBuildInfo())
+	}
 	for _, v := range trusted.vals {
 		p, err := netip.ParsePrefix(v)
 		if err != nil {
