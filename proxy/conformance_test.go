@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
 
+	"github.com/sipfed/sipfed/internal/testenv"
 	"github.com/sipfed/sipfed/proxy"
 	"github.com/sipfed/sipfed/sipcore"
 )
@@ -619,5 +621,32 @@ CSeq: 1 OPTIONS
 	}
 	if h := res.GetHeader("Allow"); h == nil || !strings.Contains(h.Value(), "PUBLISH") {
 		t.Errorf("Allow: %v", h)
+	}
+}
+
+// TestEveryINVITELoggedOnce: an INVITE refused before any branch (480,
+// nobody registered) is logged at info like a relayed one, once, with
+// its status.
+func TestEveryINVITELoggedOnce(t *testing.T) {
+	var buf testenv.Buffer
+	d := startProxy(t, proxy.WithLogger(slog.New(slog.NewTextHandler(&buf, nil))))
+	caller := udpEndpoint(t, "127.0.0.1")
+	caller.send(d.addr, fmt.Sprintf(`
+INVITE sip:bob@a.test SIP/2.0
+Via: SIP/2.0/UDP %s;branch=z9hG4bK-log;rport
+Max-Forwards: 70
+From: <sip:carol@c.test>;tag=carol1
+To: <sip:bob@a.test>
+Call-ID: logged@test
+CSeq: 1 INVITE
+Contact: <sip:carol@%s>
+
+`, caller.addr(), caller.addr()))
+	if res := caller.response(sip.INVITE, 200, 5*time.Second); res.StatusCode != 480 {
+		t.Fatalf("INVITE to bob, not registered: %d, want 480", res.StatusCode)
+	}
+	eventually(t, "the call's log line", func() bool { return strings.Contains(buf.String(), "call_id=logged@test") })
+	if n := strings.Count(buf.String(), "msg=call "); n != 1 || !strings.Contains(buf.String(), "status=480") || !strings.Contains(buf.String(), "level=INFO") {
+		t.Fatalf("%d call lines, want one at INFO with status=480:\n%s", n, buf.String())
 	}
 }

@@ -82,6 +82,7 @@ type Proxy struct {
 	requireTLS      bool
 	sign            *signer
 	secret          []byte
+	invites         *inviteBranches // INVITEs over TCP/TLS, for their hop-by-hop ACK
 	log             *slog.Logger
 }
 
@@ -142,6 +143,7 @@ func New(domains []string, loc Locator, authn Authenticator, users Users, res Re
 		failoverTimeout: 5 * time.Second,
 		markDown:        30 * time.Second,
 		maxUDP:          1300,
+		invites:         newInviteBranches(),
 		log:             slog.New(slog.DiscardHandler),
 	}
 	for _, d := range domains {
@@ -176,6 +178,14 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 	// §16.3 request validation.
 	if err := sipcore.CheckRequest(req); err != nil {
 		return err
+	}
+	if reliable(req.Transport()) {
+		switch {
+		case req.IsInvite():
+			p.invites.add(req)
+		case req.IsAck() && p.invites.ackOf(req):
+			return nil // the ACK of our non-2xx final response: absorbed
+		}
 	}
 	mf := req.MaxForwards()
 	if mf != nil && mf.Val() == 0 {
@@ -568,6 +578,15 @@ func (p *Proxy) isOurs(u sip.Uri) bool {
 // host in brackets once.
 func hostPortKey(host string, port int) string {
 	return strings.ToLower(net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port)))
+}
+
+// reliable reports whether transport is connection-oriented.
+func reliable(transport string) bool {
+	switch strings.ToLower(transport) {
+	case "tcp", "tls", "ws", "wss":
+		return true
+	}
+	return false
 }
 
 func hasToTag(req *sip.Request) bool {

@@ -14,6 +14,7 @@ have kdig         || need+=(knot-dnsutils)
 have unbound      || need+=(unbound)
 have dig          || need+=(dnsutils)
 have svwar        || need+=(sipvicious)
+have iptables     || need+=(iptables)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "deps: missing ${need[*]}; run as root or install them: apt-get install ${need[*]}" >&2

@@ -16,27 +16,33 @@ import (
 )
 
 // baresipConfig writes a headless baresip configuration (no sound card:
-// ausine source, null player) for one account and returns its folder.
-// Extra lines are appended to the config file.
+// ausine source, null player) for one account on 127.0.0.1 and returns
+// its folder. Extra lines are appended to the config file.
 func baresipConfig(t *testing.T, sipPort, rtpBase int, account string, extra ...string) string {
+	t.Helper()
+	return baresipConfigAt(t, "127.0.0.1", sipPort, rtpBase, account, extra...)
+}
+
+// baresipConfigAt is baresipConfig with SIP and RTP on the IPv4 address ip.
+func baresipConfigAt(t *testing.T, ip string, sipPort, rtpBase int, account string, extra ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	config := fmt.Sprintf(`poll_method epoll
-sip_listen 127.0.0.1:%d
-net_interface 127.0.0.1
+sip_listen %[1]s:%[2]d
+net_interface %[1]s
 audio_source ausine,440
 ausrc_srate 48000
 ausrc_channels 2
 audio_player alsa,null
 audio_alert alsa,null
-rtp_ports %d-%d
+rtp_ports %[3]d-%[4]d
 module_path /usr/lib/baresip/modules
 module g711.so
 module ausine.so
 module alsa.so
 module account.so
 module uuid.so
-`, sipPort, rtpBase, rtpBase+19)
+`, ip, sipPort, rtpBase, rtpBase+19)
 	for _, line := range extra {
 		config += line + "\n"
 	}

@@ -5,6 +5,7 @@ package interop
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +39,7 @@ type server struct {
 	out    *testenv.Buffer
 	Port   int
 	Domain string
+	Host   string // the address it listens on; "" is 127.0.0.1
 	args   []string
 	done   chan error
 }
@@ -64,7 +66,7 @@ func startDomain(t *testing.T, domain string, port int, args ...string) *server 
 
 func (s *server) start() {
 	s.t.Helper()
-	addr := "127.0.0.1:" + strconv.Itoa(s.Port)
+	addr := s.addr()
 	// SIPp sends every call from one address, at rates the per-source
 	// limit (--pike-rate) is there to stop: off here, tested in
 	// test/security.
@@ -106,7 +108,13 @@ func (s *server) kill() {
 	}
 }
 
-func (s *server) addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
+func (s *server) addr() string {
+	host := s.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(s.Port))
+}
 
 // addUsers creates users u0001…uNNNN@a.test with password pw-<user> through
 // `sipfed user add`, in one users file or in Redis, and writes the SIPp

@@ -43,14 +43,41 @@ type phone struct {
 // Extra lines go to its config file.
 func startPhone(t *testing.T, name string, sipPort, rtpBase int, account string, seconds int, extra ...string) *phone {
 	t.Helper()
+	return startPhoneAt(t, phoneHost{}, name, sipPort, rtpBase, account, seconds, extra...)
+}
+
+// phoneHost is where a phone runs: the zero value is 127.0.0.1 in this
+// network namespace.
+type phoneHost struct {
+	ip    string // SIP and RTP address; "" is 127.0.0.1
+	netns string // a named network namespace (ip netns) to run baresip in
+	trace bool   // baresip -s: every SIP message it sends and receives, in its output
+}
+
+// startPhoneAt is startPhone at h: with a namespace, baresip runs under
+// `ip netns exec` and the control connection is dialled from inside it.
+func startPhoneAt(t *testing.T, h phoneHost, name string, sipPort, rtpBase int, account string, seconds int, extra ...string) *phone {
+	t.Helper()
 	bin := testenv.Need(t, "baresip")
 	ctrlPort := testenv.FreePort(t)
-	cfg := baresipConfig(t, sipPort, rtpBase, account, append([]string{
+	ip := h.ip
+	if ip == "" {
+		ip = "127.0.0.1"
+	}
+	cfg := baresipConfigAt(t, ip, sipPort, rtpBase, account, append([]string{
 		"module_app menu.so", "module_app ctrl_tcp.so", "module_app rtcpsummary.so",
 		fmt.Sprintf("ctrl_tcp_listen 127.0.0.1:%d", ctrlPort)}, extra...)...)
 	p := &phone{name: name, out: &testenv.Buffer{}, done: make(chan error, 1), rtpBase: rtpBase}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+10)*time.Second)
-	p.cmd = exec.CommandContext(ctx, bin, "-f", cfg, "-t", strconv.Itoa(seconds))
+	args := []string{bin, "-f", cfg, "-t", strconv.Itoa(seconds)}
+	if h.trace {
+		args = append(args, "-s")
+	}
+	if h.netns != "" {
+		// ip netns exec execs baresip itself: the PID stays baresip's.
+		args = append([]string{testenv.Need(t, "ip"), "netns", "exec", h.netns}, args...)
+	}
+	p.cmd = exec.CommandContext(ctx, args[0], args[1:]...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.Env = append(os.Environ(), "HOME="+cfg)
 	if err := p.cmd.Start(); err != nil {
@@ -66,12 +93,16 @@ func startPhone(t *testing.T, name string, sipPort, rtpBase int, account string,
 		<-p.done
 	})
 	addr := "127.0.0.1:" + strconv.Itoa(ctrlPort)
-	if err := testenv.WaitTCP(addr, 10*time.Second); err != nil {
-		t.Fatalf("baresip %s: ctrl_tcp: %v\n%s", name, err, tail(p.out.String(), 3000))
+	var c net.Conn
+	var err error
+	if h.netns != "" {
+		// 127.0.0.1 inside the namespace.
+		c, err = dialInNetns(h.netns, addr, 10*time.Second)
+	} else if err = testenv.WaitTCP(addr, 10*time.Second); err == nil {
+		c, err = net.Dial("tcp", addr)
 	}
-	c, err := net.Dial("tcp", addr)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("baresip %s: ctrl_tcp: %v\n%s", name, err, tail(p.out.String(), 3000))
 	}
 	p.conn = c
 	go p.read()

@@ -1,0 +1,73 @@
+package proxy
+
+import (
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// inviteBranches remembers the INVITEs received over TCP and TLS for
+// 64*T1, so that their ACK for a non-2xx final response (hop by hop, same
+// branch as the INVITE, RFC 3261 §17.1.1.3) is absorbed here. Over UDP
+// sipgo keeps the finished server transaction and matches the ACK itself;
+// over a reliable transport it ends the transaction as soon as the
+// handler returns, and the ACK would otherwise look like a new request.
+// Two generations of 32 s bound the memory.
+type inviteBranches struct {
+	mu        sync.Mutex
+	cur, prev map[string]struct{}
+	since     time.Time
+	max       int
+}
+
+func newInviteBranches() *inviteBranches {
+	return &inviteBranches{cur: map[string]struct{}{}, prev: map[string]struct{}{}, since: time.Now(), max: 200000}
+}
+
+func branchKey(req *sip.Request) (string, bool) {
+	v, cid := req.Via(), req.CallID()
+	if v == nil || cid == nil {
+		return "", false
+	}
+	br, ok := v.Params.Get("branch")
+	if !ok || br == "" {
+		return "", false
+	}
+	return br + "\x00" + cid.Value(), true
+}
+
+func (b *inviteBranches) rotate(now time.Time) {
+	if now.Sub(b.since) >= 64*sip.T1 || len(b.cur) >= b.max {
+		b.prev, b.cur, b.since = b.cur, make(map[string]struct{}, len(b.cur)), now
+	}
+}
+
+// add notes an INVITE.
+func (b *inviteBranches) add(req *sip.Request) {
+	k, ok := branchKey(req)
+	if !ok {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.rotate(time.Now())
+	b.cur[k] = struct{}{}
+}
+
+// ackOf reports whether ack has the branch of a noted INVITE: the ACK of
+// its non-2xx final response.
+func (b *inviteBranches) ackOf(ack *sip.Request) bool {
+	k, ok := branchKey(ack)
+	if !ok {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.rotate(time.Now())
+	_, in := b.cur[k]
+	if !in {
+		_, in = b.prev[k]
+	}
+	return in
+}
