@@ -29,6 +29,7 @@ func commands() map[string]command {
 		"resolve": {"print the RFC 3263 targets for a SIP URI", runResolve},
 		"dns":     {"serve lab DNS zones (NAPTR, SRV, A) for tests", runDNS},
 		"serve":   {"run a domain's registrar and proxy", runServe},
+		"phone":   {"a softphone: register, call URI, or answer", runPhone},
 		"user":    {"add, delete and list users (add|del|list)", runUser},
 		"version": {"print the version, VCS revision and Go version (also --version)", runVersion},
 	}

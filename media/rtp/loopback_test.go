@@ -3,7 +3,6 @@ package rtp_test
 import (
 	"context"
 	"errors"
-	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/pion/rtp"
 
+	"github.com/sipfed/sipfed/internal/testenv"
 	"github.com/sipfed/sipfed/media/codec/dtmf"
 	"github.com/sipfed/sipfed/media/codec/g711"
 	"github.com/sipfed/sipfed/media/file"
@@ -81,21 +81,6 @@ func record(t testing.TB, s *mrtp.Session, law g711.Law, path string) int64 {
 	return w.Samples()
 }
 
-// goertzelSNR returns the power at freq against the power of everything
-// else in pcm, in dB.
-func goertzelSNR(pcm []int16, freq, rate float64) float64 {
-	k := 2 * math.Cos(2*math.Pi*freq/rate)
-	var s1, s2, total float64
-	for _, v := range pcm {
-		x := float64(v)
-		s1, s2 = x+k*s1-s2, s1
-		total += x * x
-	}
-	n := float64(len(pcm))
-	tone := (s1*s1 + s2*s2 - k*s1*s2) * 2 / n // energy of the sinusoid
-	return 10 * math.Log10(tone/math.Max(total-tone, 1e-9))
-}
-
 // TestLoopbackTone sends 10 s of a 1 kHz tone over PCMU (rtcp-mux) and PCMA
 // (RTP/RTCP port pair), records it on the far side, and finds the tone
 // there: its Goertzel power must exceed everything else by 25 dB (G.711
@@ -131,12 +116,12 @@ func TestLoopbackTone(t *testing.T) {
 			}
 			pcm := make([]int16, n)
 			got, _ := r.ReadFrame(pcm)
-			snr := goertzelSNR(pcm[:got], 1000, 8000)
+			snr := testenv.ToneSNR(pcm[:got], 1000, 8000)
 			t.Logf("%s: 1 kHz tone %.1f dB above the rest", tc.law.Name(), snr)
 			if snr < 25 {
 				t.Errorf("tone SNR %.1f dB, want >= 25", snr)
 			}
-			if off := goertzelSNR(pcm[:got], 1400, 8000); off > -20 {
+			if off := testenv.ToneSNR(pcm[:got], 1400, 8000); off > -20 {
 				t.Errorf("1.4 kHz stands %.1f dB over the rest: the detector is not selective", off)
 			}
 			st := b.Stats()

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sipfed/sipfed/endpoint"
+)
+
+const phoneUsage = `Usage: sipfed phone --aor USER@DOMAIN [flags] register | call URI | answer
+
+A softphone for one account. It registers with its domain's proxy (the
+one --proxy names, or the one DNS gives for the domain, RFC 3263), and
+sends and receives the audio itself, straight to and from the other phone.
+
+  register     stay registered until interrupted
+  call URI     call URI (bob@b.example, sip:bob@b.example, or a user of
+               our domain), talk for --duration, hang up
+  answer       stay registered and answer calls, until interrupted or
+               --max-calls calls have ended
+
+The password comes from stdin (--password-stdin) or SIPFED_PASSWORD,
+never from the command line. Exit status: 0 when the call (or the
+registration) happened, 1 with a one-line reason otherwise, 2 for a
+command-line mistake.`
+
+// runPhone is `sipfed phone`.
+func runPhone(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "phone", phoneUsage)
+	var (
+		cfg           endpoint.Config
+		passwordStdin bool
+		jsonOut       bool
+		duration      time.Duration
+		maxCalls      int
+		digits        string
+		dns           = newListFlag()
+		codecs        = newListFlag("pcmu", "pcma")
+	)
+	fs.StringVar(&cfg.AOR, "aor", "", "the account, `user@domain` (required)")
+	fs.BoolVar(&passwordStdin, "password-stdin", false, "read the password from the first line of stdin (else SIPFED_PASSWORD)")
+	fs.StringVar(&cfg.Proxy, "proxy", "", "outbound proxy `host:port` (default: the domain's, found through DNS)")
+	fs.Var(dns, "dns", "DNS `server` (host[:port]) for finding the proxy (repeatable; default: /etc/resolv.conf)")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:0", "local SIP `ip:port`; RTP uses the same address")
+	fs.StringVar(&cfg.Transport, "transport", "udp", "SIP transport: udp or tcp")
+	fs.Var(codecs, "codecs", "audio codecs offered and accepted, in order: pcmu, pcma")
+	fs.StringVar(&cfg.Play, "play", "", "WAV `file` sent as the audio (default: a 440 Hz tone)")
+	fs.StringVar(&cfg.Record, "record", "", "WAV `file` the received audio is written to (several calls: file-2.wav…)")
+	fs.StringVar(&digits, "dtmf", "", "`digits` sent (RFC 4733) one second into each call")
+	fs.DurationVar(&duration, "duration", 10*time.Second, "call: how long to talk before hanging up")
+	fs.IntVar(&maxCalls, "max-calls", 0, "answer: exit after this many calls have ended (0: never)")
+	fs.DurationVar(&cfg.AnswerDelay, "answer-delay", 0, "answer: how long to ring before answering")
+	fs.BoolVar(&cfg.Reject, "reject", false, "answer: reject every call with 486 Busy Here")
+	fs.DurationVar(&cfg.MediaTimeout, "media-timeout", 30*time.Second, "end a call after this long without RTP from the peer (0: never)")
+	fs.DurationVar(&cfg.Expires, "expires", 300*time.Second, "registration interval asked of the registrar")
+	fs.BoolVar(&jsonOut, "json", false, "print one JSON object per event and line instead of text")
+	pos, err := fs.parse(e, args)
+	if err != nil {
+		return err
+	}
+	if cfg.AOR == "" {
+		return usagef("--aor is required, e.g. --aor alice@a.example")
+	}
+	if len(pos) == 0 {
+		return usagef("want register, call URI or answer")
+	}
+	mode := pos[0]
+	switch {
+	case mode == "call" && len(pos) != 2:
+		return usagef("call wants one URI, e.g. call bob@b.example")
+	case mode != "call" && len(pos) != 1:
+		return usagef("unexpected arguments %q", pos[1:])
+	case mode != "register" && mode != "call" && mode != "answer":
+		return usagef("unknown action %q: want register, call URI or answer", mode)
+	}
+	if duration <= 0 || maxCalls < 0 {
+		return usagef("--duration must be positive and --max-calls not negative")
+	}
+	if cfg.MediaTimeout == 0 {
+		cfg.MediaTimeout = -1
+	}
+	cfg.DNS, cfg.Codecs = dns.vals, codecs.vals
+	if passwordStdin {
+		line, err := bufio.NewReader(e.stdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("reading the password: %w", err)
+		}
+		cfg.Password = strings.TrimRight(line, "\r\n")
+	} else {
+		cfg.Password = e.getenv("SIPFED_PASSWORD")
+	}
+	if cfg.Password == "" {
+		return usagef("no password: use --password-stdin or set SIPFED_PASSWORD")
+	}
+
+	out := &eventPrinter{w: e.stdout, json: jsonOut}
+	ended := make(chan endpoint.Event, 16)
+	cfg.Events = func(ev endpoint.Event) {
+		out.print(ev)
+		if ev.Event == "hangup" {
+			select {
+			case ended <- ev:
+			default:
+			}
+		}
+	}
+	p, err := endpoint.New(cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	startCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := p.Start(startCtx); err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		p.Close(cctx)
+	}()
+	if mode == "call" {
+		return phoneCall(ctx, p, pos[1], duration, digits)
+	}
+	first := make(chan error, 1)
+	go p.KeepRegistered(ctx, first)
+	select {
+	case err := <-first:
+		if err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		return nil
+	}
+	if mode == "register" {
+		<-ctx.Done()
+		return nil
+	}
+	if digits != "" {
+		p.OnAnswered(func(c *endpoint.Call) {
+			go func() {
+				time.Sleep(time.Second)
+				c.SendDTMF(ctx, digits)
+			}()
+		})
+	}
+	for n := 0; maxCalls == 0 || n < maxCalls; n++ {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ended:
+		}
+	}
+	return nil
+}
+
+// phoneCall places one call, talks for d and hangs up.
+func phoneCall(ctx context.Context, p *endpoint.Phone, uri string, d time.Duration, digits string) error {
+	dialCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	call, err := p.Dial(dialCtx, uri)
+	if err != nil {
+		var se *endpoint.StatusError
+		if errors.As(err, &se) {
+			return fmt.Errorf("call %s: %d %s", uri, se.Code, se.Reason)
+		}
+		return fmt.Errorf("call %s: %w", uri, err)
+	}
+	if digits != "" {
+		go func() {
+			select {
+			case <-time.After(time.Second):
+				call.SendDTMF(ctx, digits)
+			case <-call.Done():
+			}
+		}()
+	}
+	select {
+	case <-time.After(d):
+		call.Hangup(context.Background())
+	case <-call.Done():
+	case <-ctx.Done():
+		call.Hangup(context.Background())
+	}
+	<-call.Done()
+	if r := call.Result(); r.Reason == "media-timeout" {
+		return fmt.Errorf("call %s: no media from the other phone for the media timeout", uri)
+	}
+	return nil
+}
+
+// eventPrinter prints events as JSON lines or as text for a person.
+type eventPrinter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	json bool
+}
+
+func (p *eventPrinter) print(ev endpoint.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.json {
+		b, _ := json.Marshal(ev)
+		fmt.Fprintf(p.w, "%s\n", b)
+		return
+	}
+	switch ev.Event {
+	case "registered":
+		fmt.Fprintf(p.w, "registered %s for %d s\n", ev.AOR, ev.Expires)
+	case "ringing":
+		fmt.Fprintf(p.w, "ringing (%s %s)\n", ev.Direction, ev.Peer)
+	case "answered":
+		fmt.Fprintf(p.w, "answered (%s %s), call %s\n", ev.Direction, ev.Peer, ev.CallID)
+	case "dtmf":
+		fmt.Fprintf(p.w, "dtmf %s\n", ev.Digit)
+	case "hangup":
+		fmt.Fprintf(p.w, "hangup (%s) after %.1f s\n", ev.Reason, ev.Duration)
+		for _, s := range ev.Streams {
+			fmt.Fprintf(p.w, "  %s %s: %s ↔ %s, sent %d packets, received %d, lost %d, jitter %.1f ms, rtt %.1f ms, MOS %.2f\n",
+				s.Kind, s.Codec, s.Local, s.Remote, s.PacketsSent, s.PacketsReceived, s.Lost, s.JitterMs, s.RTTMs, s.MOS)
+		}
+	case "error":
+		fmt.Fprintf(p.w, "error: %s\n", ev.Error)
+	default:
+		fmt.Fprintf(p.w, "%s\n", ev.Event)
+	}
+}

@@ -1,0 +1,437 @@
+package endpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipfed/sipfed/media/sdp"
+)
+
+// Event is one thing that happened, as `sipfed phone --json` prints it:
+// registered, ringing, answered, dtmf, held, resumed, hangup, error.
+type Event struct {
+	Event     string        `json:"event"`
+	CallID    string        `json:"call_id,omitempty"`
+	AOR       string        `json:"aor,omitempty"`
+	Peer      string        `json:"peer,omitempty"`      // the other party's URI
+	Direction string        `json:"direction,omitempty"` // in or out
+	Status    int           `json:"status,omitempty"`    // the SIP status that ended a call attempt
+	Reason    string        `json:"reason,omitempty"`    // why a call ended: local, remote, media-timeout, or the status's reason
+	Digit     string        `json:"digit,omitempty"`
+	Expires   int           `json:"expires,omitempty"`    // registered: seconds granted
+	Duration  float64       `json:"duration_s,omitempty"` // hangup: seconds since answered
+	Streams   []StreamStats `json:"streams,omitempty"`    // hangup: per stream
+	Error     string        `json:"error,omitempty"`
+}
+
+// Call is one call of the phone, in either direction.
+type Call struct {
+	p        *Phone
+	ID       string
+	Peer     string
+	outgoing bool
+	out      *sipgo.DialogClientSession
+	in       *sipgo.DialogServerSession
+	audio    *audioStream
+	answered time.Time
+
+	endOnce sync.Once
+	ended   chan struct{}
+	mu      sync.Mutex
+	hangup  Event // the hangup event, once ended
+}
+
+// Done is closed when the call has ended.
+func (c *Call) Done() <-chan struct{} { return c.ended }
+
+// Result returns the hangup event (with the streams' statistics) once
+// the call has ended.
+func (c *Call) Result() Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hangup
+}
+
+// parseTarget reads "bob@b.test", "sip:bob@b.test" or a bare "bob" (of
+// our own domain).
+func (p *Phone) parseTarget(target string) (sip.Uri, error) {
+	s := strings.TrimSpace(target)
+	if !strings.Contains(s, "@") && !strings.Contains(s, ":") {
+		s += "@" + p.domain
+	}
+	if !strings.HasPrefix(strings.ToLower(s), "sip:") && !strings.HasPrefix(strings.ToLower(s), "sips:") {
+		s = "sip:" + s
+	}
+	var u sip.Uri
+	if err := sip.ParseUri(s, &u); err != nil || u.Host == "" {
+		return u, fmt.Errorf("endpoint: %q is not a SIP address", target)
+	}
+	return u, nil
+}
+
+// recordPath is the recording file of the next call.
+func (p *Phone) recordPath() string {
+	if p.cfg.Record == "" {
+		return ""
+	}
+	p.mu.Lock()
+	p.recorded++
+	n := p.recorded
+	p.mu.Unlock()
+	if n == 1 {
+		return p.cfg.Record
+	}
+	ext := filepath.Ext(p.cfg.Record)
+	return strings.TrimSuffix(p.cfg.Record, ext) + "-" + strconv.Itoa(n) + ext
+}
+
+// Dial calls target and returns once the call is answered, or the error
+// that ended the attempt (a *StatusError for a final response). Cancelling
+// ctx while it rings sends CANCEL.
+func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
+	if p.isClosed() {
+		return nil, ErrClosed
+	}
+	uri, err := p.parseTarget(target)
+	if err != nil {
+		return nil, err
+	}
+	conn, rtcpConn, err := p.ports.Listen(false)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint: rtp: %w", err)
+	}
+	closeSockets := func() { conn.Close(); rtcpConn.Close() }
+	offer, err := sdp.NewOffer(sdp.Config{Addr: p.local.Addr(), AudioPort: conn.LocalAddr().(*net.UDPAddr).Port, Audio: p.audio})
+	if err != nil {
+		closeSockets()
+		return nil, fmt.Errorf("endpoint: %w", err)
+	}
+	body, err := offer.Marshal()
+	if err != nil {
+		closeSockets()
+		return nil, fmt.Errorf("endpoint: %w", err)
+	}
+	req := sip.NewRequest(sip.INVITE, uri)
+	req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: p.user, Host: p.domain}, Params: tagParams()})
+	req.AppendHeader(&sip.ToHeader{Address: uri})
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	req.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"))
+	req.SetBody(body)
+	p.outbound(req)
+
+	sess, err := p.outDlg.WriteInvite(ctx, req)
+	if err != nil {
+		closeSockets()
+		return nil, fmt.Errorf("endpoint: INVITE: %w", err)
+	}
+	c := &Call{p: p, ID: req.CallID().Value(), Peer: uri.String(), outgoing: true, out: sess, ended: make(chan struct{})}
+	rang := false
+	err = sess.WaitAnswer(ctx, sipgo.AnswerOptions{Username: p.user, Password: p.cfg.Password, OnResponse: func(res *sip.Response) error {
+		if (res.StatusCode == 180 || res.StatusCode == 183) && !rang {
+			rang = true
+			p.emit(Event{Event: "ringing", CallID: c.ID, Peer: c.Peer, Direction: "out"})
+		}
+		return nil
+	}})
+	if err != nil {
+		closeSockets()
+		sess.Close()
+		var de *sipgo.ErrDialogResponse
+		if errors.As(err, &de) {
+			return nil, &StatusError{Method: "INVITE", Code: de.Res.StatusCode, Reason: de.Res.Reason}
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("endpoint: INVITE: %w", ctx.Err())
+		}
+		return nil, fmt.Errorf("endpoint: INVITE: %w", err)
+	}
+	n, err := answeredAudio(offer, sess.InviteResponse.Body())
+	if err != nil {
+		// The 2xx is acknowledged and the call ended at once.
+		sess.Ack(ctx)
+		sess.Bye(ctx)
+		sess.Close()
+		closeSockets()
+		return nil, err
+	}
+	if err := sess.Ack(ctx); err != nil {
+		closeSockets()
+		sess.Close()
+		return nil, fmt.Errorf("endpoint: ACK: %w", err)
+	}
+	if err := p.startCall(c, conn, rtcpConn, n); err != nil {
+		sess.Bye(ctx)
+		sess.Close()
+		closeSockets()
+		return nil, err
+	}
+	return c, nil
+}
+
+// answeredAudio reads the answer to offer.
+func answeredAudio(offer *sdp.Session, body []byte) (negotiated, error) {
+	ans, err := sdp.Parse(body)
+	if err != nil {
+		return negotiated{}, fmt.Errorf("endpoint: the answer's SDP: %w", err)
+	}
+	neg, err := sdp.ReadAnswer(offer, ans)
+	if err != nil {
+		return negotiated{}, fmt.Errorf("endpoint: the answer's SDP: %w", err)
+	}
+	return negotiate(neg.Audio())
+}
+
+// startCall starts the media of an answered call and watches its end.
+func (p *Phone) startCall(c *Call, conn, rtcpConn *net.UDPConn, n negotiated) error {
+	timeout := p.cfg.MediaTimeout
+	if timeout < 0 {
+		timeout = 0
+	}
+	a, err := startAudio(conn, rtcpConn, n, p.cfg.Play, p.recordPath(), timeout)
+	if err != nil {
+		return err
+	}
+	a.onDTMF = func(d rune) { p.emit(Event{Event: "dtmf", CallID: c.ID, Digit: string(d)}) }
+	a.onTimeout = func() { go c.end(context.Background(), "media-timeout", true) }
+	c.audio = a
+	c.answered = time.Now()
+	p.mu.Lock()
+	p.calls[c.ID] = c
+	p.mu.Unlock()
+	dir := "in"
+	if c.outgoing {
+		dir = "out"
+	}
+	p.emit(Event{Event: "answered", CallID: c.ID, Peer: c.Peer, Direction: dir})
+	a.run()
+	go func() {
+		select {
+		case <-c.dialogDone():
+			c.end(context.Background(), "remote", false)
+		case <-c.ended:
+		}
+	}()
+	return nil
+}
+
+func (c *Call) dialogDone() <-chan struct{} {
+	if c.out != nil {
+		return c.out.Context().Done()
+	}
+	return c.in.Context().Done()
+}
+
+// Hangup ends the call with a BYE.
+func (c *Call) Hangup(ctx context.Context) { c.end(ctx, "local", true) }
+
+// SendDTMF sends digits as RFC 4733 telephone events.
+func (c *Call) SendDTMF(ctx context.Context, digits string) error {
+	if c.audio == nil {
+		return errors.New("endpoint: call not answered")
+	}
+	return c.audio.sendDTMF(ctx, digits)
+}
+
+// end stops the media, sends BYE when bye is set, and reports hangup.
+func (c *Call) end(ctx context.Context, reason string, bye bool) {
+	c.endOnce.Do(func() {
+		if bye {
+			bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			var err error
+			if c.out != nil {
+				err = c.out.Bye(bctx)
+			} else {
+				err = c.in.Bye(bctx)
+			}
+			cancel()
+			if err != nil {
+				c.p.log.Debug("bye", "call_id", c.ID, "error", err)
+			}
+		}
+		var streams []StreamStats
+		if c.audio != nil {
+			streams = append(streams, c.audio.close())
+		}
+		if c.out != nil {
+			c.out.Close()
+		} else {
+			c.in.Close()
+		}
+		c.p.mu.Lock()
+		delete(c.p.calls, c.ID)
+		c.p.mu.Unlock()
+		ev := Event{Event: "hangup", CallID: c.ID, Peer: c.Peer, Reason: reason, Streams: streams,
+			Duration: float64(time.Since(c.answered).Round(10*time.Millisecond)) / float64(time.Second)}
+		c.mu.Lock()
+		c.hangup = ev
+		c.mu.Unlock()
+		c.p.emit(ev)
+		close(c.ended)
+	})
+}
+
+// Calls returns the calls in progress.
+func (p *Phone) Calls() []*Call {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*Call, 0, len(p.calls))
+	for _, c := range p.calls {
+		out = append(out, c)
+	}
+	return out
+}
+
+// OnAnswered sets the function called for every incoming call once it is
+// answered; set it before Start.
+func (p *Phone) OnAnswered(f func(*Call)) { p.onAnswered = f }
+
+// handle installs the request handlers.
+func (p *Phone) handle() {
+	p.srv.OnInvite(p.onInvite)
+	p.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {
+		if err := p.inDlg.ReadAck(req, tx); err != nil {
+			p.log.Debug("ack", "error", err)
+		}
+	})
+	p.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		if err := p.inDlg.ReadBye(req, tx); err == nil {
+			return
+		}
+		if err := p.outDlg.ReadBye(req, tx); err == nil {
+			return
+		}
+		tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+	})
+	p.srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
+		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+		res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"))
+		tx.Respond(res)
+	})
+	p.srv.OnInfo(p.onInfo)
+}
+
+// onInvite answers a new call: 180, then 200 with our answer after
+// AnswerDelay, or 486 when rejecting, 488 without a common codec.
+func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	if hasToTag(req) {
+		// A re-INVITE: hold and resume are not handled yet; keep the
+		// session as it is.
+		tx.Respond(sip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil))
+		return
+	}
+	if p.isClosed() {
+		tx.Respond(sip.NewResponseFromRequest(req, 480, "Temporarily Unavailable", nil))
+		return
+	}
+	dlg, err := p.inDlg.ReadInvite(req, tx)
+	if err != nil {
+		tx.Respond(sip.NewResponseFromRequest(req, 400, "Bad Request", nil))
+		return
+	}
+	peer := req.From().Address.String()
+	id := req.CallID().Value()
+	if p.cfg.Reject {
+		dlg.Respond(486, "Busy Here", nil)
+		dlg.Close()
+		p.emit(Event{Event: "hangup", CallID: id, Peer: peer, Direction: "in", Status: 486, Reason: "rejected"})
+		return
+	}
+	offer, err := sdp.Parse(req.Body())
+	if err != nil {
+		dlg.Respond(488, "Not Acceptable Here", nil)
+		dlg.Close()
+		return
+	}
+	if err := dlg.Respond(180, "Ringing", nil); err != nil {
+		dlg.Close()
+		return
+	}
+	p.emit(Event{Event: "ringing", CallID: id, Peer: peer, Direction: "in"})
+	if p.cfg.AnswerDelay > 0 {
+		select {
+		case <-time.After(p.cfg.AnswerDelay):
+		case <-dlg.Context().Done():
+			dlg.Close()
+			p.emit(Event{Event: "hangup", CallID: id, Peer: peer, Direction: "in", Reason: "canceled"})
+			return
+		}
+	}
+	conn, rtcpConn, err := p.ports.Listen(false)
+	if err != nil {
+		dlg.Respond(500, "Server Internal Error", nil)
+		dlg.Close()
+		return
+	}
+	ans, err := sdp.Answer(offer, sdp.Config{Addr: p.local.Addr(), AudioPort: conn.LocalAddr().(*net.UDPAddr).Port, Audio: p.audio})
+	var n negotiated
+	if err == nil {
+		n, err = negotiate(ans.Audio())
+		if err == nil {
+			n.remote, n.rtcp = offer.Audio().RTPAddr(), offer.Audio().RTCPAddr()
+		}
+	}
+	if err != nil {
+		conn.Close()
+		rtcpConn.Close()
+		dlg.Respond(488, "Not Acceptable Here", nil)
+		dlg.Close()
+		p.emit(Event{Event: "hangup", CallID: id, Peer: peer, Direction: "in", Status: 488, Reason: "no common codec"})
+		return
+	}
+	body, _ := ans.Marshal()
+	c := &Call{p: p, ID: id, Peer: peer, in: dlg, ended: make(chan struct{})}
+	if err := dlg.RespondSDP(body); err != nil {
+		conn.Close()
+		rtcpConn.Close()
+		dlg.Close()
+		return
+	}
+	if err := p.startCall(c, conn, rtcpConn, n); err != nil {
+		c.end(context.Background(), "error", true)
+		return
+	}
+	if f := p.onAnswered; f != nil {
+		f(c)
+	}
+	<-c.ended
+}
+
+// onInfo takes DTMF sent as SIP INFO (application/dtmf-relay or
+// application/dtmf).
+func (p *Phone) onInfo(req *sip.Request, tx sip.ServerTransaction) {
+	ct := ""
+	if h := req.GetHeader("Content-Type"); h != nil {
+		ct = strings.ToLower(h.Value())
+	}
+	body := string(req.Body())
+	digit := ""
+	switch {
+	case strings.HasPrefix(ct, "application/dtmf-relay"):
+		for _, line := range strings.Split(body, "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok && strings.EqualFold(strings.TrimSpace(k), "signal") {
+				digit = strings.TrimSpace(v)
+			}
+		}
+	case strings.HasPrefix(ct, "application/dtmf"):
+		digit = strings.TrimSpace(body)
+	}
+	tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	if len(digit) == 1 && strings.Contains("0123456789*#ABCDabcd", digit) {
+		p.emit(Event{Event: "dtmf", CallID: req.CallID().Value(), Digit: strings.ToUpper(digit)})
+	}
+}
+
+func hasToTag(req *sip.Request) bool {
+	to := req.To()
+	return to != nil && to.Params.Has("tag")
+}

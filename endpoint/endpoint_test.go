@@ -1,0 +1,291 @@
+package endpoint_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sipfed/sipfed/auth"
+	"github.com/sipfed/sipfed/endpoint"
+	"github.com/sipfed/sipfed/internal/testenv"
+	"github.com/sipfed/sipfed/media/file"
+	"github.com/sipfed/sipfed/resolver"
+	"github.com/sipfed/sipfed/server"
+)
+
+// lab is two domains served in-process, a.test (alice, carol) and b.test
+// (bob), found through a lab DNS server as real domains are.
+type lab struct {
+	dns  string
+	a, b *server.Server
+}
+
+func startLab(t *testing.T) *lab {
+	t.Helper()
+	dir := t.TempDir()
+	zone := func(domain string, port int) string {
+		path := filepath.Join(dir, domain+".zone")
+		text := fmt.Sprintf("$ORIGIN %[1]s.\n$TTL 1\n@ IN SOA ns.%[1]s. hostmaster.%[1]s. 1 3600 600 86400 1\n"+
+			"@ IN NAPTR 10 10 \"S\" \"SIP+D2U\" \"\" _sip._udp.%[1]s.\n_sip._udp IN SRV 10 10 %[2]d sip.%[1]s.\nsip IN A 127.0.0.1\n", domain, port)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	za, zb := zone("a.test", 1), zone("b.test", 1)
+	dns, err := resolver.NewLabServer(za, zb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dns.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	go dns.Serve(ctx)
+	l := &lab{dns: dns.Addr()}
+	l.a = startDomain(t, "a.test", l.dns, "alice", "carol")
+	l.b = startDomain(t, "b.test", l.dns, "bob")
+	zone("a.test", l.a.Addr("udp").(*net.UDPAddr).Port)
+	zone("b.test", l.b.Addr("udp").(*net.UDPAddr).Port)
+	if err := dns.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func startDomain(t *testing.T, domain, dns string, users ...string) *server.Server {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), domain+".users")
+	f, err := auth.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		if err := f.Add(context.Background(), u+"@"+domain, "pw-"+u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := server.New(server.Config{Domains: []string{domain}, Users: path, DNS: []string{dns},
+		Listen: []string{"udp:127.0.0.1:0", "tcp:127.0.0.1:0"}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	})
+	return srv
+}
+
+// events records a phone's events.
+type events struct {
+	mu  sync.Mutex
+	all []endpoint.Event
+}
+
+func (e *events) add(ev endpoint.Event) {
+	e.mu.Lock()
+	e.all = append(e.all, ev)
+	e.mu.Unlock()
+}
+
+func (e *events) find(name string) (endpoint.Event, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ev := range e.all {
+		if ev.Event == name {
+			return ev, true
+		}
+	}
+	return endpoint.Event{}, false
+}
+
+func (e *events) wait(t *testing.T, name string, timeout time.Duration) endpoint.Event {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if ev, ok := e.find(name); ok {
+			return ev
+		}
+		if time.Now().After(deadline) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			t.Fatalf("no %q event within %v; got %+v", name, timeout, e.all)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (e *events) digits() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var s strings.Builder
+	for _, ev := range e.all {
+		if ev.Event == "dtmf" {
+			s.WriteString(ev.Digit)
+		}
+	}
+	return s.String()
+}
+
+// startPhone starts and registers a phone; proxy "" finds it through the
+// lab DNS.
+func startPhone(t *testing.T, l *lab, aor, password, proxy string, mod func(*endpoint.Config)) (*endpoint.Phone, *events) {
+	t.Helper()
+	ev := &events{}
+	cfg := endpoint.Config{AOR: aor, Password: password, Proxy: proxy, DNS: []string{l.dns}, Events: ev.add, MediaTimeout: 5 * time.Second}
+	if mod != nil {
+		mod(&cfg)
+	}
+	p, err := endpoint.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		p.Close(ctx)
+	})
+	if _, err := p.Register(ctx); err != nil {
+		t.Fatalf("%s: register: %v", aor, err)
+	}
+	return p, ev
+}
+
+// TestCallAcrossDomains: alice@a.test (proxy found through DNS) calls
+// bob@b.test; bob's phone answers, records alice's 440 Hz tone, gets the
+// DTMF digits in order; alice hangs up and both sides' statistics name
+// the other phone, not a proxy, as the remote media address.
+func TestCallAcrossDomains(t *testing.T) {
+	l := startLab(t)
+	rec := filepath.Join(t.TempDir(), "bob.wav")
+	_, bobEv := startPhone(t, l, "bob@b.test", "pw-bob", "", func(c *endpoint.Config) { c.Record = rec })
+	alice, aliceEv := startPhone(t, l, "alice@a.test", "pw-alice", "", nil)
+	if got, want := alice.Proxy().Port, uint16(l.a.Addr("udp").(*net.UDPAddr).Port); got != want {
+		t.Fatalf("alice found her proxy at port %d, want a.test's %d", got, want)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	call, err := alice.Dial(ctx, "bob@b.test")
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	aliceEv.wait(t, "answered", time.Second)
+	bobEv.wait(t, "answered", 2*time.Second)
+	time.Sleep(time.Second)
+	if err := call.SendDTMF(ctx, "1#9"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	call.Hangup(ctx)
+	aliceHang := call.Result()
+	bobHang := bobEv.wait(t, "hangup", 5*time.Second)
+	if bobHang.Reason != "remote" || aliceHang.Reason != "local" {
+		t.Errorf("hangup reasons: alice %q, bob %q", aliceHang.Reason, bobHang.Reason)
+	}
+	if got := bobEv.digits(); got != "1#9" {
+		t.Errorf("bob got DTMF %q, want 1#9", got)
+	}
+	if len(aliceHang.Streams) != 1 || len(bobHang.Streams) != 1 {
+		t.Fatalf("streams: alice %+v, bob %+v", aliceHang.Streams, bobHang.Streams)
+	}
+	as, bs := aliceHang.Streams[0], bobHang.Streams[0]
+	t.Logf("alice: %+v", as)
+	t.Logf("bob:   %+v", bs)
+	if as.Remote != bs.Local || bs.Remote != as.Local {
+		t.Errorf("media peers: alice %s → %s, bob %s → %s; want each other", as.Local, as.Remote, bs.Local, bs.Remote)
+	}
+	for _, s := range []endpoint.StreamStats{as, bs} {
+		for _, proxy := range []net.Addr{l.a.Addr("udp"), l.b.Addr("udp")} {
+			if s.Remote == proxy.String() {
+				t.Errorf("media went to a proxy: %s", s.Remote)
+			}
+		}
+		if s.PacketsReceived < 50 || s.PacketsSent < 50 || s.Codec != "PCMU" || s.MOS < 4 {
+			t.Errorf("stream %+v: want ≥ 50 packets each way of PCMU, MOS ≥ 4", s)
+		}
+	}
+	f, err := os.Open(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := file.NewWAVReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pcm []int16
+	buf := make([]int16, 160)
+	for {
+		n, err := r.ReadFrame(buf)
+		pcm = append(pcm, buf[:n]...)
+		if err != nil || n == 0 {
+			break
+		}
+	}
+	if len(pcm) < 8000 {
+		t.Fatalf("bob's recording holds %d samples, want ≥ 1 s", len(pcm))
+	}
+	// The first second, before the DTMF (during which no audio is sent,
+	// and the recording fills the gap).
+	if snr := testenv.ToneSNR(pcm[800:8000], 440, 8000); snr < 25 {
+		t.Errorf("bob's recording: 440 Hz at %.1f dB over the rest, want ≥ 25", snr)
+	}
+}
+
+// TestCallFailures: each way a call can fail ends with a clear status,
+// never a hang.
+func TestCallFailures(t *testing.T) {
+	l := startLab(t)
+	alice, _ := startPhone(t, l, "alice@a.test", "pw-alice", "", nil)
+	startPhone(t, l, "bob@b.test", "pw-bob", "", func(c *endpoint.Config) { c.Reject = true })
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for _, c := range []struct {
+		target string
+		code   int
+	}{
+		{"nobody@b.test", 404},
+		{"carol@a.test", 480}, // exists, not registered
+		{"bob@b.test", 486},   // rejects
+	} {
+		_, err := alice.Dial(ctx, c.target)
+		var se *endpoint.StatusError
+		if !errors.As(err, &se) || se.Code != c.code {
+			t.Errorf("call %s: %v, want %d", c.target, err, c.code)
+		}
+	}
+
+	wrong, err := endpoint.New(endpoint.Config{AOR: "carol@a.test", Password: "nope", DNS: []string{l.dns}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wrong.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer wrong.Close(ctx)
+	_, err = wrong.Register(ctx)
+	var se *endpoint.StatusError
+	if !errors.As(err, &se) || (se.Code != 401 && se.Code != 403) {
+		t.Errorf("register with a wrong password: %v, want 401 or 403", err)
+	}
+}

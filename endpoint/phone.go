@@ -1,0 +1,353 @@
+package endpoint
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipfed/sipfed/media/rtp"
+	"github.com/sipfed/sipfed/media/sdp"
+	"github.com/sipfed/sipfed/resolver"
+)
+
+// Config is one account and what the phone does with calls.
+type Config struct {
+	AOR      string // user@domain
+	Password string
+	// Proxy is the outbound proxy, host:port; empty: the AOR's domain's
+	// proxy, found through DNS (RFC 3263) with DNS as the servers.
+	Proxy string
+	DNS   []string
+	// Listen is the local SIP address, ip:port (port 0: any); default
+	// 127.0.0.1:0. RTP uses the same IP.
+	Listen    string
+	Transport string // "udp" (default) or "tcp"
+	// Codecs are the audio codecs offered or accepted, in order:
+	// "pcmu", "pcma"; default both.
+	Codecs []string
+	// Expires is the registration interval asked for; default 300 s.
+	Expires time.Duration
+	// Play is a WAV file sent as the audio of every call (8 kHz mono
+	// 16-bit, or converted by media/file); empty: a 440 Hz tone.
+	Play string
+	// Record is a WAV file the received audio of a call is written to; with
+	// several calls the second is NAME-2.wav and so on. Empty: none.
+	Record string
+	// MediaTimeout ends a call when no RTP arrived for this long (not
+	// while the call is on hold); default 30 s, negative: never.
+	MediaTimeout time.Duration
+	// AnswerDelay is how long an incoming call rings before it is
+	// answered; Reject answers 486 Busy Here instead.
+	AnswerDelay time.Duration
+	Reject      bool
+	// Events receives everything that happens, in order per call; it must
+	// not block for long.
+	Events func(Event)
+	Log    *slog.Logger
+}
+
+// Phone is a running user agent for one account.
+type Phone struct {
+	cfg     Config
+	user    string
+	domain  string
+	log     *slog.Logger
+	ua      *sipgo.UserAgent
+	srv     *sipgo.Server
+	client  *sipgo.Client
+	dialogs *sipgo.DialogUA
+	inDlg   *sipgo.DialogServerCache
+	outDlg  *sipgo.DialogClientCache
+	ports   *rtp.PortAllocator
+
+	local     netip.AddrPort // SIP address we listen on
+	transport string
+	proxy     resolver.Target // where every request goes first
+	contact   sip.ContactHeader
+	instance  string // +sip.instance URN (RFC 5626)
+	audio     []sdp.Codec
+
+	onAnswered func(*Call)
+
+	mu       sync.Mutex
+	calls    map[string]*Call // by Call-ID
+	recorded int              // calls recorded so far, for file names
+	reg      registration
+	closed   bool
+	ln       net.Listener
+	pc       net.PacketConn
+	done     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// New checks cfg and prepares a phone; Start brings it up.
+func New(cfg Config) (*Phone, error) {
+	user, domain, ok := strings.Cut(cfg.AOR, "@")
+	if !ok || user == "" || domain == "" {
+		return nil, fmt.Errorf("endpoint: AOR %q: want user@domain", cfg.AOR)
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.Transport == "" {
+		cfg.Transport = "udp"
+	}
+	cfg.Transport = strings.ToLower(cfg.Transport)
+	if cfg.Transport != "udp" && cfg.Transport != "tcp" {
+		return nil, fmt.Errorf("endpoint: transport %q: want udp or tcp", cfg.Transport)
+	}
+	if cfg.Expires <= 0 {
+		cfg.Expires = 300 * time.Second
+	}
+	if cfg.MediaTimeout == 0 {
+		cfg.MediaTimeout = 30 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	audio, err := audioCodecs(cfg.Codecs)
+	if err != nil {
+		return nil, err
+	}
+	var id [16]byte
+	rand.Read(id[:])
+	h := hex.EncodeToString(id[:])
+	return &Phone{
+		cfg: cfg, user: user, domain: strings.ToLower(domain), log: cfg.Log, audio: audio,
+		calls: map[string]*Call{}, done: make(chan struct{}), transport: cfg.Transport,
+		instance: "urn:uuid:" + h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:],
+	}, nil
+}
+
+// audioCodecs maps codec names to SDP codecs, telephone-event added.
+func audioCodecs(names []string) ([]sdp.Codec, error) {
+	if len(names) == 0 {
+		names = []string{"pcmu", "pcma"}
+	}
+	var out []sdp.Codec
+	for _, n := range names {
+		switch strings.ToLower(strings.TrimSpace(n)) {
+		case "pcmu":
+			out = append(out, sdp.PCMU)
+		case "pcma":
+			out = append(out, sdp.PCMA)
+		default:
+			return nil, fmt.Errorf("endpoint: codec %q: want pcmu or pcma", n)
+		}
+	}
+	return append(out, sdp.TelephoneEvent), nil
+}
+
+// Start listens, finds the proxy and serves incoming requests until
+// Close. It does not register (see Register).
+func (p *Phone) Start(ctx context.Context) error {
+	ap, err := netip.ParseAddrPort(p.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("endpoint: listen %q: want ip:port", p.cfg.Listen)
+	}
+	if p.ports, err = rtp.NewPortAllocator(ap.Addr(), 0, 0); err != nil {
+		return fmt.Errorf("endpoint: %w", err)
+	}
+	switch p.transport {
+	case "udp":
+		pc, err := net.ListenPacket("udp", ap.String())
+		if err != nil {
+			return fmt.Errorf("endpoint: listen: %w", err)
+		}
+		p.pc = pc
+		p.local = pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	case "tcp":
+		ln, err := net.Listen("tcp", ap.String())
+		if err != nil {
+			return fmt.Errorf("endpoint: listen: %w", err)
+		}
+		p.ln = ln
+		p.local = ln.Addr().(*net.TCPAddr).AddrPort()
+	}
+	p.local = netip.AddrPortFrom(p.local.Addr().Unmap(), p.local.Port())
+	if err := p.findProxy(ctx); err != nil {
+		p.closeSockets()
+		return err
+	}
+
+	host := p.local.Addr().String()
+	p.ua, err = sipgo.NewUA(sipgo.WithUserAgent("sipfed-phone"), sipgo.WithUserAgentHostname(p.domain))
+	if err != nil {
+		p.closeSockets()
+		return fmt.Errorf("endpoint: %w", err)
+	}
+	opts := []sipgo.ClientOption{sipgo.WithClientHostname(host), sipgo.WithClientPort(int(p.local.Port()))}
+	if p.transport == "udp" {
+		// Requests leave from the listening socket: symmetric signalling,
+		// so a NAT in between maps one flow (RFC 3581).
+		opts = append(opts, sipgo.WithClientConnectionAddr(p.local.String()))
+	}
+	if p.client, err = sipgo.NewClient(p.ua, opts...); err != nil {
+		p.closeSockets()
+		return fmt.Errorf("endpoint: %w", err)
+	}
+	if p.srv, err = sipgo.NewServer(p.ua); err != nil {
+		p.closeSockets()
+		return fmt.Errorf("endpoint: %w", err)
+	}
+	p.contact = sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: p.user, Host: host, Port: int(p.local.Port())}}
+	if p.transport == "tcp" {
+		p.contact.Address.UriParams = sip.NewParams()
+		p.contact.Address.UriParams.Add("transport", "tcp")
+	}
+	p.dialogs = &sipgo.DialogUA{Client: p.client, ContactHDR: p.contact}
+	p.inDlg = sipgo.NewDialogServerCache(p.client, p.contact)
+	p.outDlg = sipgo.NewDialogClientCache(p.client, p.contact)
+	p.handle()
+
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		var err error
+		if p.pc != nil {
+			err = p.srv.ServeUDP(p.pc)
+		} else {
+			err = p.srv.ServeTCP(p.ln)
+		}
+		if err != nil && !p.isClosed() {
+			p.log.Debug("serve", "error", err)
+		}
+	}()
+	// Requests go out from the listening socket: wait until sipgo has it.
+	tl := p.ua.TransportLayer()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if c, err := tl.GetConnection(p.transport, p.local.String()); err == nil && c != nil || p.transport != "udp" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("endpoint: the SIP socket did not come up")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// findProxy sets the outbound proxy: the configured one, or the first
+// RFC 3263 target of our domain over our transport.
+func (p *Phone) findProxy(ctx context.Context) error {
+	if p.cfg.Proxy != "" {
+		host, port, err := net.SplitHostPort(p.cfg.Proxy)
+		if err != nil {
+			return fmt.Errorf("endpoint: proxy %q: want host:port", p.cfg.Proxy)
+		}
+		n, err := strconv.Atoi(port)
+		if err != nil || n <= 0 || n > 65535 {
+			return fmt.Errorf("endpoint: proxy %q: bad port", p.cfg.Proxy)
+		}
+		ip, err := netip.ParseAddr(host)
+		if err != nil {
+			ips, lerr := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+			if lerr != nil || len(ips) == 0 {
+				return fmt.Errorf("endpoint: proxy %q: %v", p.cfg.Proxy, lerr)
+			}
+			ip = ips[0]
+		}
+		p.proxy = resolver.Target{Transport: p.transport, Host: host, IP: ip.Unmap(), Port: uint16(n)}
+		return nil
+	}
+	opts := []resolver.Option{resolver.WithTransports(p.transport), resolver.WithTimeout(2 * time.Second)}
+	if len(p.cfg.DNS) > 0 {
+		opts = append(opts, resolver.WithServers(p.cfg.DNS))
+	}
+	res, err := resolver.New(opts...)
+	if err != nil {
+		return fmt.Errorf("endpoint: %w", err)
+	}
+	targets, err := res.Resolve(ctx, sip.Uri{Scheme: "sip", Host: p.domain})
+	if err != nil {
+		return fmt.Errorf("endpoint: finding the proxy of %s: %w", p.domain, err)
+	}
+	if len(targets) == 0 {
+		return fmt.Errorf("endpoint: %s has no %s SIP server in DNS", p.domain, p.transport)
+	}
+	p.proxy = targets[0]
+	return nil
+}
+
+// Proxy returns the address requests are sent to.
+func (p *Phone) Proxy() resolver.Target { return p.proxy }
+
+// Addr returns the phone's SIP address.
+func (p *Phone) Addr() netip.AddrPort { return p.local }
+
+// AOR returns user@domain.
+func (p *Phone) AOR() string { return p.user + "@" + p.domain }
+
+// emit hands an event to the Events callback.
+func (p *Phone) emit(e Event) {
+	if p.cfg.Events != nil {
+		p.cfg.Events(e)
+	}
+}
+
+// outbound prepares req to go to the proxy: destination and transport,
+// unless a Route already says where it goes.
+func (p *Phone) outbound(req *sip.Request) {
+	req.SetTransport(strings.ToUpper(p.transport))
+	if req.Route() == nil {
+		req.SetDestination(p.proxy.AddrPort().String())
+	}
+}
+
+func (p *Phone) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// Close hangs up every call, unregisters (within ctx) and stops.
+func (p *Phone) Close(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	calls := make([]*Call, 0, len(p.calls))
+	for _, c := range p.calls {
+		calls = append(calls, c)
+	}
+	p.mu.Unlock()
+	for _, c := range calls {
+		c.Hangup(ctx)
+	}
+	var err error
+	if p.registered() {
+		err = p.unregister(ctx)
+	}
+	close(p.done)
+	if p.ua != nil {
+		p.ua.Close()
+	}
+	p.closeSockets()
+	p.wg.Wait()
+	return err
+}
+
+func (p *Phone) closeSockets() {
+	if p.pc != nil {
+		p.pc.Close()
+	}
+	if p.ln != nil {
+		p.ln.Close()
+	}
+}
+
+// ErrClosed is returned for work asked of a closed phone.
+var ErrClosed = errors.New("endpoint: phone closed")

@@ -1,0 +1,286 @@
+package interop
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sipfed/sipfed/internal/testenv"
+	"github.com/sipfed/sipfed/media/file"
+)
+
+// sipfedPhone is a running `sipfed phone --json`, its events parsed.
+type sipfedPhone struct {
+	cmd  *exec.Cmd
+	done chan error
+	err  *testenv.Buffer
+
+	mu     sync.Mutex
+	events []map[string]any
+	raw    strings.Builder
+}
+
+// runPhone starts `sipfed phone` with the password on stdin and args
+// (--json is added).
+func runPhone(t *testing.T, password string, args ...string) *sipfedPhone {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	p := &sipfedPhone{done: make(chan error, 1), err: &testenv.Buffer{}}
+	p.cmd = exec.CommandContext(ctx, sipfedBin, append([]string{"phone", "--json", "--password-stdin"}, args...)...)
+	p.cmd.Stdin = strings.NewReader(password + "\n")
+	p.cmd.Stderr = p.err
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	var reading sync.WaitGroup
+	reading.Add(1)
+	go func() {
+		defer reading.Done()
+		s := bufio.NewScanner(stdout)
+		for s.Scan() {
+			var m map[string]any
+			json.Unmarshal(s.Bytes(), &m)
+			p.mu.Lock()
+			p.events = append(p.events, m)
+			p.raw.WriteString(s.Text() + "\n")
+			p.mu.Unlock()
+		}
+		io.Copy(io.Discard, stdout)
+	}()
+	go func() {
+		reading.Wait()
+		p.done <- p.cmd.Wait()
+		cancel()
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+	})
+	return p
+}
+
+// wait waits for the first event named name.
+func (p *sipfedPhone) wait(t *testing.T, name string, timeout time.Duration) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		p.mu.Lock()
+		for _, ev := range p.events {
+			if ev["event"] == name {
+				p.mu.Unlock()
+				return ev
+			}
+		}
+		p.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("sipfed phone: no %q event within %v\n%s", name, timeout, p.dump())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// exit waits for the process to end and returns its error.
+func (p *sipfedPhone) exit(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return err
+	case <-time.After(timeout):
+		t.Fatalf("sipfed phone did not exit within %v\n%s", timeout, p.dump())
+	}
+	return nil
+}
+
+func (p *sipfedPhone) digits() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var s strings.Builder
+	for _, ev := range p.events {
+		if ev["event"] == "dtmf" {
+			s.WriteString(fmt.Sprint(ev["digit"]))
+		}
+	}
+	return s.String()
+}
+
+func (p *sipfedPhone) dump() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return "--- events:\n" + tail(p.raw.String(), 3000) + "--- stderr:\n" + tail(p.err.String(), 2000)
+}
+
+// stream returns the first stream of a hangup event.
+func stream(t *testing.T, hangup map[string]any) map[string]any {
+	t.Helper()
+	streams, _ := hangup["streams"].([]any)
+	if len(streams) == 0 {
+		t.Fatalf("hangup without streams: %v", hangup)
+	}
+	s, _ := streams[0].(map[string]any)
+	for _, k := range []string{"kind", "codec", "local", "remote", "packets_sent", "packets_received", "bytes_sent", "bytes_received", "lost", "jitter_ms", "rtt_ms", "mos"} {
+		if _, ok := s[k]; !ok {
+			t.Errorf("stream statistics lack %q: %v", k, s)
+		}
+	}
+	return s
+}
+
+// TestSipfedPhoneCallAcrossDomains: `sipfed phone call` from alice@a.test
+// to `sipfed phone answer` as bob@b.test, both finding their proxies
+// through the lab DNS: the call connects, bob's recording holds alice's
+// 440 Hz tone, the DTMF digits arrive in order, each side's statistics
+// name the other phone as the media peer (no proxy), and both processes
+// exit 0.
+func TestSipfedPhoneCallAcrossDomains(t *testing.T) {
+	f := startFederation(t, fedOptions{})
+	rec := filepath.Join(t.TempDir(), "bob.wav")
+	bob := runPhone(t, "pw-bob", "--aor", "bob@b.test", "--dns", f.dns, "--record", rec, "--max-calls", "1", "answer")
+	bob.wait(t, "registered", 10*time.Second)
+	alice := runPhone(t, "pw-alice", "--aor", "alice@a.test", "--dns", f.dns, "--duration", "3s", "--dtmf", "42#", "call", "bob@b.test")
+	if err := alice.exit(t, 20*time.Second); err != nil {
+		t.Fatalf("alice: %v\n%s\n%s", err, alice.dump(), f.logs())
+	}
+	if err := bob.exit(t, 10*time.Second); err != nil {
+		t.Fatalf("bob: %v\n%s", err, bob.dump())
+	}
+	alice.wait(t, "answered", 0)
+	as, bs := stream(t, alice.wait(t, "hangup", 0)), stream(t, bob.wait(t, "hangup", 0))
+	t.Logf("alice: %v", as)
+	t.Logf("bob:   %v", bs)
+	if as["remote"] != bs["local"] || bs["remote"] != as["local"] {
+		t.Errorf("media peers: alice %v → %v, bob %v → %v; want each other", as["local"], as["remote"], bs["local"], bs["remote"])
+	}
+	for _, s := range []map[string]any{as, bs} {
+		for _, proxy := range []string{f.a.addr(), f.b.addr()} {
+			if s["remote"] == proxy {
+				t.Errorf("media went to a proxy: %v", s["remote"])
+			}
+		}
+		if n, _ := s["packets_received"].(float64); n < 100 {
+			t.Errorf("%v packets received, want ≥ 100", s["packets_received"])
+		}
+	}
+	if got := bob.digits(); got != "42#" {
+		t.Errorf("bob got DTMF %q, want 42#", got)
+	}
+	if snr := recordedToneSNR(t, rec, 0, 1); snr < 25 {
+		t.Errorf("bob's recording of the first second: 440 Hz at %.1f dB over the rest, want ≥ 25", snr)
+	}
+}
+
+// recordedToneSNR reads a WAV recording and returns the 440 Hz tone's
+// power over the rest between seconds from and to (after 0.1 s).
+func recordedToneSNR(t *testing.T, path string, from, to float64) float64 {
+	t.Helper()
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	r, err := file.NewWAVReader(fh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pcm []int16
+	buf := make([]int16, 160)
+	for {
+		n, err := r.ReadFrame(buf)
+		pcm = append(pcm, buf[:n]...)
+		if err != nil || n == 0 {
+			break
+		}
+	}
+	lo, hi := int(from*8000)+800, int(to*8000)
+	if hi > len(pcm) || lo >= hi {
+		t.Fatalf("recording %s holds %d samples, want %d", path, len(pcm), hi)
+	}
+	return testenv.ToneSNR(pcm[lo:hi], 440, 8000)
+}
+
+// TestSipfedPhoneAndBaresip: `sipfed phone` calls baresip and baresip
+// calls `sipfed phone`, across the two domains; each way the receiving
+// side gets the audio: sipfed phone's recording holds baresip's 440 Hz
+// sine, and baresip's RTP statistics count sipfed phone's packets.
+func TestSipfedPhoneAndBaresip(t *testing.T) {
+	testenv.Need(t, "baresip")
+	t.Run("sipfed calls baresip", func(t *testing.T) {
+		f := startFederation(t, fedOptions{})
+		sipPort := testenv.FreePorts(t, 2)
+		bob := startPhone(t, "bob", sipPort, 20000+sipPort%500*20,
+			fmt.Sprintf(`<sip:bob@b.test>;auth_pass=pw-bob;outbound="sip:%s;transport=udp";regint=300;answermode=auto;audio_codecs=PCMU`, f.b.addr()), 40)
+		bob.waitRegistered(t, 10*time.Second, f.logs)
+		rec := filepath.Join(t.TempDir(), "alice.wav")
+		alice := runPhone(t, "pw-alice", "--aor", "alice@a.test", "--dns", f.dns, "--duration", "3s", "--record", rec, "call", "bob@b.test")
+		if err := alice.exit(t, 20*time.Second); err != nil {
+			t.Fatalf("alice: %v\n%s\n--- baresip:\n%s\n%s", err, alice.dump(), bob.dump(), f.logs())
+		}
+		checkBaresipCall(t, alice, bob, rec)
+	})
+	t.Run("baresip calls sipfed", func(t *testing.T) {
+		f := startFederation(t, fedOptions{})
+		rec := filepath.Join(t.TempDir(), "bob.wav")
+		bob := runPhone(t, "pw-bob", "--aor", "bob@b.test", "--dns", f.dns, "--record", rec, "--max-calls", "1", "answer")
+		bob.wait(t, "registered", 10*time.Second)
+		sipPort := testenv.FreePorts(t, 2)
+		alice := startPhone(t, "alice", sipPort, 10000+sipPort%500*20,
+			fmt.Sprintf(`<sip:alice@a.test>;auth_pass=pw-alice;outbound="sip:%s;transport=udp";regint=300;audio_codecs=PCMU`, f.a.addr()), 40)
+		alice.waitRegistered(t, 10*time.Second, f.logs)
+		alice.command(t, "dial", "sip:bob@b.test")
+		if _, ok := alice.waitFor(15*time.Second, alice.event("CALL_ESTABLISHED")); !ok {
+			t.Fatalf("the call did not connect\n--- baresip:\n%s\n%s\n%s", alice.dump(), bob.dump(), f.logs())
+		}
+		time.Sleep(3 * time.Second)
+		alice.command(t, "hangup", "")
+		if err := bob.exit(t, 10*time.Second); err != nil {
+			t.Fatalf("bob: %v\n%s", err, bob.dump())
+		}
+		checkBaresipCall(t, bob, alice, rec)
+	})
+}
+
+// checkBaresipCall checks a call between sipfed phone s (which recorded
+// into rec) and baresip b: audio arrived both ways.
+func checkBaresipCall(t *testing.T, s *sipfedPhone, b *phone, rec string) {
+	t.Helper()
+	st := stream(t, s.wait(t, "hangup", 5*time.Second))
+	var bs rtpSummary
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var ok bool
+		if bs, ok = b.rtpSummary(); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no rtcpsummary line from baresip\n%s", b.dump())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("sipfed phone: %v", st)
+	t.Logf("baresip: RTP %s ↔ %s, sent %d, received %d", bs.local, bs.remote, bs.sent, bs.received)
+	if port(fmt.Sprint(st["remote"])) != port(bs.local) {
+		t.Errorf("sipfed phone's media peer %v is not baresip's RTP port %s", st["remote"], bs.local)
+	}
+	// baresip's summary counts what its last RTCP interval saw, so less
+	// than the whole call.
+	if n, _ := st["packets_received"].(float64); n < 100 || bs.received < 50 {
+		t.Errorf("packets received: sipfed phone %v, baresip %d; want ≥ 100 and ≥ 50", st["packets_received"], bs.received)
+	}
+	if snr := recordedToneSNR(t, rec, 0.5, 2); snr < 15 {
+		t.Errorf("sipfed phone's recording of baresip: 440 Hz at %.1f dB over the rest, want ≥ 15", snr)
+	}
+}
