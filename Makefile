@@ -14,10 +14,7 @@ build:
 
 # One domain (a.example) on 127.0.0.1:5060 UDP+TCP, memory store, users in ./users.txt.
 run: build
-	@test -f users.txt || { echo "make run: creating users.txt with alice@a.example / alice-secret and bob@a.example / bob-secret"; \
-	  echo alice-secret | ./$(BIN) user add --users users.txt --password-stdin alice@a.example; \
-	  echo bob-secret   | ./$(BIN) user add --users users.txt --password-stdin bob@a.example; }
-	./$(BIN) serve --domain a.example --users users.txt --http 127.0.0.1:8080
+	./$(BIN) demo
 
 deps:
 	./scripts/deps.sh

@@ -44,6 +44,7 @@ type Call struct {
 	in       *sipgo.DialogServerSession
 	audio    *audioStream
 	answered time.Time
+	path     []string // the hops the INVITE crossed (incoming calls), caller first
 
 	endOnce sync.Once
 	ended   chan struct{}
@@ -201,6 +202,7 @@ func (p *Phone) startCall(c *Call, conn, rtcpConn *net.UDPConn, n negotiated) er
 	if err != nil {
 		return err
 	}
+	a.echo = p.cfg.Echo && !c.outgoing
 	a.onDTMF = func(d rune) { p.emit(Event{Event: "dtmf", CallID: c.ID, Digit: string(d)}) }
 	a.onTimeout = func() { go c.end(context.Background(), "media-timeout", true) }
 	c.audio = a
@@ -229,6 +231,19 @@ func (c *Call) dialogDone() <-chan struct{} {
 		return c.out.Context().Done()
 	}
 	return c.in.Context().Done()
+}
+
+// Path returns, for an incoming call, the hops its INVITE crossed as its
+// Via headers name them: the caller's phone first, then each proxy.
+func (c *Call) Path() []string { return c.path }
+
+// MediaAddrs returns our RTP address and the peer's (where we send).
+func (c *Call) MediaAddrs() (local, remote string) {
+	if c.audio == nil {
+		return "", ""
+	}
+	st := c.audio.sess.Stats()
+	return c.audio.sess.LocalAddr().String(), st.RemoteAddr.String()
 }
 
 // Hangup ends the call with a BYE.
@@ -389,7 +404,7 @@ func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	body, _ := ans.Marshal()
-	c := &Call{p: p, ID: id, Peer: peer, in: dlg, ended: make(chan struct{})}
+	c := &Call{p: p, ID: id, Peer: peer, in: dlg, ended: make(chan struct{}), path: viaPath(req)}
 	if err := dlg.RespondSDP(body); err != nil {
 		conn.Close()
 		rtcpConn.Close()
@@ -429,6 +444,17 @@ func (p *Phone) onInfo(req *sip.Request, tx sip.ServerTransaction) {
 	if len(digit) == 1 && strings.Contains("0123456789*#ABCDabcd", digit) {
 		p.emit(Event{Event: "dtmf", CallID: req.CallID().Value(), Digit: strings.ToUpper(digit)})
 	}
+}
+
+// viaPath lists the sent-by of req's Vias, the first hop first.
+func viaPath(req *sip.Request) []string {
+	var out []string
+	for _, h := range req.GetHeaders("Via") {
+		if v, ok := h.(*sip.ViaHeader); ok {
+			out = append([]string{strings.ToLower(v.Transport) + ":" + v.SentBy()}, out...)
+		}
+	}
+	return out
 }
 
 func hasToTag(req *sip.Request) bool {

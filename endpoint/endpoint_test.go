@@ -289,3 +289,45 @@ func TestCallFailures(t *testing.T) {
 		t.Errorf("register with a wrong password: %v, want 401 or 403", err)
 	}
 }
+
+// TestEchoService: a call to a phone with Echo set gets its own audio
+// back: the caller's recording holds its own 440 Hz tone. It rang first.
+func TestEchoService(t *testing.T) {
+	l := startLab(t)
+	startPhone(t, l, "bob@b.test", "pw-bob", "", func(c *endpoint.Config) { c.Echo = true; c.AnswerDelay = 200 * time.Millisecond })
+	rec := filepath.Join(t.TempDir(), "alice.wav")
+	alice, aliceEv := startPhone(t, l, "alice@a.test", "pw-alice", "", func(c *endpoint.Config) { c.Record = rec })
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	call, err := alice.Dial(ctx, "bob@b.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliceEv.wait(t, "ringing", 0)
+	time.Sleep(1500 * time.Millisecond)
+	call.Hangup(ctx)
+	if s := call.Result().Streams; len(s) != 1 || s[0].PacketsReceived < 50 {
+		t.Fatalf("alice's streams: %+v", s)
+	}
+	f, err := os.Open(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := file.NewWAVReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcm := make([]int16, 8000)
+	n, _ := r.ReadFrame(pcm)
+	for n < len(pcm) {
+		m, err := r.ReadFrame(pcm[n:])
+		if err != nil || m == 0 {
+			break
+		}
+		n += m
+	}
+	if snr := testenv.ToneSNR(pcm[800:n], 440, 8000); snr < 25 {
+		t.Errorf("the echo: 440 Hz at %.1f dB over the rest, want ≥ 25", snr)
+	}
+}

@@ -81,6 +81,8 @@ type audioStream struct {
 	wav     *file.WAVWriter
 	rec     *file.Recorder
 
+	echo      bool // send back what arrives instead of the source
+
 	onDTMF    func(rune)
 	onTimeout func()
 
@@ -160,9 +162,12 @@ func startAudio(conn, rtcpConn *net.UDPConn, n negotiated, play, record string, 
 
 // run starts sending and receiving.
 func (a *audioStream) run() {
-	a.wg.Add(2)
-	go a.send()
+	a.wg.Add(1)
 	go a.receive()
+	if !a.echo {
+		a.wg.Add(1)
+		go a.send()
+	}
 }
 
 func (a *audioStream) send() {
@@ -226,6 +231,10 @@ func (a *audioStream) receive() {
 			if d, err := dr.Receive(pkt.Timestamp, pkt.Payload); err == nil && d != 0 && a.onDTMF != nil {
 				a.onDTMF(d)
 			}
+		case a.echo && pkt.PayloadType == a.law.PayloadType():
+			a.mu.Lock()
+			a.sess.WriteSample(pkt.PayloadType, pkt.Payload, uint32(len(pkt.Payload)), pkt.Marker)
+			a.mu.Unlock()
 		case pkt.PayloadType == a.law.PayloadType() && a.rec != nil:
 			jb.Push(&pkt)
 			for {

@@ -52,6 +52,9 @@ type Config struct {
 	// answered; Reject answers 486 Busy Here instead.
 	AnswerDelay time.Duration
 	Reject      bool
+	// Echo sends every audio packet received back to its sender instead
+	// of playing anything: an echo test service.
+	Echo bool
 	// Events receives everything that happens, in order per call; it must
 	// not block for long.
 	Events func(Event)

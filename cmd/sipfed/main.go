@@ -30,6 +30,7 @@ func commands() map[string]command {
 		"dns":     {"serve lab DNS zones (NAPTR, SRV, A) for tests", runDNS},
 		"serve":   {"run a domain's registrar and proxy", runServe},
 		"phone":   {"a softphone: register, call URI, or answer", runPhone},
+		"demo":    {"two domains, DNS, phones and a call on this machine (make run)", runDemo},
 		"user":    {"add, delete and list users (add|del|list)", runUser},
 		"version": {"print the version, VCS revision and Go version (also --version)", runVersion},
 	}
