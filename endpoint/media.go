@@ -81,7 +81,7 @@ type audioStream struct {
 	wav     *file.WAVWriter
 	rec     *file.Recorder
 
-	echo      bool // send back what arrives instead of the source
+	echo bool // send back what arrives instead of the source
 
 	onDTMF    func(rune)
 	onTimeout func()
