@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
 	"github.com/sipfed/sipfed/auth"
 	"github.com/sipfed/sipfed/endpoint"
 	"github.com/sipfed/sipfed/internal/testenv"
@@ -330,4 +333,119 @@ func TestEchoService(t *testing.T) {
 	if snr := testenv.ToneSNR(pcm[800:n], 440, 8000); snr < 25 {
 		t.Errorf("the echo: 440 Hz at %.1f dB over the rest, want ≥ 25", snr)
 	}
+}
+
+// TestBadInputs: each ends with a clear error, never a hang: no common
+// codec (488), a domain that does not exist, a file that is not WAV, a
+// callee that never answers (the caller gives up and CANCELs), and a
+// callee that sends no RTP (the media timeout ends the call).
+func TestBadInputs(t *testing.T) {
+	l := startLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	t.Run("no common codec", func(t *testing.T) {
+		startPhone(t, l, "bob@b.test", "pw-bob", "", func(c *endpoint.Config) { c.Codecs = []string{"pcma"} })
+		alice, _ := startPhone(t, l, "alice@a.test", "pw-alice", "", func(c *endpoint.Config) { c.Codecs = []string{"pcmu"} })
+		_, err := alice.Dial(ctx, "bob@b.test")
+		var se *endpoint.StatusError
+		if !errors.As(err, &se) || se.Code != 488 {
+			t.Fatalf("PCMU to a PCMA-only phone: %v, want 488", err)
+		}
+	})
+	t.Run("unknown domain", func(t *testing.T) {
+		alice, _ := startPhone(t, l, "alice@a.test", "pw-alice", "", nil)
+		start := time.Now()
+		_, err := alice.Dial(ctx, "bob@nowhere.test")
+		var se *endpoint.StatusError
+		if !errors.As(err, &se) || (se.Code != 404 && se.Code != 503) || time.Since(start) > 10*time.Second {
+			t.Fatalf("a domain not in DNS: %v after %v, want 404 or 503 at once", err, time.Since(start))
+		}
+	})
+	t.Run("not a WAV file", func(t *testing.T) {
+		bad := filepath.Join(t.TempDir(), "tone.wav")
+		os.WriteFile(bad, []byte("this is not audio"), 0o600)
+		for _, play := range []string{bad, filepath.Join(t.TempDir(), "missing.wav")} {
+			if _, err := endpoint.New(endpoint.Config{AOR: "alice@a.test", Play: play}); err == nil {
+				t.Errorf("--play %s accepted", play)
+			}
+		}
+	})
+	t.Run("never answers", func(t *testing.T) {
+		_, bobEv := startPhone(t, l, "bob@b.test", "pw-bob", "", func(c *endpoint.Config) { c.AnswerDelay = time.Minute })
+		alice, _ := startPhone(t, l, "alice@a.test", "pw-alice", "", nil)
+		dctx, dcancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+		defer dcancel()
+		_, err := alice.Dial(dctx, "bob@b.test")
+		if err == nil {
+			t.Fatal("a call nobody answered connected")
+		}
+		if ev := bobEv.wait(t, "hangup", 5*time.Second); ev.Reason != "canceled" {
+			t.Fatalf("bob's side: %+v, want canceled", ev)
+		}
+	})
+	t.Run("no RTP", func(t *testing.T) {
+		silent := startSilentPhone(t, l, "bob@b.test", "pw-bob")
+		defer silent()
+		alice, aliceEv := startPhone(t, l, "alice@a.test", "pw-alice", "", func(c *endpoint.Config) { c.MediaTimeout = time.Second })
+		call, err := alice.Dial(ctx, "bob@b.test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-call.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("a call without RTP did not end")
+		}
+		if ev := aliceEv.wait(t, "hangup", 0); ev.Reason != "media-timeout" {
+			t.Fatalf("hangup %+v, want media-timeout", ev)
+		}
+	})
+}
+
+// startSilentPhone registers aor with a user agent that answers every
+// INVITE with an SDP naming a port where nothing is sent from, and
+// answers BYE: a peer that sends no RTP.
+func startSilentPhone(t *testing.T, l *lab, aor, password string) func() {
+	t.Helper()
+	user, domain, _ := strings.Cut(aor, "@")
+	ua, err := sipgo.NewUA(sipgo.WithUserAgentHostname(domain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := sipgo.NewServer(ua)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	client, _ := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientPort(port), sipgo.WithClientConnectionAddr(pc.LocalAddr().String()))
+	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+		res := sip.NewResponseFromRequest(req, 200, "OK", []byte("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n"))
+		res.To().Params.Add("tag", "silent")
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: "127.0.0.1", Port: port}})
+		tx.Respond(res)
+		<-tx.Done()
+	})
+	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
+	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	go srv.ServeUDP(pc)
+	time.Sleep(50 * time.Millisecond)
+	target := l.b.Addr("udp").String()
+	req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: domain})
+	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: domain}})
+	req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: "127.0.0.1", Port: port}})
+	req.SetDestination(target)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := client.Do(ctx, req)
+	if err == nil && res.StatusCode == 401 {
+		res, err = client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: user, Password: password})
+	}
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("silent phone: REGISTER: %v %v", res, err)
+	}
+	return func() { ua.Close(); pc.Close() }
 }

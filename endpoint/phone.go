@@ -124,6 +124,15 @@ func New(cfg Config) (*Phone, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Play != "" {
+		// A file that cannot be played is a mistake to report now, not
+		// in the middle of the first call.
+		_, c, err := openSource(cfg.Play)
+		if err != nil {
+			return nil, err
+		}
+		c.Close()
+	}
 	var id [16]byte
 	rand.Read(id[:])
 	h := hex.EncodeToString(id[:])
