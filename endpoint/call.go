@@ -44,7 +44,11 @@ type Call struct {
 	in       *sipgo.DialogServerSession
 	audio    *audioStream
 	answered time.Time
-	path     []string // the hops the INVITE crossed (incoming calls), caller first
+	path     []string   // the hops the INVITE crossed (incoming calls), caller first
+	sdpCfg   sdp.Config // our side of the session, for re-INVITEs
+	target   sip.Uri    // the peer's Contact: the remote target
+	holdMu   sync.Mutex // one re-INVITE at a time
+	held     bool       // on hold, by either side
 
 	endOnce sync.Once
 	ended   chan struct{}
@@ -112,7 +116,8 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 		return nil, fmt.Errorf("endpoint: rtp: %w", err)
 	}
 	closeSockets := func() { conn.Close(); rtcpConn.Close() }
-	offer, err := sdp.NewOffer(sdp.Config{Addr: p.local.Addr(), AudioPort: conn.LocalAddr().(*net.UDPAddr).Port, Audio: p.audio})
+	sdpCfg := sdp.Config{Addr: p.local.Addr(), AudioPort: conn.LocalAddr().(*net.UDPAddr).Port, Audio: p.audio}
+	offer, err := sdp.NewOffer(sdpCfg)
 	if err != nil {
 		closeSockets()
 		return nil, fmt.Errorf("endpoint: %w", err)
@@ -135,7 +140,8 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 		closeSockets()
 		return nil, fmt.Errorf("endpoint: INVITE: %w", err)
 	}
-	c := &Call{p: p, ID: req.CallID().Value(), Peer: uri.String(), outgoing: true, out: sess, ended: make(chan struct{})}
+	sdpCfg.SessionID = offer.SessionID
+	c := &Call{p: p, ID: req.CallID().Value(), Peer: uri.String(), outgoing: true, out: sess, ended: make(chan struct{}), sdpCfg: sdpCfg}
 	rang := false
 	err = sess.WaitAnswer(ctx, sipgo.AnswerOptions{Username: p.user, Password: p.cfg.Password, OnResponse: func(res *sip.Response) error {
 		if (res.StatusCode == 180 || res.StatusCode == 183) && !rang {
@@ -164,6 +170,9 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 		sess.Close()
 		closeSockets()
 		return nil, err
+	}
+	if ct := sess.InviteResponse.Contact(); ct != nil {
+		c.target = ct.Address
 	}
 	if err := sess.Ack(ctx); err != nil {
 		closeSockets()
@@ -244,6 +253,142 @@ func (c *Call) MediaAddrs() (local, remote string) {
 	}
 	st := c.audio.sess.Stats()
 	return c.audio.sess.LocalAddr().String(), st.RemoteAddr.String()
+}
+
+// Hold puts the call on hold with a re-INVITE offering sendonly (RFC
+// 3264 §8.4): both sides stop sending, and neither times out meanwhile.
+func (c *Call) Hold(ctx context.Context) error { return c.reinvite(ctx, sdp.SendOnly) }
+
+// Resume takes the call off hold (sendrecv).
+func (c *Call) Resume(ctx context.Context) error { return c.reinvite(ctx, sdp.SendRecv) }
+
+// reinvite sends a re-INVITE with our session at direction, ACKs its 2xx
+// and applies the answer.
+func (c *Call) reinvite(ctx context.Context, dir sdp.Direction) error {
+	if c.audio == nil {
+		return errors.New("endpoint: call not answered")
+	}
+	c.holdMu.Lock()
+	defer c.holdMu.Unlock()
+	cfg := c.sdpCfg
+	cfg.Direction = dir
+	cfg.Version++
+	offer, err := sdp.NewOffer(cfg)
+	if err != nil {
+		return fmt.Errorf("endpoint: %w", err)
+	}
+	body, err := offer.Marshal()
+	if err != nil {
+		return fmt.Errorf("endpoint: %w", err)
+	}
+	req := sip.NewRequest(sip.INVITE, c.target)
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	req.SetBody(body)
+	var tx sip.ClientTransaction
+	if c.out != nil {
+		tx, err = c.out.TransactionRequest(ctx, req)
+	} else {
+		tx, err = c.in.TransactionRequest(ctx, req)
+	}
+	if err != nil {
+		return fmt.Errorf("endpoint: re-INVITE: %w", err)
+	}
+	defer tx.Terminate()
+	var res *sip.Response
+	for res == nil {
+		select {
+		case r := <-tx.Responses():
+			if r.StatusCode >= 200 {
+				res = r
+			}
+		case <-tx.Done():
+			return fmt.Errorf("endpoint: re-INVITE: %w", tx.Err())
+		case <-ctx.Done():
+			return fmt.Errorf("endpoint: re-INVITE: %w", ctx.Err())
+		}
+	}
+	if !res.IsSuccess() {
+		return &StatusError{Method: "re-INVITE", Code: res.StatusCode, Reason: res.Reason}
+	}
+	ack := sip.NewRequest(sip.ACK, c.target)
+	ack.AppendHeader(&sip.CSeqHeader{MethodName: sip.ACK})
+	if c.out != nil {
+		err = c.out.WriteRequest(ack)
+	} else {
+		err = c.in.WriteRequest(ack)
+	}
+	if err != nil {
+		return fmt.Errorf("endpoint: ACK: %w", err)
+	}
+	c.sdpCfg.Version = cfg.Version
+	c.setHold(dir != sdp.SendRecv, "local")
+	return nil
+}
+
+// reinvited answers the peer's re-INVITE (hold, resume, a new offer for
+// the same stream) with our session, its direction the answer to theirs.
+func (c *Call) reinvited(req *sip.Request, tx sip.ServerTransaction) {
+	var err error
+	if c.out != nil {
+		err = c.out.ReadRequest(req, tx)
+	} else {
+		err = c.in.ReadRequest(req, tx)
+	}
+	if err != nil {
+		tx.Respond(sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil))
+		return
+	}
+	offer, err := sdp.Parse(req.Body())
+	if err != nil || offer.Audio() == nil {
+		tx.Respond(sip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil))
+		return
+	}
+	c.holdMu.Lock()
+	cfg := c.sdpCfg
+	cfg.Version++
+	ans, err := sdp.Answer(offer, cfg)
+	if err == nil {
+		_, err = negotiate(ans.Audio())
+	}
+	if err != nil {
+		c.holdMu.Unlock()
+		tx.Respond(sip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil))
+		return
+	}
+	c.sdpCfg.Version = cfg.Version
+	c.holdMu.Unlock()
+	body, _ := ans.Marshal()
+	res := sip.NewResponseFromRequest(req, 200, "OK", body)
+	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	res.AppendHeader(sip.HeaderClone(&c.p.contact))
+	if err := tx.Respond(res); err != nil {
+		return
+	}
+	if ct := req.Contact(); ct != nil {
+		c.target = ct.Address
+	}
+	c.setHold(offer.Audio().OnHold(), "remote")
+}
+
+// setHold applies hold or resume to the media and reports it.
+func (c *Call) setHold(on bool, by string) {
+	c.mu.Lock()
+	changed := c.held != on
+	c.held = on
+	c.mu.Unlock()
+	timeout := c.p.cfg.MediaTimeout
+	if timeout < 0 {
+		timeout = 0
+	}
+	c.audio.hold(on, timeout)
+	if !changed {
+		return
+	}
+	name := "resumed"
+	if on {
+		name = "held"
+	}
+	c.p.emit(Event{Event: name, CallID: c.ID, Reason: by})
 }
 
 // Hangup ends the call with a BYE.
@@ -339,9 +484,14 @@ func (p *Phone) handle() {
 // AnswerDelay, or 486 when rejecting, 488 without a common codec.
 func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if hasToTag(req) {
-		// A re-INVITE: hold and resume are not handled yet; keep the
-		// session as it is.
-		tx.Respond(sip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil))
+		p.mu.Lock()
+		c := p.calls[req.CallID().Value()]
+		p.mu.Unlock()
+		if c == nil {
+			tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+			return
+		}
+		c.reinvited(req, tx)
 		return
 	}
 	if p.isClosed() {
@@ -387,7 +537,8 @@ func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		dlg.Close()
 		return
 	}
-	ans, err := sdp.Answer(offer, sdp.Config{Addr: p.local.Addr(), AudioPort: conn.LocalAddr().(*net.UDPAddr).Port, Audio: p.audio})
+	sdpCfg := sdp.Config{Addr: p.local.Addr(), AudioPort: conn.LocalAddr().(*net.UDPAddr).Port, Audio: p.audio}
+	ans, err := sdp.Answer(offer, sdpCfg)
 	var n negotiated
 	if err == nil {
 		n, err = negotiate(ans.Audio())
@@ -404,7 +555,11 @@ func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	body, _ := ans.Marshal()
-	c := &Call{p: p, ID: id, Peer: peer, in: dlg, ended: make(chan struct{}), path: viaPath(req)}
+	sdpCfg.SessionID = ans.SessionID
+	c := &Call{p: p, ID: id, Peer: peer, in: dlg, ended: make(chan struct{}), path: viaPath(req), sdpCfg: sdpCfg}
+	if ct := req.Contact(); ct != nil {
+		c.target = ct.Address
+	}
 	if err := dlg.RespondSDP(body); err != nil {
 		conn.Close()
 		rtcpConn.Close()

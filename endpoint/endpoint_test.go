@@ -449,3 +449,67 @@ func startSilentPhone(t *testing.T, l *lab, aor, password string) func() {
 	}
 	return func() { ua.Close(); pc.Close() }
 }
+
+// TestHoldAndResume: the caller puts the call on hold and takes it off,
+// then the callee does; both sides report held and resumed, no audio
+// flows while on hold, and a media timeout shorter than the hold does
+// not end the call.
+func TestHoldAndResume(t *testing.T) {
+	l := startLab(t)
+	short := func(c *endpoint.Config) { c.MediaTimeout = 700 * time.Millisecond }
+	bob, bobEv := startPhone(t, l, "bob@b.test", "pw-bob", "", short)
+	alice, aliceEv := startPhone(t, l, "alice@a.test", "pw-alice", "", short)
+	var bobCall *endpoint.Call
+	answered := make(chan *endpoint.Call, 1)
+	bob.OnAnswered(func(c *endpoint.Call) { answered <- c })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	call, err := alice.Dial(ctx, "bob@b.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case bobCall = <-answered:
+	case <-time.After(3 * time.Second):
+		t.Fatal("bob's call not answered")
+	}
+	count := func(ev *events, name string) int {
+		ev.mu.Lock()
+		defer ev.mu.Unlock()
+		n := 0
+		for _, e := range ev.all {
+			if e.Event == name {
+				n++
+			}
+		}
+		return n
+	}
+	for i, holder := range []*endpoint.Call{call, bobCall} {
+		time.Sleep(300 * time.Millisecond)
+		if err := holder.Hold(ctx); err != nil {
+			t.Fatalf("hold %d: %v", i, err)
+		}
+		time.Sleep(1500 * time.Millisecond) // longer than the media timeout
+		select {
+		case <-call.Done():
+			t.Fatalf("the call ended on hold: %+v", call.Result())
+		default:
+		}
+		if err := holder.Resume(ctx); err != nil {
+			t.Fatalf("resume %d: %v", i, err)
+		}
+		for _, ev := range []*events{aliceEv, bobEv} {
+			if count(ev, "held") != i+1 || count(ev, "resumed") != i+1 {
+				t.Fatalf("after hold and resume %d: %d held, %d resumed events; %+v", i, count(ev, "held"), count(ev, "resumed"), ev.all)
+			}
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	call.Hangup(ctx)
+	st := call.Result().Streams[0]
+	// 0.3 + 0.3 + 0.5 s of talk at 50 packets a second, give or take;
+	// 3 s on hold would add 150.
+	if st.PacketsSent > 110 || st.PacketsReceived > 110 || st.PacketsReceived < 30 {
+		t.Errorf("alice's stream %+v: want about 55 packets each way, nothing while on hold", st)
+	}
+}

@@ -87,6 +87,7 @@ type audioStream struct {
 	onTimeout func()
 
 	mu      sync.Mutex // sending: frames and DTMF do not interleave
+	muted   bool       // on hold (either side): send nothing
 	stop    chan struct{}
 	stopped sync.Once
 	wg      sync.WaitGroup
@@ -184,6 +185,11 @@ func (a *audioStream) send() {
 		case <-t.C:
 		}
 		a.mu.Lock()
+		if a.muted {
+			a.sess.Advance(g711.FrameSamples)
+			a.mu.Unlock()
+			continue
+		}
 		n, err := a.src.ReadFrame(pcm)
 		if err != nil || n == 0 {
 			n = 0 // the file ended: silence
@@ -258,6 +264,19 @@ func (a *audioStream) flush(jb *jitter.Buffer) {
 			return
 		}
 		a.rec.Write(f)
+	}
+}
+
+// hold stops sending (the call is on hold, by us or the peer) and the
+// media timeout with it, or resumes both.
+func (a *audioStream) hold(on bool, timeout time.Duration) {
+	a.mu.Lock()
+	a.muted = on
+	a.mu.Unlock()
+	if on {
+		a.sess.SetReceiveTimeout(0)
+	} else {
+		a.sess.SetReceiveTimeout(timeout)
 	}
 }
 

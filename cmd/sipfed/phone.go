@@ -226,6 +226,8 @@ func (p *eventPrinter) print(ev endpoint.Event) {
 			fmt.Fprintf(p.w, "  %s %s: %s ↔ %s, sent %d packets, received %d, lost %d, jitter %.1f ms, rtt %.1f ms, MOS %.2f\n",
 				s.Kind, s.Codec, s.Local, s.Remote, s.PacketsSent, s.PacketsReceived, s.Lost, s.JitterMs, s.RTTMs, s.MOS)
 		}
+	case "held", "resumed":
+		fmt.Fprintf(p.w, "%s (by %s)\n", ev.Event, ev.Reason)
 	case "error":
 		fmt.Fprintf(p.w, "error: %s\n", ev.Error)
 	default:

@@ -178,6 +178,12 @@ func (s *Session) SetReceiveTimeout(d time.Duration) {
 	s.timeout = d
 	s.lastRecv = time.Now()
 	s.mu.Unlock()
+	// A ReadRTP waiting now waits under the new rule.
+	var deadline time.Time
+	if d > 0 {
+		deadline = time.Now().Add(d)
+	}
+	s.conn.SetReadDeadline(deadline)
 }
 
 // LocalAddr returns the RTP socket's address.
@@ -338,6 +344,12 @@ func (s *Session) ReadRTP(p *rtp.Packet) error {
 		n, from, err := s.conn.ReadFromUDPAddrPort(s.rbuf[:])
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				s.mu.Lock()
+				timeout, last := s.timeout, s.lastRecv
+				s.mu.Unlock()
+				if timeout == 0 || time.Since(last) < timeout {
+					continue // the timeout changed meanwhile (SetReceiveTimeout)
+				}
 				return ErrTimeout
 			}
 			return s.readErr(err)

@@ -66,6 +66,34 @@ func TestReceiveTimeout(t *testing.T) {
 	}
 }
 
+// TestReceiveTimeoutChangedWhileReading: a ReadRTP already waiting
+// follows SetReceiveTimeout: turned off (a call put on hold), it does not
+// time out under the old rule.
+func TestReceiveTimeoutChangedWhileReading(t *testing.T) {
+	a, _ := pair(t, true, mrtp.WithReceiveTimeout(200*time.Millisecond))
+	done := make(chan error, 1)
+	go func() {
+		var p rtp.Packet
+		done <- a.ReadRTP(&p)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	a.SetReceiveTimeout(0)
+	select {
+	case err := <-done:
+		t.Fatalf("ReadRTP returned %v after the timeout was turned off", err)
+	case <-time.After(400 * time.Millisecond):
+	}
+	a.SetReceiveTimeout(100 * time.Millisecond)
+	select {
+	case err := <-done:
+		if !errors.Is(err, mrtp.ErrTimeout) {
+			t.Fatalf("ReadRTP: %v, want ErrTimeout", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("ReadRTP did not time out after the timeout was set again")
+	}
+}
+
 // TestRFC4961SymmetricLatch checks that a session told a wrong address for
 // its peer (as behind NAT) answers to where the peer's RTP comes from.
 func TestRFC4961SymmetricLatch(t *testing.T) {
