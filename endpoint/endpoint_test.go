@@ -513,3 +513,23 @@ func TestHoldAndResume(t *testing.T) {
 		t.Errorf("alice's stream %+v: want about 55 packets each way, nothing while on hold", st)
 	}
 }
+
+// TestCallOverTCP: both phones register and call over TCP (outbound
+// proxies given); the callee is reached over its own connection.
+func TestCallOverTCP(t *testing.T) {
+	l := startLab(t)
+	tcp := func(c *endpoint.Config) { c.Transport = "tcp" }
+	startPhone(t, l, "bob@b.test", "pw-bob", l.b.Addr("tcp").String(), tcp)
+	alice, _ := startPhone(t, l, "alice@a.test", "pw-alice", l.a.Addr("tcp").String(), tcp)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	call, err := alice.Dial(ctx, "bob@b.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	call.Hangup(ctx)
+	if s := call.Result().Streams; len(s) != 1 || s[0].PacketsReceived < 30 {
+		t.Fatalf("streams %+v", s)
+	}
+}
