@@ -365,7 +365,9 @@ func (c *Call) reinvited(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	if ct := req.Contact(); ct != nil {
+		c.holdMu.Lock()
 		c.target = ct.Address
+		c.holdMu.Unlock()
 	}
 	c.setHold(offer.Audio().OnHold(), "remote")
 }
