@@ -6,6 +6,7 @@ package testenv
 import (
 	"bufio"
 	"fmt"
+	mathrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -60,16 +61,13 @@ func FreePorts(t testing.TB, n int) int {
 
 func freePorts(t testing.TB, n int) int {
 	t.Helper()
-	for i := 0; i < 100; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("testenv: free port: %v", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if port+n-1 > 65535 {
-			continue
-		}
+	// Below the kernel's ephemeral range, so that no socket bound to port
+	// 0 (an RTP socket, an outgoing connection, another test package's
+	// server) can take the port between this check and its use.
+	hi := ephemeralLow() - 1
+	lo := hi - 2500
+	for i := 0; i < 200; i++ {
+		port := lo + mathrand.IntN(hi-lo-n)
 		ok := true
 		for p := port; p < port+n && ok; p++ {
 			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
@@ -92,6 +90,20 @@ func freePorts(t testing.TB, n int) int {
 	}
 	t.Fatalf("testenv: no %d free consecutive ports", n)
 	return 0
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux:
+// /proc/sys/net/ipv4/ip_local_port_range), 32768 when unknown.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 5000 {
+				return n
+			}
+		}
+	}
+	return 32768
 }
 
 // Redis is a redis-server a test started.
