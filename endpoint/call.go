@@ -42,7 +42,8 @@ type Call struct {
 	outgoing bool
 	out      *sipgo.DialogClientSession
 	in       *sipgo.DialogServerSession
-	audio    *audioStream
+	audio    *stream
+	video    *stream // nil: no video in this call
 	answered time.Time
 	path     []string   // the hops the INVITE crossed (incoming calls), caller first
 	sdpCfg   sdp.Config // our side of the session, for re-INVITEs
@@ -111,12 +112,12 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, rtcpConn, err := p.ports.Listen(false)
+	socks, err := p.listenMedia(len(p.video) > 0)
 	if err != nil {
-		return nil, fmt.Errorf("endpoint: rtp: %w", err)
+		return nil, err
 	}
-	closeSockets := func() { conn.Close(); rtcpConn.Close() }
-	sdpCfg := sdp.Config{Addr: p.local.Addr(), AudioPort: conn.LocalAddr().(*net.UDPAddr).Port, Audio: p.audio}
+	closeSockets := socks.close
+	sdpCfg := socks.config(p)
 	offer, err := sdp.NewOffer(sdpCfg)
 	if err != nil {
 		closeSockets()
@@ -162,7 +163,7 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 		}
 		return nil, fmt.Errorf("endpoint: INVITE: %w", err)
 	}
-	n, err := answeredAudio(offer, sess.InviteResponse.Body())
+	n, nv, err := answered(offer, sess.InviteResponse.Body())
 	if err != nil {
 		// The 2xx is acknowledged and the call ended at once.
 		sess.Ack(ctx)
@@ -179,7 +180,7 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 		sess.Close()
 		return nil, fmt.Errorf("endpoint: ACK: %w", err)
 	}
-	if err := p.startCall(c, conn, rtcpConn, n); err != nil {
+	if err := p.startCall(c, socks, n, nv); err != nil {
 		sess.Bye(ctx)
 		sess.Close()
 		closeSockets()
@@ -188,32 +189,99 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 	return c, nil
 }
 
-// answeredAudio reads the answer to offer.
-func answeredAudio(offer *sdp.Session, body []byte) (negotiated, error) {
+// sockets are a call's RTP and RTCP sockets: audio, and video when the
+// call has video.
+type sockets struct{ a, ar, v, vr *net.UDPConn }
+
+func (p *Phone) listenMedia(video bool) (*sockets, error) {
+	var s sockets
+	var err error
+	if s.a, s.ar, err = p.ports.Listen(false); err != nil {
+		return nil, fmt.Errorf("endpoint: rtp: %w", err)
+	}
+	if video {
+		if s.v, s.vr, err = p.ports.Listen(false); err != nil {
+			s.close()
+			return nil, fmt.Errorf("endpoint: rtp: %w", err)
+		}
+	}
+	return &s, nil
+}
+
+func (s *sockets) close() {
+	for _, c := range []*net.UDPConn{s.a, s.ar, s.v, s.vr} {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
+// dropVideo closes the video sockets (the peer took no video).
+func (s *sockets) dropVideo() {
+	if s.v != nil {
+		s.v.Close()
+		s.vr.Close()
+		s.v, s.vr = nil, nil
+	}
+}
+
+// config is our side of the session on these sockets.
+func (s *sockets) config(p *Phone) sdp.Config {
+	c := sdp.Config{Addr: p.local.Addr(), AudioPort: s.a.LocalAddr().(*net.UDPAddr).Port, Audio: p.audio, Video: p.video}
+	if s.v != nil {
+		c.VideoPort = s.v.LocalAddr().(*net.UDPAddr).Port
+	}
+	return c
+}
+
+// answered reads the answer to offer: the audio, and the video if the
+// peer took it.
+func answered(offer *sdp.Session, body []byte) (negotiated, *negotiated, error) {
 	ans, err := sdp.Parse(body)
 	if err != nil {
-		return negotiated{}, fmt.Errorf("endpoint: the answer's SDP: %w", err)
+		return negotiated{}, nil, fmt.Errorf("endpoint: the answer's SDP: %w", err)
 	}
 	neg, err := sdp.ReadAnswer(offer, ans)
 	if err != nil {
-		return negotiated{}, fmt.Errorf("endpoint: the answer's SDP: %w", err)
+		return negotiated{}, nil, fmt.Errorf("endpoint: the answer's SDP: %w", err)
 	}
-	return negotiate(neg.Audio())
+	n, err := negotiate(neg.Audio())
+	if err != nil {
+		return n, nil, err
+	}
+	if v, ok := negotiateVideo(neg.Video()); ok {
+		return n, &v, nil
+	}
+	return n, nil, nil
 }
 
 // startCall starts the media of an answered call and watches its end.
-func (p *Phone) startCall(c *Call, conn, rtcpConn *net.UDPConn, n negotiated) error {
+func (p *Phone) startCall(c *Call, socks *sockets, n negotiated, nv *negotiated) error {
 	timeout := p.cfg.MediaTimeout
 	if timeout < 0 {
 		timeout = 0
 	}
-	a, err := startAudio(conn, rtcpConn, n, p.cfg.Play, p.recordPath(), timeout)
+	mf := mediaFiles{play: p.cfg.Play, record: p.recordPath(), video: p.cfg.Video, recordVideo: p.cfg.RecordVideo,
+		timeout: timeout, echo: p.cfg.Echo && !c.outgoing,
+		onDTMF:    func(d rune) { p.emit(Event{Event: "dtmf", CallID: c.ID, Digit: string(d)}) },
+		onTimeout: func() { go c.end(context.Background(), "media-timeout", true) },
+		onError:   func(err error) { p.emit(Event{Event: "error", CallID: c.ID, Error: err.Error()}) },
+	}
+	a, err := startAudio(socks.a, socks.ar, n, mf)
 	if err != nil {
 		return err
 	}
-	a.echo = p.cfg.Echo && !c.outgoing
-	a.onDTMF = func(d rune) { p.emit(Event{Event: "dtmf", CallID: c.ID, Digit: string(d)}) }
-	a.onTimeout = func() { go c.end(context.Background(), "media-timeout", true) }
+	if nv != nil {
+		v, err := startVideo(socks.v, socks.vr, *nv, mf)
+		if err != nil {
+			a.close()
+			return err
+		}
+		c.video = v
+	} else {
+		socks.dropVideo()
+		c.sdpCfg.VideoPort = 0
+	}
 	c.audio = a
 	c.answered = time.Now()
 	p.mu.Lock()
@@ -225,6 +293,9 @@ func (p *Phone) startCall(c *Call, conn, rtcpConn *net.UDPConn, n negotiated) er
 	}
 	p.emit(Event{Event: "answered", CallID: c.ID, Peer: c.Peer, Direction: dir})
 	a.run()
+	if c.video != nil {
+		c.video.run()
+	}
 	go func() {
 		select {
 		case <-c.dialogDone():
@@ -246,13 +317,16 @@ func (c *Call) dialogDone() <-chan struct{} {
 // Via headers name them: the caller's phone first, then each proxy.
 func (c *Call) Path() []string { return c.path }
 
-// MediaAddrs returns our RTP address and the peer's (where we send).
-func (c *Call) MediaAddrs() (local, remote string) {
-	if c.audio == nil {
-		return "", ""
+// Media returns the statistics of the call's streams so far: audio, then
+// video if any.
+func (c *Call) Media() []StreamStats {
+	var out []StreamStats
+	for _, s := range []*stream{c.audio, c.video} {
+		if s != nil {
+			out = append(out, s.stats())
+		}
 	}
-	st := c.audio.sess.Stats()
-	return c.audio.sess.LocalAddr().String(), st.RemoteAddr.String()
+	return out
 }
 
 // Hold puts the call on hold with a re-INVITE offering sendonly (RFC
@@ -383,6 +457,9 @@ func (c *Call) setHold(on bool, by string) {
 		timeout = 0
 	}
 	c.audio.hold(on, timeout)
+	if c.video != nil {
+		c.video.hold(on, timeout)
+	}
 	if !changed {
 		return
 	}
@@ -421,8 +498,10 @@ func (c *Call) end(ctx context.Context, reason string, bye bool) {
 			}
 		}
 		var streams []StreamStats
-		if c.audio != nil {
-			streams = append(streams, c.audio.close())
+		for _, st := range []*stream{c.audio, c.video} {
+			if st != nil {
+				streams = append(streams, st.close())
+			}
 		}
 		if c.out != nil {
 			c.out.Close()
@@ -533,24 +612,28 @@ func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	}
-	conn, rtcpConn, err := p.ports.Listen(false)
+	socks, err := p.listenMedia(len(p.video) > 0 && offer.Video() != nil)
 	if err != nil {
 		dlg.Respond(500, "Server Internal Error", nil)
 		dlg.Close()
 		return
 	}
-	sdpCfg := sdp.Config{Addr: p.local.Addr(), AudioPort: conn.LocalAddr().(*net.UDPAddr).Port, Audio: p.audio}
+	sdpCfg := socks.config(p)
 	ans, err := sdp.Answer(offer, sdpCfg)
 	var n negotiated
+	var nv *negotiated
 	if err == nil {
 		n, err = negotiate(ans.Audio())
 		if err == nil {
 			n.remote, n.rtcp = offer.Audio().RTPAddr(), offer.Audio().RTCPAddr()
 		}
+		if v, ok := negotiateVideo(ans.Video()); ok && err == nil {
+			v.remote, v.rtcp = offer.Video().RTPAddr(), offer.Video().RTCPAddr()
+			nv = &v
+		}
 	}
 	if err != nil {
-		conn.Close()
-		rtcpConn.Close()
+		socks.close()
 		dlg.Respond(488, "Not Acceptable Here", nil)
 		dlg.Close()
 		p.emit(Event{Event: "hangup", CallID: id, Peer: peer, Direction: "in", Status: 488, Reason: "no common codec"})
@@ -563,12 +646,11 @@ func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		c.target = ct.Address
 	}
 	if err := dlg.RespondSDP(body); err != nil {
-		conn.Close()
-		rtcpConn.Close()
+		socks.close()
 		dlg.Close()
 		return
 	}
-	if err := p.startCall(c, conn, rtcpConn, n); err != nil {
+	if err := p.startCall(c, socks, n, nv); err != nil {
 		c.end(context.Background(), "error", true)
 		return
 	}

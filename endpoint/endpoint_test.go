@@ -2,6 +2,8 @@ package endpoint_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -536,5 +538,94 @@ func TestCallOverTCP(t *testing.T) {
 	call.Hangup(ctx)
 	if s := call.Result().Streams; len(s) != 1 || s[0].PacketsReceived < 30 {
 		t.Fatalf("streams %+v", s)
+	}
+}
+
+// TestOpusAndVP8: alice sends Opus packets from an Ogg file and VP8
+// frames from an IVF file; bob records both. Bob's IVF holds every frame
+// of the clip, byte for byte, and his Ogg file every Opus packet sent.
+func TestOpusAndVP8(t *testing.T) {
+	l := startLab(t)
+	dir := t.TempDir()
+	clip, tone := "../media/file/testdata/clip-vp8.ivf", "../media/file/testdata/tone-opus.ogg"
+	recVideo, recAudio := filepath.Join(dir, "bob.ivf"), filepath.Join(dir, "bob.ogg")
+	_, bobEv := startPhone(t, l, "bob@b.test", "pw-bob", "", func(c *endpoint.Config) {
+		c.Codecs = []string{"opus", "vp8"}
+		c.Play = tone
+		c.Record, c.RecordVideo = recAudio, recVideo
+	})
+	alice, _ := startPhone(t, l, "alice@a.test", "pw-alice", "", func(c *endpoint.Config) {
+		c.Play, c.Video = tone, clip
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	call, err := alice.Dial(ctx, "bob@b.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond) // the clip lasts 2 s, the tone 1 s
+	call.Hangup(ctx)
+	bobEnd := bobEv.wait(t, "hangup", 5*time.Second)
+	var kinds []string
+	for _, s := range call.Result().Streams {
+		kinds = append(kinds, s.Kind+"/"+s.Codec)
+	}
+	if strings.Join(kinds, ",") != "audio/opus,video/VP8" {
+		t.Fatalf("alice's streams %v, want audio/opus and video/VP8", kinds)
+	}
+	t.Logf("alice: %+v", call.Result().Streams)
+	t.Logf("bob:   %+v", bobEnd.Streams)
+
+	sent := ivfFrames(t, clip)
+	got := ivfFrames(t, recVideo)
+	if len(got) != len(sent) {
+		t.Fatalf("bob recorded %d frames, the clip has %d", len(got), len(sent))
+	}
+	for i := range sent {
+		if sent[i] != got[i] {
+			t.Fatalf("frame %d differs", i)
+		}
+	}
+	f, err := os.Open(recAudio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := file.NewOpusReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		if _, _, err := r.ReadPacket(); err != nil {
+			break
+		}
+		n++
+	}
+	if audio := call.Result().Streams[0]; n < 45 || uint64(n) != audio.PacketsSent {
+		t.Fatalf("bob's Ogg holds %d Opus packets; alice sent %d (1 s is 50)", n, audio.PacketsSent)
+	}
+}
+
+// ivfFrames returns the SHA-256 of each frame of an IVF file.
+func ivfFrames(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := file.NewIVFReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for {
+		frame, _, err := r.ReadFrame()
+		if err != nil {
+			return out
+		}
+		sum := sha256.Sum256(frame)
+		out = append(out, hex.EncodeToString(sum[:]))
 	}
 }

@@ -34,17 +34,24 @@ type Config struct {
 	// 127.0.0.1:0. RTP uses the same IP.
 	Listen    string
 	Transport string // "udp" (default) or "tcp"
-	// Codecs are the audio codecs offered or accepted, in order:
-	// "pcmu", "pcma"; default both.
+	// Codecs are the codecs offered or accepted, in order: "pcmu",
+	// "pcma", "opus" (audio), "vp8" (video). Default: opus when Play is an
+	// Ogg file (Opus is sent as the file has it: there is no encoder
+	// here), else pcmu and pcma; vp8 when Video or RecordVideo is set.
+	// Echo takes all of them.
 	Codecs []string
 	// Expires is the registration interval asked for; default 300 s.
 	Expires time.Duration
 	// Play is a WAV file sent as the audio of every call (8 kHz mono
 	// 16-bit, or converted by media/file); empty: a 440 Hz tone.
 	Play string
-	// Record is a WAV file the received audio of a call is written to; with
-	// several calls the second is NAME-2.wav and so on. Empty: none.
+	// Record is a WAV file (G.711) or Ogg file (Opus) the received audio
+	// of a call is written to; with several calls the second is
+	// NAME-2.wav and so on. Empty: none.
 	Record string
+	// Video is an IVF file of VP8 frames sent as the call's video, once;
+	// RecordVideo an IVF file the received video is written to.
+	Video, RecordVideo string
 	// MediaTimeout ends a call when no RTP arrived for this long (not
 	// while the call is on hold); default 30 s, negative: never.
 	MediaTimeout time.Duration
@@ -81,6 +88,7 @@ type Phone struct {
 	contact   sip.ContactHeader
 	instance  string // +sip.instance URN (RFC 5626)
 	audio     []sdp.Codec
+	video     []sdp.Codec // none: no video
 
 	onAnswered func(*Call)
 
@@ -120,46 +128,70 @@ func New(cfg Config) (*Phone, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	audio, err := audioCodecs(cfg.Codecs)
+	audio, video, err := codecs(cfg)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Play != "" {
-		// A file that cannot be played is a mistake to report now, not
-		// in the middle of the first call.
-		_, c, err := openSource(cfg.Play)
-		if err != nil {
-			return nil, err
-		}
-		c.Close()
+	// A file that cannot be played is a mistake to report now, not in the
+	// middle of the first call.
+	if err := checkPlayable(cfg.Play, cfg.Video); err != nil {
+		return nil, err
 	}
 	var id [16]byte
 	rand.Read(id[:])
 	h := hex.EncodeToString(id[:])
 	return &Phone{
-		cfg: cfg, user: user, domain: strings.ToLower(domain), log: cfg.Log, audio: audio,
+		cfg: cfg, user: user, domain: strings.ToLower(domain), log: cfg.Log, audio: audio, video: video,
 		calls: map[string]*Call{}, done: make(chan struct{}), transport: cfg.Transport,
 		instance: "urn:uuid:" + h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:],
 	}, nil
 }
 
-// audioCodecs maps codec names to SDP codecs, telephone-event added.
-func audioCodecs(names []string) ([]sdp.Codec, error) {
+// codecs maps codec names to the SDP codecs offered and accepted:
+// audio (telephone-event added) and video.
+func codecs(cfg Config) (audio, video []sdp.Codec, err error) {
+	names := cfg.Codecs
 	if len(names) == 0 {
-		names = []string{"pcmu", "pcma"}
+		switch {
+		case cfg.Echo:
+			names = []string{"pcmu", "pcma", "opus", "vp8"}
+		case isOgg(cfg.Play):
+			names = []string{"opus"}
+		default:
+			names = []string{"pcmu", "pcma"}
+		}
+		if !cfg.Echo && (cfg.Video != "" || cfg.RecordVideo != "") {
+			names = append(names, "vp8")
+		}
 	}
-	var out []sdp.Codec
 	for _, n := range names {
 		switch strings.ToLower(strings.TrimSpace(n)) {
 		case "pcmu":
-			out = append(out, sdp.PCMU)
+			audio = append(audio, sdp.PCMU)
 		case "pcma":
-			out = append(out, sdp.PCMA)
+			audio = append(audio, sdp.PCMA)
+		case "opus":
+			if !cfg.Echo && !isOgg(cfg.Play) {
+				return nil, nil, fmt.Errorf("endpoint: opus needs an Ogg/Opus file to play (there is no encoder here)")
+			}
+			audio = append(audio, sdp.Opus)
+		case "vp8":
+			video = append(video, sdp.VP8)
 		default:
-			return nil, fmt.Errorf("endpoint: codec %q: want pcmu or pcma", n)
+			return nil, nil, fmt.Errorf("endpoint: codec %q: want pcmu, pcma, opus or vp8", n)
 		}
 	}
-	return append(out, sdp.TelephoneEvent), nil
+	if len(audio) == 0 {
+		return nil, nil, fmt.Errorf("endpoint: no audio codec in %q", names)
+	}
+	if isOgg(cfg.Play) && !cfg.Echo {
+		for _, c := range audio {
+			if !strings.EqualFold(c.Name, "opus") {
+				return nil, nil, fmt.Errorf("endpoint: %s is Opus, which cannot be sent as %s (no transcoding)", cfg.Play, c.Name)
+			}
+		}
+	}
+	return append(audio, sdp.TelephoneEvent), video, nil
 }
 
 // Start listens, finds the proxy and serves incoming requests until

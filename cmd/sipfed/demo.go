@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,21 @@ one call from alice to bob. It prints the way the call's signalling went
 and the call's statistics. Then it stays up so that any softphone can
 register to either domain and call, until Ctrl-C; --once exits after
 the call.`
+
+// The demo call's media, sent as the files have it (sipfed does not
+// encode Opus or VP8); copies of media/file/testdata's files:
+//   - demoVideo: 2 s of a 64×48 VP8 test pattern at 15 frames/s (30
+//     frames, 2.4 kB). Remade with
+//     ffmpeg -f lavfi -i testsrc=size=64x48:rate=15 -t 2 -c:v libvpx clip-vp8.ivf
+//   - demoAudio: 1 s of a tone in Opus, 20 ms packets, several to an Ogg
+//     page as opusenc writes them (16 kB). Remade with
+//     ffmpeg -f lavfi -i sine=frequency=440:duration=1 -ar 48000 tone.wav && opusenc tone.wav tone-opus.ogg
+var (
+	//go:embed demomedia/clip-vp8.ivf
+	demoVideo []byte
+	//go:embed demomedia/tone-opus.ogg
+	demoAudio []byte
+)
 
 // demo passwords: the demo runs on loopback, for trying things out.
 var demoUsers = []struct{ aor, password string }{
@@ -131,9 +147,18 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(w, "a.test proxy   %s:%d  (UDP, TCP)\n", *ip, *aPort)
 	fmt.Fprintf(w, "b.test proxy   %s:%d  (UDP, TCP)\n", *ip, *bPort)
 
-	// The phones: each finds its proxy through the lab DNS.
+	// The phones: each finds its proxy through the lab DNS; alice and bob
+	// send the embedded Opus tone and VP8 clip.
+	video, audio := filepath.Join(dir, "clip-vp8.ivf"), filepath.Join(dir, "tone-opus.ogg")
+	if err := os.WriteFile(video, demoVideo, 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(audio, demoAudio, 0o600); err != nil {
+		return err
+	}
 	phone := func(aor, password string, mod func(*endpoint.Config)) (*endpoint.Phone, error) {
-		cfg := endpoint.Config{AOR: aor, Password: password, DNS: []string{dnsAddr}, Listen: net.JoinHostPort(*ip, "0"), MediaTimeout: 10 * time.Second}
+		cfg := endpoint.Config{AOR: aor, Password: password, DNS: []string{dnsAddr}, Listen: net.JoinHostPort(*ip, "0"), MediaTimeout: 10 * time.Second,
+			Play: audio, Video: video}
 		if mod != nil {
 			mod(&cfg)
 		}
@@ -182,7 +207,9 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		default:
 		}
 	})
-	echo, err := phone("echo@b.test", "echo-pw", func(c *endpoint.Config) { c.Echo = true; c.MediaTimeout = 60 * time.Second })
+	echo, err := phone("echo@b.test", "echo-pw", func(c *endpoint.Config) {
+		c.Echo, c.Play, c.Video, c.MediaTimeout = true, "", "", 60*time.Second
+	})
 	if err != nil {
 		return err
 	}
@@ -258,14 +285,20 @@ func printPaths(w io.Writer, bc *endpoint.Call, alice, bob *endpoint.Phone, ip s
 		fmt.Fprintf(w, "  %-22s %s\n", hop, name(hop))
 	}
 	fmt.Fprintf(w, "  %-22s bob's phone\n", "udp:"+bob.Addr().String())
-	local, remote := bc.MediaAddrs()
-	fmt.Fprintf(w, "media (RTP, PCMU):\n  bob's phone %s ⇄ %s alice's phone: direct, no proxy in between\n", local, remote)
+	fmt.Fprintf(w, "media (RTP, phone to phone):\n")
+	for _, s := range bc.Media() {
+		fmt.Fprintf(w, "  %-5s %-4s bob's phone %s ⇄ %s alice's phone: direct, no proxy in between\n", s.Kind, s.Codec, s.Local, s.Remote)
+	}
 }
 
 func printStreams(w io.Writer, who string, ev endpoint.Event) {
 	for _, s := range ev.Streams {
-		fmt.Fprintf(w, "  %-5s %s %s  %s → %s  sent %d, received %d packets, lost %d, jitter %.1f ms, MOS %.2f\n",
-			who, s.Kind, s.Codec, s.Local, s.Remote, s.PacketsSent, s.PacketsReceived, s.Lost, s.JitterMs, s.MOS)
+		mos := ""
+		if s.MOS > 0 {
+			mos = fmt.Sprintf(", MOS %.2f", s.MOS)
+		}
+		fmt.Fprintf(w, "  %-5s %-5s %-4s %s → %s  sent %d, received %d packets, lost %d, jitter %.1f ms%s\n",
+			who, s.Kind, s.Codec, s.Local, s.Remote, s.PacketsSent, s.PacketsReceived, s.Lost, s.JitterMs, mos)
 	}
 }
 

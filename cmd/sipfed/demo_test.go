@@ -31,7 +31,7 @@ func TestDemoOnce(t *testing.T) {
 	}
 	for _, want := range []string{
 		"alice's phone", "bob's phone", "direct, no proxy in between",
-		"alice audio PCMU", "bob   audio PCMU",
+		"alice audio opus", "alice video VP8", "bob   audio opus", "bob   video VP8",
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout)

@@ -42,7 +42,7 @@ func runPhone(ctx context.Context, e *env, args []string) error {
 		maxCalls      int
 		digits        string
 		dns           = newListFlag()
-		codecs        = newListFlag("pcmu", "pcma")
+		codecs        = newListFlag()
 	)
 	fs.StringVar(&cfg.AOR, "aor", "", "the account, `user@domain` (required)")
 	fs.BoolVar(&passwordStdin, "password-stdin", false, "read the password from the first line of stdin (else SIPFED_PASSWORD)")
@@ -50,9 +50,11 @@ func runPhone(ctx context.Context, e *env, args []string) error {
 	fs.Var(dns, "dns", "DNS `server` (host[:port]) for finding the proxy (repeatable; default: /etc/resolv.conf)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:0", "local SIP `ip:port`; RTP uses the same address")
 	fs.StringVar(&cfg.Transport, "transport", "udp", "SIP transport: udp or tcp")
-	fs.Var(codecs, "codecs", "audio codecs offered and accepted, in order: pcmu, pcma")
-	fs.StringVar(&cfg.Play, "play", "", "WAV `file` sent as the audio (default: a 440 Hz tone)")
-	fs.StringVar(&cfg.Record, "record", "", "WAV `file` the received audio is written to (several calls: file-2.wav…)")
+	fs.Var(codecs, "codecs", "codecs offered and accepted, in order: pcmu, pcma, opus, vp8 (default: pcmu,pcma; opus with an .ogg --play; vp8 with --video or --record-video)")
+	fs.StringVar(&cfg.Play, "play", "", "`file` sent as the audio: WAV (G.711) or Ogg/Opus, sent as it is (default: a 440 Hz tone)")
+	fs.StringVar(&cfg.Record, "record", "", "`file` the received audio is written to: .wav for G.711, .ogg for Opus (several calls: file-2.wav…)")
+	fs.StringVar(&cfg.Video, "video", "", "IVF `file` of VP8 frames sent as the video")
+	fs.StringVar(&cfg.RecordVideo, "record-video", "", "IVF `file` the received VP8 video is written to")
 	fs.StringVar(&digits, "dtmf", "", "`digits` sent (RFC 4733) one second into each call")
 	fs.DurationVar(&duration, "duration", 10*time.Second, "call: how long to talk before hanging up")
 	fs.IntVar(&maxCalls, "max-calls", 0, "answer: exit after this many calls have ended (0: never)")
