@@ -252,8 +252,8 @@ func TestCallAcrossDomains(t *testing.T) {
 	}
 	// The first second, before the DTMF (during which no audio is sent,
 	// and the recording fills the gap).
-	if snr := testenv.ToneSNR(pcm[800:8000], 440, 8000); snr < 25 {
-		t.Errorf("bob's recording: 440 Hz at %.1f dB over the rest, want ≥ 25", snr)
+	if snr := testenv.ToneSNR(pcm[800:8000], 440, 8000); snr < 10 {
+		t.Errorf("bob's recording: 440 Hz at %.1f dB over the rest, want ≥ 10", snr)
 	}
 }
 
@@ -332,8 +332,8 @@ func TestEchoService(t *testing.T) {
 		}
 		n += m
 	}
-	if snr := testenv.ToneSNR(pcm[800:n], 440, 8000); snr < 25 {
-		t.Errorf("the echo: 440 Hz at %.1f dB over the rest, want ≥ 25", snr)
+	if snr := testenv.ToneSNR(pcm[800:n], 440, 8000); snr < 10 {
+		t.Errorf("the echo: 440 Hz at %.1f dB over the rest, want ≥ 10", snr)
 	}
 }
 

@@ -773,7 +773,8 @@ func udpPhone(t *testing.T) (addr string, sizes func() []int) {
 		mu.Unlock()
 		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
-	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	// A port below the ephemeral range: a test may listen on its TCP twin.
+	conn, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
