@@ -41,6 +41,8 @@ func runPhone(ctx context.Context, e *env, args []string) error {
 		duration      time.Duration
 		maxCalls      int
 		digits        string
+		calls         int
+		rate          float64
 		dns           = newListFlag()
 		codecs        = newListFlag()
 	)
@@ -57,6 +59,8 @@ func runPhone(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&cfg.RecordVideo, "record-video", "", "IVF `file` the received VP8 video is written to")
 	fs.StringVar(&digits, "dtmf", "", "`digits` sent (RFC 4733) one second into each call")
 	fs.DurationVar(&duration, "duration", 10*time.Second, "call: how long to talk before hanging up")
+	fs.IntVar(&calls, "calls", 1, "call: how many calls to place (load), each lasting --duration")
+	fs.Float64Var(&rate, "rate", 10, "call: new calls per second when --calls is more than 1")
 	fs.IntVar(&maxCalls, "max-calls", 0, "answer: exit after this many calls have ended (0: never)")
 	fs.DurationVar(&cfg.AnswerDelay, "answer-delay", 0, "answer: how long to ring before answering")
 	fs.BoolVar(&cfg.Reject, "reject", false, "answer: reject every call with 486 Busy Here")
@@ -83,8 +87,8 @@ func runPhone(ctx context.Context, e *env, args []string) error {
 	case mode != "register" && mode != "call" && mode != "answer":
 		return usagef("unknown action %q: want register, call URI or answer", mode)
 	}
-	if duration <= 0 || maxCalls < 0 {
-		return usagef("--duration must be positive and --max-calls not negative")
+	if duration <= 0 || maxCalls < 0 || calls < 1 || rate <= 0 {
+		return usagef("--duration, --calls and --rate must be positive and --max-calls not negative")
 	}
 	if cfg.MediaTimeout == 0 {
 		cfg.MediaTimeout = -1
@@ -129,7 +133,7 @@ func runPhone(ctx context.Context, e *env, args []string) error {
 		p.Close(cctx)
 	}()
 	if mode == "call" {
-		return phoneCall(ctx, p, pos[1], duration, digits)
+		return phoneCalls(ctx, p, pos[1], calls, rate, duration, digits)
 	}
 	first := make(chan error, 1)
 	go p.KeepRegistered(ctx, first)
@@ -159,6 +163,43 @@ func runPhone(ctx context.Context, e *env, args []string) error {
 			return nil
 		case <-ended:
 		}
+	}
+	return nil
+}
+
+// phoneCalls places n calls at rate a second, each like phoneCall, and
+// fails when any failed.
+func phoneCalls(ctx context.Context, p *endpoint.Phone, uri string, n int, rate float64, d time.Duration, digits string) error {
+	if n == 1 {
+		return phoneCall(ctx, p, uri, d, digits)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed []string
+	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer tick.Stop()
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				i = n
+				continue
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := phoneCall(ctx, p, uri, d, digits); err != nil {
+				mu.Lock()
+				failed = append(failed, err.Error())
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(failed) > 0 {
+		return fmt.Errorf("%d of %d calls failed; the first: %s", len(failed), n, failed[0])
 	}
 	return nil
 }

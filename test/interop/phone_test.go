@@ -288,3 +288,42 @@ func checkBaresipCall(t *testing.T, s *sipfedPhone, b *phone, rec string) {
 		t.Errorf("sipfed phone's recording of baresip: 440 Hz at %.1f dB over the rest, want ≥ 10", snr)
 	}
 }
+
+// TestSIPpCallsSipfedPhoneEcho: a SIPp UAC of another domain calls
+// `sipfed phone answer --echo` (bob@b.test) and plays PCMA RTP from a
+// pcap for 3 s: tshark sees the same RTP come back from the phone's port
+// to SIPp's media port, and the phone's statistics agree.
+func TestSIPpCallsSipfedPhoneEcho(t *testing.T) {
+	testenv.Need(t, "sipp")
+	testenv.Need(t, "tshark")
+	const pcap = "/usr/share/sip-tester/g711a.pcap"
+	if _, err := os.Stat(pcap); err != nil {
+		t.Fatalf("SIPp's %s: %v (Debian's sip-tester ships it)", pcap, err)
+	}
+	f := startFederation(t, fedOptions{})
+	bob := runPhone(t, "pw-bob", "--aor", "bob@b.test", "--dns", f.dns, "--echo", "--max-calls", "1", "answer")
+	bob.wait(t, "registered", 10*time.Second)
+	capt := startCapture(t, 30)
+	inf := filepath.Join(t.TempDir(), "call.csv")
+	writeFile(t, inf, "SEQUENTIAL\nbob;b.test\n")
+	mediaPort := testenv.FreePorts(t, 2)
+	out, err := sipp(t, f.b.addr(), "uac_rtp.xml", inf, "-m", "1", "-mi", "127.0.0.1", "-mp", fmt.Sprint(mediaPort))
+	if err != nil {
+		t.Fatalf("sipp: %v\n%s\n%s\n%s", err, tail(out, 3000), bob.dump(), f.logs())
+	}
+	if err := bob.exit(t, 10*time.Second); err != nil {
+		t.Fatalf("bob: %v\n%s", err, bob.dump())
+	}
+	st := stream(t, bob.wait(t, "hangup", 0))
+	time.Sleep(300 * time.Millisecond)
+	capt.stop(t)
+	phonePort := port(fmt.Sprint(st["local"]))
+	sipPorts := []int{f.a.Port, f.b.Port}
+	dnsPort := port(f.dns)
+	in := capt.count(t, sipPorts, dnsPort, fmt.Sprintf("rtp && udp.srcport==%d && udp.dstport==%d", mediaPort, phonePort))
+	back := capt.count(t, sipPorts, dnsPort, fmt.Sprintf("rtp && udp.srcport==%d && udp.dstport==%d", phonePort, mediaPort))
+	t.Logf("SIPp → phone: %d RTP packets, phone → SIPp: %d; phone statistics %v", in, back, st)
+	if in < 50 || back < in*9/10 {
+		t.Errorf("RTP SIPp → phone %d, back %d: want ≥ 50 (the pcap holds about 100) and nearly all of them back", in, back)
+	}
+}
