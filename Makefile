@@ -60,6 +60,7 @@ bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	$(GO) run ./test/bench -rates $(BENCH_RATES)
 	$(GO) run ./test/bench -mode call1,call2 -call-rates $(BENCH_CALL_RATES)
+	$(GO) run ./test/bench -mode phone -phone-calls 200
 	RATES=$(BENCH_RATES) ./scripts/bench-kamailio.sh
 
 clean:

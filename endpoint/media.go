@@ -353,27 +353,33 @@ func (s *stream) sendPCM() {
 			return
 		case <-t.C:
 		}
-		s.mu.Lock()
-		if s.muted {
-			s.sess.Advance(g711.FrameSamples)
-			s.mu.Unlock()
-			continue
-		}
-		n, err := s.src.pcm.ReadFrame(pcm)
-		if err != nil {
-			n = 0 // the file ended: silence
-		}
-		for i := n; i < len(pcm); i++ {
-			pcm[i] = 0
-		}
-		payload = s.law.Encode(payload[:0], pcm)
-		err = s.sess.WriteSample(s.pt, payload, g711.FrameSamples, first)
-		s.mu.Unlock()
+		var err error
+		payload, err = s.sendFrame(pcm, payload, first)
 		first = false
 		if errors.Is(err, net.ErrClosed) {
 			return
 		}
 	}
+}
+
+// sendFrame sends the next 20 ms of the source (nothing while on hold),
+// reusing pcm and payload: no allocation per packet.
+func (s *stream) sendFrame(pcm []int16, payload []byte, first bool) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.muted {
+		s.sess.Advance(g711.FrameSamples)
+		return payload, nil
+	}
+	n, err := s.src.pcm.ReadFrame(pcm)
+	if err != nil {
+		n = 0 // the file ended: silence
+	}
+	for i := n; i < len(pcm); i++ {
+		pcm[i] = 0
+	}
+	payload = s.law.Encode(payload[:0], pcm)
+	return payload, s.sess.WriteSample(s.pt, payload, g711.FrameSamples, first)
 }
 
 // sendOpus sends the file's Opus packets at their own pace, once.

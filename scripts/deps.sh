@@ -7,6 +7,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have sipp         || need+=(sip-tester)
 have redis-server || need+=(redis-server)
 have baresip      || need+=(baresip)
+have linphonec    || need+=(linphone-cli)
 have sipsak       || need+=(sipsak)
 have tshark       || need+=(tshark)
 have knotd        || need+=(knot)

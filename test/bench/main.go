@@ -46,7 +46,8 @@ func main() {
 	stores := flag.String("stores", "memory,redis", "stores to measure")
 	target := flag.String("target", "", "measure the SIP server at UDP `host:port` instead of sipfed; it must accept users u0001…u2000@a.test with passwords pw-uNNNN")
 	label := flag.String("label", "external", "name of -target in the results")
-	modes := flag.String("mode", "register", "what to measure, comma-separated: register, call1 (one proxy), call2 (two federated proxies)")
+	modes := flag.String("mode", "register", "what to measure, comma-separated: register, call1 (one proxy), call2 (two federated proxies), phone (one sipfed phone echoing many calls)")
+	phoneCalls := flag.Int("phone-calls", 200, "calls the phone holds at once (phone)")
 	flag.StringVar(&procName, "proc", "sipfed", "`name` of the server processes whose CPU time is reported per call (summed over all of them)")
 	callRates := flag.String("call-rates", "100,250,500,1000,1500,2000,2500,3000", "call `rates` per second to try, in order (call1, call2)")
 	flag.Parse()
@@ -65,6 +66,8 @@ func main() {
 				hops = 2
 			}
 			err = runCalls(*bin, hops, *callRates, *seconds)
+		case "phone":
+			err = runPhoneLoad(*bin, *phoneCalls, 40)
 		default:
 			err = fmt.Errorf("unknown -mode %q", mode)
 		}
