@@ -598,6 +598,13 @@ func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		dlg.Close()
 		return
 	}
+	// No codec in common: 488 at once, not after ringing.
+	if !p.canAnswer(offer) {
+		dlg.Respond(488, "Not Acceptable Here", nil)
+		dlg.Close()
+		p.emit(Event{Event: "hangup", CallID: id, Peer: peer, Direction: "in", Status: 488, Reason: "no common codec"})
+		return
+	}
 	if err := dlg.Respond(180, "Ringing", nil); err != nil {
 		dlg.Close()
 		return
@@ -658,6 +665,16 @@ func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		f(c)
 	}
 	<-c.ended
+}
+
+// canAnswer reports whether offer has an audio codec we take.
+func (p *Phone) canAnswer(offer *sdp.Session) bool {
+	probe, err := sdp.Answer(offer, sdp.Config{Addr: p.local.Addr(), AudioPort: 9, Audio: p.audio})
+	if err != nil {
+		return false
+	}
+	_, err = negotiate(probe.Audio())
+	return err == nil
 }
 
 // onInfo takes DTMF sent as SIP INFO (application/dtmf-relay or

@@ -43,6 +43,9 @@ func runPhone(ctx context.Context, e *env, args []string) error {
 		digits        string
 		calls         int
 		rate          float64
+		ringTimeout   time.Duration
+		holdAt        time.Duration
+		holdFor       time.Duration
 		dns           = newListFlag()
 		codecs        = newListFlag()
 	)
@@ -59,6 +62,9 @@ func runPhone(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&cfg.RecordVideo, "record-video", "", "IVF `file` the received VP8 video is written to")
 	fs.StringVar(&digits, "dtmf", "", "`digits` sent (RFC 4733) one second into each call")
 	fs.DurationVar(&duration, "duration", 10*time.Second, "call: how long to talk before hanging up")
+	fs.DurationVar(&ringTimeout, "ring-timeout", 60*time.Second, "call: give up (CANCEL) when nobody answered within this long")
+	fs.DurationVar(&holdAt, "hold-at", 0, "call: put the call on hold this long after it is answered (re-INVITE sendonly; 0: never)")
+	fs.DurationVar(&holdFor, "hold-for", 2*time.Second, "call: how long the call stays on hold before it is resumed")
 	fs.IntVar(&calls, "calls", 1, "call: how many calls to place (load), each lasting --duration")
 	fs.Float64Var(&rate, "rate", 10, "call: new calls per second when --calls is more than 1")
 	fs.IntVar(&maxCalls, "max-calls", 0, "answer: exit after this many calls have ended (0: never)")
@@ -87,7 +93,7 @@ func runPhone(ctx context.Context, e *env, args []string) error {
 	case mode != "register" && mode != "call" && mode != "answer":
 		return usagef("unknown action %q: want register, call URI or answer", mode)
 	}
-	if duration <= 0 || maxCalls < 0 || calls < 1 || rate <= 0 {
+	if duration <= 0 || maxCalls < 0 || calls < 1 || rate <= 0 || ringTimeout <= 0 {
 		return usagef("--duration, --calls and --rate must be positive and --max-calls not negative")
 	}
 	if cfg.MediaTimeout == 0 {
@@ -133,7 +139,7 @@ func runPhone(ctx context.Context, e *env, args []string) error {
 		p.Close(cctx)
 	}()
 	if mode == "call" {
-		return phoneCalls(ctx, p, pos[1], calls, rate, duration, digits)
+		return phoneCalls(ctx, p, pos[1], calls, rate, callPlan{duration, ringTimeout, digits, hold{holdAt, holdFor}})
 	}
 	first := make(chan error, 1)
 	go p.KeepRegistered(ctx, first)
@@ -169,9 +175,9 @@ func runPhone(ctx context.Context, e *env, args []string) error {
 
 // phoneCalls places n calls at rate a second, each like phoneCall, and
 // fails when any failed.
-func phoneCalls(ctx context.Context, p *endpoint.Phone, uri string, n int, rate float64, d time.Duration, digits string) error {
+func phoneCalls(ctx context.Context, p *endpoint.Phone, uri string, n int, rate float64, plan callPlan) error {
 	if n == 1 {
-		return phoneCall(ctx, p, uri, d, digits)
+		return phoneCall(ctx, p, uri, plan)
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -190,7 +196,7 @@ func phoneCalls(ctx context.Context, p *endpoint.Phone, uri string, n int, rate 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := phoneCall(ctx, p, uri, d, digits); err != nil {
+			if err := phoneCall(ctx, p, uri, plan); err != nil {
 				mu.Lock()
 				failed = append(failed, err.Error())
 				mu.Unlock()
@@ -204,15 +210,31 @@ func phoneCalls(ctx context.Context, p *endpoint.Phone, uri string, n int, rate 
 	return nil
 }
 
-// phoneCall places one call, talks for d and hangs up.
-func phoneCall(ctx context.Context, p *endpoint.Phone, uri string, d time.Duration, digits string) error {
-	dialCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+// hold is when a call is put on hold, after it is answered, and for how
+// long; at 0: never.
+type hold struct{ after, length time.Duration }
+
+// callPlan is what each call does: talk for duration, give up ringing
+// after ring, send digits, go on hold.
+type callPlan struct {
+	duration, ring time.Duration
+	digits         string
+	hold           hold
+}
+
+// phoneCall places one call, talks for the plan's duration and hangs up.
+func phoneCall(ctx context.Context, p *endpoint.Phone, uri string, plan callPlan) error {
+	d, digits, h := plan.duration, plan.digits, plan.hold
+	dialCtx, cancel := context.WithTimeout(ctx, plan.ring)
 	defer cancel()
 	call, err := p.Dial(dialCtx, uri)
 	if err != nil {
 		var se *endpoint.StatusError
-		if errors.As(err, &se) {
+		switch {
+		case errors.As(err, &se):
 			return fmt.Errorf("call %s: %d %s", uri, se.Code, se.Reason)
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+			return fmt.Errorf("call %s: no answer within %v (--ring-timeout)", uri, plan.ring)
 		}
 		return fmt.Errorf("call %s: %w", uri, err)
 	}
@@ -225,6 +247,28 @@ func phoneCall(ctx context.Context, p *endpoint.Phone, uri string, d time.Durati
 			}
 		}()
 	}
+	holdErr := make(chan error, 1)
+	if h.after > 0 {
+		go func() {
+			select {
+			case <-time.After(h.after):
+			case <-call.Done():
+				return
+			}
+			if err := call.Hold(ctx); err != nil {
+				holdErr <- fmt.Errorf("call %s: hold: %w", uri, err)
+				return
+			}
+			select {
+			case <-time.After(h.length):
+			case <-call.Done():
+				return
+			}
+			if err := call.Resume(ctx); err != nil {
+				holdErr <- fmt.Errorf("call %s: resume: %w", uri, err)
+			}
+		}()
+	}
 	select {
 	case <-time.After(d):
 		call.Hangup(context.Background())
@@ -233,6 +277,11 @@ func phoneCall(ctx context.Context, p *endpoint.Phone, uri string, d time.Durati
 		call.Hangup(context.Background())
 	}
 	<-call.Done()
+	select {
+	case err := <-holdErr:
+		return err
+	default:
+	}
 	if r := call.Result(); r.Reason == "media-timeout" {
 		return fmt.Errorf("call %s: no media from the other phone for the media timeout", uri)
 	}

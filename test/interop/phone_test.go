@@ -3,6 +3,8 @@ package interop
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -148,10 +150,17 @@ func stream(t *testing.T, hangup map[string]any) map[string]any {
 // exit 0.
 func TestSipfedPhoneCallAcrossDomains(t *testing.T) {
 	f := startFederation(t, fedOptions{})
-	rec := filepath.Join(t.TempDir(), "bob.wav")
-	bob := runPhone(t, "pw-bob", "--aor", "bob@b.test", "--dns", f.dns, "--record", rec, "--max-calls", "1", "answer")
+	dir := t.TempDir()
+	rec, recVideo := filepath.Join(dir, "bob.wav"), filepath.Join(dir, "bob.ivf")
+	clip, err := filepath.Abs("../../media/file/testdata/clip-vp8.ivf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := runPhone(t, "pw-bob", "--aor", "bob@b.test", "--dns", f.dns, "--record", rec, "--record-video", recVideo, "--max-calls", "1", "answer")
 	bob.wait(t, "registered", 10*time.Second)
-	alice := runPhone(t, "pw-alice", "--aor", "alice@a.test", "--dns", f.dns, "--duration", "3s", "--dtmf", "42#", "call", "bob@b.test")
+	// 5 s: the 2 s clip, the DTMF one second in, on hold from 3 s to 4 s.
+	alice := runPhone(t, "pw-alice", "--aor", "alice@a.test", "--dns", f.dns, "--duration", "5s", "--dtmf", "42#",
+		"--video", clip, "--hold-at", "3s", "--hold-for", "1s", "call", "bob@b.test")
 	if err := alice.exit(t, 20*time.Second); err != nil {
 		t.Fatalf("alice: %v\n%s\n%s", err, alice.dump(), f.logs())
 	}
@@ -159,7 +168,11 @@ func TestSipfedPhoneCallAcrossDomains(t *testing.T) {
 		t.Fatalf("bob: %v\n%s", err, bob.dump())
 	}
 	alice.wait(t, "answered", 0)
-	as, bs := stream(t, alice.wait(t, "hangup", 0)), stream(t, bob.wait(t, "hangup", 0))
+	aliceEnd, bobEnd := alice.wait(t, "hangup", 0), bob.wait(t, "hangup", 0)
+	if n := len(aliceEnd["streams"].([]any)); n != 2 {
+		t.Errorf("alice's call has %d streams, want audio and video", n)
+	}
+	as, bs := stream(t, aliceEnd), stream(t, bobEnd)
 	t.Logf("alice: %v", as)
 	t.Logf("bob:   %v", bs)
 	if as["remote"] != bs["local"] || bs["remote"] != as["local"] {
@@ -177,6 +190,20 @@ func TestSipfedPhoneCallAcrossDomains(t *testing.T) {
 	}
 	if got := bob.digits(); got != "42#" {
 		t.Errorf("bob got DTMF %q, want 42#", got)
+	}
+	for _, p := range []*sipfedPhone{alice, bob} {
+		held, resumed := p.wait(t, "held", 0), p.wait(t, "resumed", 0)
+		t.Logf("held by %v, resumed by %v", held["reason"], resumed["reason"])
+	}
+	sent, got := ivfFrameHashes(t, clip), ivfFrameHashes(t, recVideo)
+	if len(got) != len(sent) {
+		t.Errorf("bob recorded %d video frames, the clip has %d", len(got), len(sent))
+	}
+	for i := range min(len(sent), len(got)) {
+		if sent[i] != got[i] {
+			t.Errorf("video frame %d differs from the one sent", i)
+			break
+		}
 	}
 	if snr := recordedToneSNR(t, rec, 0, 1); snr < 10 {
 		t.Errorf("bob's recording of the first second: 440 Hz at %.1f dB over the rest, want ≥ 10", snr)
@@ -325,5 +352,75 @@ func TestSIPpCallsSipfedPhoneEcho(t *testing.T) {
 	t.Logf("SIPp → phone: %d RTP packets, phone → SIPp: %d; phone statistics %v", in, back, st)
 	if in < 50 || back < in*9/10 {
 		t.Errorf("RTP SIPp → phone %d, back %d: want ≥ 50 (the pcap holds about 100) and nearly all of them back", in, back)
+	}
+}
+
+// ivfFrameHashes returns the SHA-256 of each frame of an IVF file.
+func ivfFrameHashes(t *testing.T, path string) []string {
+	t.Helper()
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	r, err := file.NewIVFReader(fh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for {
+		frame, _, err := r.ReadFrame()
+		if err != nil {
+			return out
+		}
+		sum := sha256.Sum256(frame)
+		out = append(out, hex.EncodeToString(sum[:]))
+	}
+}
+
+// TestSipfedPhoneFailures: each way `sipfed phone` can fail ends within
+// bounds with a non-zero exit and one line on stderr that says why.
+func TestSipfedPhoneFailures(t *testing.T) {
+	f := startFederation(t, fedOptions{})
+	bad := filepath.Join(t.TempDir(), "noise.wav")
+	writeFile(t, bad, "not a WAV file")
+	// bob answers PCMU only after a minute: rings for ever as far as a
+	// test goes.
+	bob := runPhone(t, "pw-bob", "--aor", "bob@b.test", "--dns", f.dns, "--codecs", "pcmu", "--answer-delay", "1m", "answer")
+	bob.wait(t, "registered", 10*time.Second)
+	for _, c := range []struct {
+		name, password string
+		args           []string
+		code           int
+		want           string
+	}{
+		{"unknown user", "pw-alice", []string{"call", "nobody@b.test"}, 1, "call nobody@b.test: 404 Not Found"},
+		// The lab DNS refuses names it does not serve: 503, not 404.
+		{"unknown domain", "pw-alice", []string{"call", "bob@nowhere.test"}, 1, "call bob@nowhere.test: 503 Cannot resolve nowhere.test"},
+		{"wrong password", "nope", []string{"register"}, 1, "REGISTER: 401"},
+		{"no common codec", "pw-alice", []string{"--codecs", "pcma", "call", "bob@b.test"}, 1, "call bob@b.test: 488"},
+		{"never answered", "pw-alice", []string{"--ring-timeout", "2s", "call", "bob@b.test"}, 1, "call bob@b.test: no answer within 2s"},
+		{"not a WAV file", "pw-alice", []string{"--play", bad, "call", "bob@b.test"}, 2, "noise.wav"},
+		{"missing file", "pw-alice", []string{"--play", "/nonexistent.wav", "call", "bob@b.test"}, 2, "/nonexistent.wav"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, sipfedBin, append([]string{"phone", "--password-stdin", "--aor", "alice@a.test", "--dns", f.dns}, c.args...)...)
+			cmd.Stdin = strings.NewReader(c.password + "\n")
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			start := time.Now()
+			err := cmd.Run()
+			code := cmd.ProcessState.ExitCode()
+			msg := strings.TrimSpace(stderr.String())
+			t.Logf("exit %d after %v: %s", code, time.Since(start).Round(10*time.Millisecond), msg)
+			if ctx.Err() != nil {
+				t.Fatalf("still running after 20 s (%v)", err)
+			}
+			if code != c.code || !strings.Contains(msg, c.want) || strings.Count(msg, "\n") > 0 {
+				t.Errorf("exit %d, stderr %q; want exit %d and one line with %q", code, msg, c.code, c.want)
+			}
+		})
 	}
 }
