@@ -69,6 +69,13 @@ func startLab(t *testing.T) *lab {
 
 func startDomain(t *testing.T, domain, dns string, users ...string) *server.Server {
 	t.Helper()
+	return startDomainAlgs(t, domain, dns, nil, users...)
+}
+
+// startDomainAlgs is startDomain offering the digest algorithms algs
+// (nil: the default, MD5 and SHA-256).
+func startDomainAlgs(t *testing.T, domain, dns string, algs []string, users ...string) *server.Server {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), domain+".users")
 	f, err := auth.OpenFile(path)
 	if err != nil {
@@ -79,7 +86,7 @@ func startDomain(t *testing.T, domain, dns string, users ...string) *server.Serv
 			t.Fatal(err)
 		}
 	}
-	srv, err := server.New(server.Config{Domains: []string{domain}, Users: path, DNS: []string{dns},
+	srv, err := server.New(server.Config{Domains: []string{domain}, Users: path, DNS: []string{dns}, DigestAlgorithms: algs,
 		Listen: []string{"udp:127.0.0.1:0", "tcp:127.0.0.1:0"}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -627,5 +634,116 @@ func ivfFrames(t *testing.T, path string) []string {
 		}
 		sum := sha256.Sum256(frame)
 		out = append(out, hex.EncodeToString(sum[:]))
+	}
+}
+
+// TestRegisterSHA256: a registrar that offers SHA-256 only (RFC 8760)
+// registers the phone, and so does one that offers MD5 only.
+func TestRegisterSHA256(t *testing.T) {
+	for _, alg := range []string{"SHA-256", "MD5"} {
+		t.Run(alg, func(t *testing.T) {
+			srv := startDomainAlgs(t, "c.test", "127.0.0.1:1", []string{alg}, "carol")
+			p, err := endpoint.New(endpoint.Config{AOR: "carol@c.test", Password: "pw-carol", Proxy: srv.Addr("udp").String()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := p.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close(ctx)
+			if granted, err := p.Register(ctx); err != nil || granted <= 0 {
+				t.Fatalf("register with %s: %v %v", alg, granted, err)
+			}
+		})
+	}
+}
+
+// TestRegistrationRetriesUntilTheRegistrarComesBack: a phone whose
+// registrar is down reports the error and retries with back-off; once
+// the registrar is up it registers without being told.
+func TestRegistrationRetriesUntilTheRegistrarComesBack(t *testing.T) {
+	port := testenv.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	ev := &events{}
+	p, err := endpoint.New(endpoint.Config{AOR: "carol@c.test", Password: "pw-carol", Proxy: addr, Transport: "tcp", Events: ev.add})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(ctx)
+	go p.KeepRegistered(ctx, nil)
+	ev.wait(t, "error", 5*time.Second)
+
+	path := filepath.Join(t.TempDir(), "c.users")
+	f, err := auth.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Add(ctx, "carol@c.test", "pw-carol")
+	srv, err := server.New(server.Config{Domains: []string{"c.test"}, Users: path, DNS: []string{"127.0.0.1:1"},
+		Listen: []string{"udp:" + addr, "tcp:" + addr}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	reg := ev.wait(t, "registered", 10*time.Second)
+	if reg.Expires <= 0 {
+		t.Fatalf("registered event %+v", reg)
+	}
+	// The registrar goes away first: closing the phone (which
+	// unregisters) must not wait long for it.
+	srv.Shutdown(ctx)
+	start := time.Now()
+	p.Close(ctx)
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("closing the phone took %v with its registrar gone", d)
+	}
+}
+
+// TestINFODTMF: DTMF sent as SIP INFO (application/dtmf-relay, as many
+// PBXs send it) is reported like RFC 4733 digits.
+func TestINFODTMF(t *testing.T) {
+	ev := &events{}
+	p, err := endpoint.New(endpoint.Config{AOR: "carol@c.test", Proxy: "127.0.0.1:9", Events: ev.add})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(ctx)
+	ua, err := sipgo.NewUA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ua.Close()
+	client, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"5", "#"} {
+		req := sip.NewRequest(sip.INFO, sip.Uri{Scheme: "sip", User: "carol", Host: "127.0.0.1", Port: int(p.Addr().Port())})
+		req.AppendHeader(sip.NewHeader("Content-Type", "application/dtmf-relay"))
+		req.SetBody([]byte("Signal=" + d + "\r\nDuration=160\r\n"))
+		req.SetDestination(p.Addr().String())
+		res, err := client.Do(ctx, req)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("INFO: %v %v", res, err)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for ev.digits() != "5#" && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := ev.digits(); got != "5#" {
+		t.Fatalf("digits %q, want 5#", got)
 	}
 }

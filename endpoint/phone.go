@@ -373,7 +373,11 @@ func (p *Phone) Close(ctx context.Context) error {
 	}
 	var err error
 	if p.registered() {
-		err = p.unregister(ctx)
+		// Best effort, and short: a registrar that is gone does not hold
+		// the phone up (the binding expires by itself).
+		uctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err = p.unregister(uctx)
+		cancel()
 	}
 	close(p.done)
 	if p.ua != nil {

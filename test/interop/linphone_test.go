@@ -52,6 +52,7 @@ register_only_when_network_is_up=0
 
 [rtp]
 audio_rtp_port=%d
+audio_adaptive_jitt_comp_enabled=0
 
 [video]
 capture=0
@@ -211,6 +212,8 @@ func TestLinphoneAnswersSipfedPhone(t *testing.T) {
 	if in < 50 || out < 50 {
 		t.Errorf("RTP on the wire: alice → linphonec %d packets, linphonec → alice %d; want ≥ 50 each way", in, out)
 	}
+	if b, err := os.ReadFile(bobRec); err == nil { os.WriteFile("/tmp/bobrec.wav", b, 0o644); t.Logf("DEBUG %d bytes %x", len(b), b[:48]) } // DEBUG
+	if b, err := os.ReadFile(aliceRec); err == nil { os.WriteFile("/tmp/alicerec.wav", b, 0o644); t.Logf("DEBUG %d bytes %x", len(b), b[:48]) } // DEBUG
 	bobSNR, aliceSNR := recordedToneSNR(t, bobRec, 0.5, 2), recordedToneSNR(t, aliceRec, 0.5, 2)
 	t.Logf("440 Hz over the rest: %.1f dB in linphonec's recording, %.1f dB in alice's", bobSNR, aliceSNR)
 	if bobSNR < 10 {
