@@ -533,8 +533,12 @@ func (p *Phone) Calls() []*Call {
 }
 
 // OnAnswered sets the function called for every incoming call once it is
-// answered; set it before Start.
-func (p *Phone) OnAnswered(f func(*Call)) { p.onAnswered = f }
+// answered.
+func (p *Phone) OnAnswered(f func(*Call)) {
+	p.mu.Lock()
+	p.onAnswered = f
+	p.mu.Unlock()
+}
 
 // handle installs the request handlers.
 func (p *Phone) handle() {
@@ -661,7 +665,10 @@ func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		c.end(context.Background(), "error", true)
 		return
 	}
-	if f := p.onAnswered; f != nil {
+	p.mu.Lock()
+	f := p.onAnswered
+	p.mu.Unlock()
+	if f != nil {
 		f(c)
 	}
 	<-c.ended

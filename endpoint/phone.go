@@ -90,17 +90,16 @@ type Phone struct {
 	audio     []sdp.Codec
 	video     []sdp.Codec // none: no video
 
+	mu         sync.Mutex
 	onAnswered func(*Call)
-
-	mu       sync.Mutex
-	calls    map[string]*Call // by Call-ID
-	recorded int              // calls recorded so far, for file names
-	reg      registration
-	closed   bool
-	ln       net.Listener
-	pc       net.PacketConn
-	done     chan struct{}
-	wg       sync.WaitGroup
+	calls      map[string]*Call // by Call-ID
+	recorded   int              // calls recorded so far, for file names
+	reg        registration
+	closed     bool
+	ln         net.Listener
+	pc         net.PacketConn
+	done       chan struct{}
+	wg         sync.WaitGroup
 }
 
 // New checks cfg and prepares a phone; Start brings it up.
