@@ -144,14 +144,28 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 	sdpCfg.SessionID = offer.SessionID
 	c := &Call{p: p, ID: req.CallID().Value(), Peer: uri.String(), outgoing: true, out: sess, ended: make(chan struct{}), sdpCfg: sdpCfg}
 	rang := false
+	var earlySDP []byte
 	err = sess.WaitAnswer(ctx, sipgo.AnswerOptions{Username: p.user, Password: p.cfg.Password, OnResponse: func(res *sip.Response) error {
+		if res.StatusCode == 183 && len(res.Body()) > 0 && c.audio == nil {
+			// Early media (RFC 3960): the ringback or announcement the
+			// callee's side plays before answering is played now.
+			if n, nv, err := answered(offer, res.Body()); err == nil && p.openMedia(c, socks, n, nv) == nil {
+				c.audio.sess.SetReceiveTimeout(0) // it may stop before the answer
+				earlySDP = res.Body()
+			}
+		}
 		if (res.StatusCode == 180 || res.StatusCode == 183) && !rang {
 			rang = true
-			p.emit(Event{Event: "ringing", CallID: c.ID, Peer: c.Peer, Direction: "out"})
+			ev := Event{Event: "ringing", CallID: c.ID, Peer: c.Peer, Direction: "out"}
+			if c.audio != nil {
+				ev.Reason = "early-media"
+			}
+			p.emit(ev)
 		}
 		return nil
 	}})
 	if err != nil {
+		c.closeMedia()
 		closeSockets()
 		sess.Close()
 		var de *sipgo.ErrDialogResponse
@@ -163,12 +177,17 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 		}
 		return nil, fmt.Errorf("endpoint: INVITE: %w", err)
 	}
-	n, nv, err := answered(offer, sess.InviteResponse.Body())
+	body = sess.InviteResponse.Body()
+	if len(body) == 0 && c.audio != nil {
+		body = earlySDP // the answer came with the 183
+	}
+	n, nv, err := answered(offer, body)
 	if err != nil {
 		// The 2xx is acknowledged and the call ended at once.
 		sess.Ack(ctx)
 		sess.Bye(ctx)
 		sess.Close()
+		c.closeMedia()
 		closeSockets()
 		return nil, err
 	}
@@ -176,6 +195,7 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 		c.target = ct.Address
 	}
 	if err := sess.Ack(ctx); err != nil {
+		c.closeMedia()
 		closeSockets()
 		sess.Close()
 		return nil, fmt.Errorf("endpoint: ACK: %w", err)
@@ -183,6 +203,7 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 	if err := p.startCall(c, socks, n, nv); err != nil {
 		sess.Bye(ctx)
 		sess.Close()
+		c.closeMedia()
 		closeSockets()
 		return nil, err
 	}
@@ -257,10 +278,44 @@ func answered(offer *sdp.Session, body []byte) (negotiated, *negotiated, error) 
 
 // startCall starts the media of an answered call and watches its end.
 func (p *Phone) startCall(c *Call, socks *sockets, n negotiated, nv *negotiated) error {
-	timeout := p.cfg.MediaTimeout
-	if timeout < 0 {
-		timeout = 0
+	if c.audio == nil {
+		if err := p.openMedia(c, socks, n, nv); err != nil {
+			return err
+		}
+	} else {
+		// Early media ran already; the answer may name other addresses.
+		c.audio.sess.SetRemote(n.remote, n.rtcp)
+		c.audio.sess.SetReceiveTimeout(p.mediaTimeout())
+		if c.video != nil && nv != nil {
+			c.video.sess.SetRemote(nv.remote, nv.rtcp)
+		}
 	}
+	c.answered = time.Now()
+	p.mu.Lock()
+	p.calls[c.ID] = c
+	p.mu.Unlock()
+	dir := "in"
+	if c.outgoing {
+		dir = "out"
+	}
+	p.emit(Event{Event: "answered", CallID: c.ID, Peer: c.Peer, Direction: dir})
+	go func() {
+		select {
+		case <-c.dialogDone():
+			c.end(context.Background(), "remote", false)
+		case <-c.ended:
+		}
+	}()
+	return nil
+}
+
+func (p *Phone) mediaTimeout() time.Duration {
+	return max(p.cfg.MediaTimeout, 0)
+}
+
+// openMedia makes and runs the call's streams on socks.
+func (p *Phone) openMedia(c *Call, socks *sockets, n negotiated, nv *negotiated) error {
+	timeout := p.mediaTimeout()
 	mf := mediaFiles{play: p.cfg.Play, record: p.recordPath(), video: p.cfg.Video, recordVideo: p.cfg.RecordVideo,
 		timeout: timeout, echo: p.cfg.Echo && !c.outgoing,
 		onDTMF:    func(d rune) { p.emit(Event{Event: "dtmf", CallID: c.ID, Digit: string(d)}) },
@@ -283,27 +338,21 @@ func (p *Phone) startCall(c *Call, socks *sockets, n negotiated, nv *negotiated)
 		c.sdpCfg.VideoPort = 0
 	}
 	c.audio = a
-	c.answered = time.Now()
-	p.mu.Lock()
-	p.calls[c.ID] = c
-	p.mu.Unlock()
-	dir := "in"
-	if c.outgoing {
-		dir = "out"
-	}
-	p.emit(Event{Event: "answered", CallID: c.ID, Peer: c.Peer, Direction: dir})
 	a.run()
 	if c.video != nil {
 		c.video.run()
 	}
-	go func() {
-		select {
-		case <-c.dialogDone():
-			c.end(context.Background(), "remote", false)
-		case <-c.ended:
-		}
-	}()
 	return nil
+}
+
+// closeMedia stops the streams of a call that never got answered.
+func (c *Call) closeMedia() {
+	for _, s := range []*stream{c.audio, c.video} {
+		if s != nil {
+			s.close()
+		}
+	}
+	c.audio, c.video = nil, nil
 }
 
 func (c *Call) dialogDone() <-chan struct{} {

@@ -416,6 +416,27 @@ func TestBadInputs(t *testing.T) {
 // answers BYE: a peer that sends no RTP.
 func startSilentPhone(t *testing.T, l *lab, aor, password string) func() {
 	t.Helper()
+	return startScriptedPhone(t, l, aor, password, func(req *sip.Request, tx sip.ServerTransaction, contact *sip.ContactHeader) {
+		tx.Respond(sdpResponse(req, 200, 9, contact))
+		<-tx.Done()
+	})
+}
+
+// sdpResponse is a response to req with an SDP offering PCMU at
+// 127.0.0.1:port, and contact.
+func sdpResponse(req *sip.Request, code, port int, contact *sip.ContactHeader) *sip.Response {
+	body := fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio %d RTP/AVP 0\r\n", port)
+	res := sip.NewResponseFromRequest(req, code, map[int]string{183: "Session Progress", 200: "OK"}[code], []byte(body))
+	res.To().Params.Add("tag", "scripted")
+	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	res.AppendHeader(contact)
+	return res
+}
+
+// startScriptedPhone registers aor with a user agent whose INVITEs
+// onInvite answers (contact is its Contact); ACK and BYE are answered.
+func startScriptedPhone(t *testing.T, l *lab, aor, password string, onInvite func(*sip.Request, sip.ServerTransaction, *sip.ContactHeader)) func() {
+	t.Helper()
 	user, domain, _ := strings.Cut(aor, "@")
 	ua, err := sipgo.NewUA(sipgo.WithUserAgentHostname(domain))
 	if err != nil {
@@ -427,15 +448,9 @@ func startSilentPhone(t *testing.T, l *lab, aor, password string) func() {
 		t.Fatal(err)
 	}
 	port := pc.LocalAddr().(*net.UDPAddr).Port
+	contact := &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: "127.0.0.1", Port: port}}
 	client, _ := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientPort(port), sipgo.WithClientConnectionAddr(pc.LocalAddr().String()))
-	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
-		res := sip.NewResponseFromRequest(req, 200, "OK", []byte("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n"))
-		res.To().Params.Add("tag", "silent")
-		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-		res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: "127.0.0.1", Port: port}})
-		tx.Respond(res)
-		<-tx.Done()
-	})
+	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) { onInvite(req, tx, contact) })
 	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
 	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
 		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
@@ -445,7 +460,7 @@ func startSilentPhone(t *testing.T, l *lab, aor, password string) func() {
 	target := l.b.Addr("udp").String()
 	req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: domain})
 	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: domain}})
-	req.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: user, Host: "127.0.0.1", Port: port}})
+	req.AppendHeader(contact)
 	req.SetDestination(target)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -454,7 +469,7 @@ func startSilentPhone(t *testing.T, l *lab, aor, password string) func() {
 		res, err = client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: user, Password: password})
 	}
 	if err != nil || res.StatusCode != 200 {
-		t.Fatalf("silent phone: REGISTER: %v %v", res, err)
+		t.Fatalf("scripted phone: REGISTER: %v %v", res, err)
 	}
 	return func() { ua.Close(); pc.Close() }
 }
@@ -746,4 +761,50 @@ func TestINFODTMF(t *testing.T) {
 	if got := ev.digits(); got != "5#" {
 		t.Fatalf("digits %q, want 5#", got)
 	}
+}
+
+// TestEarlyMedia: a callee that answers 183 with SDP and only later 200
+// (an announcement, a ringback from a PBX) gets the caller's RTP while
+// it rings, and the call goes on when it answers.
+func TestEarlyMedia(t *testing.T) {
+	l := startLab(t)
+	media, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer media.Close()
+	mport := media.LocalAddr().(*net.UDPAddr).Port
+	early := make(chan int, 1)
+	stop := startScriptedPhone(t, l, "bob@b.test", "pw-bob", func(req *sip.Request, tx sip.ServerTransaction, contact *sip.ContactHeader) {
+		tx.Respond(sdpResponse(req, 183, mport, contact))
+		// Count what arrives while ringing.
+		n := 0
+		buf := make([]byte, 1500)
+		deadline := time.Now().Add(600 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			media.SetReadDeadline(deadline)
+			if _, _, err := media.ReadFrom(buf); err == nil {
+				n++
+			}
+		}
+		early <- n
+		tx.Respond(sdpResponse(req, 200, mport, contact))
+		<-tx.Done()
+	})
+	defer stop()
+	alice, aliceEv := startPhone(t, l, "alice@a.test", "pw-alice", "", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	call, err := alice.Dial(ctx, "bob@b.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Hangup(ctx)
+	if n := <-early; n < 15 {
+		t.Fatalf("%d RTP packets reached the callee while it rang, want about 30 (600 ms)", n)
+	}
+	if ev := aliceEv.wait(t, "ringing", 0); ev.Reason != "early-media" {
+		t.Errorf("ringing event %+v, want early-media", ev)
+	}
+	aliceEv.wait(t, "answered", time.Second)
 }
