@@ -1,4 +1,4 @@
-# sipfed — make run starts a domain on embedded defaults; make test runs every test.
+# sipfed — make run runs the demo (two domains, DNS, phones, a call) on embedded defaults; make test runs every test.
 GO      ?= go
 BIN     := bin/sipfed
 PKGS    := ./...

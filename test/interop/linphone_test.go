@@ -214,6 +214,7 @@ func TestLinphoneAnswersSipfedPhone(t *testing.T) {
 	}
 	if b, err := os.ReadFile(bobRec); err == nil { os.WriteFile("/tmp/bobrec.wav", b, 0o644); t.Logf("DEBUG %d bytes %x", len(b), b[:48]) } // DEBUG
 	if b, err := os.ReadFile(aliceRec); err == nil { os.WriteFile("/tmp/alicerec.wav", b, 0o644); t.Logf("DEBUG %d bytes %x", len(b), b[:48]) } // DEBUG
+	if b, err := os.ReadFile(capt.file); err == nil { os.WriteFile("/tmp/call.pcapng", b, 0o644); t.Logf("DEBUG alice %d linphone %d", alicePort, rtpPort) } // DEBUG
 	bobSNR, aliceSNR := recordedToneSNR(t, bobRec, 0.5, 2), recordedToneSNR(t, aliceRec, 0.5, 2)
 	t.Logf("440 Hz over the rest: %.1f dB in linphonec's recording, %.1f dB in alice's", bobSNR, aliceSNR)
 	if bobSNR < 10 {
