@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,24 +41,15 @@ func startLinphonec(t *testing.T, proxy, user, domain, password string, sipPort,
 	if err := os.MkdirAll(filepath.Join(home, ".local", "share", "linphone"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	// auto_net_state_mon=0 and register_only_when_network_is_up=0: treat
-	// the network as up even without a default route (only loopback here).
 	rc := filepath.Join(home, "linphonerc")
 	writeFile(t, rc, fmt.Sprintf(`[sip]
 sip_port=%d
 sip_tcp_port=0
 sip_tls_port=0
 default_proxy=0
-auto_net_state_mon=0
-register_only_when_network_is_up=0
 
 [rtp]
 audio_rtp_port=%d
-audio_adaptive_jitt_comp_enabled=0
-
-[video]
-capture=0
-display=0
 
 [proxy_0]
 reg_proxy=<sip:%s;transport=udp>
@@ -127,16 +120,23 @@ func (l *linphonec) waitRegistered(t *testing.T, timeout time.Duration, logs fun
 	}
 }
 
+// dump returns linphonec's output, without the polling of
+// waitRegistered, and the errors, warnings and state changes of its log.
 func (l *linphonec) dump() string {
-	var problems []string
+	var out, log []string
+	for _, line := range strings.Split(l.out.String(), "\n") {
+		if !strings.Contains(line, "status register") && !strings.HasPrefix(line, "registered=-1") {
+			out = append(out, line)
+		}
+	}
 	if b, err := os.ReadFile(l.log); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
-			if (strings.Contains(line, "-error-") || strings.Contains(line, "-warning-")) && !strings.Contains(line, "alsa error") {
-				problems = append(problems, line)
+			if (strings.Contains(line, "-error-") || strings.Contains(line, "-warning-") || strings.Contains(line, "moving from state")) && !strings.Contains(line, "alsa error") {
+				log = append(log, line)
 			}
 		}
 	}
-	return "--- linphonec:\n" + tail(l.out.String(), 2000) + "\n--- linphonec log, errors and warnings:\n" + tail(strings.Join(problems, "\n"), 3000)
+	return "--- linphonec:\n" + tail(strings.Join(out, "\n"), 2000) + "\n--- linphonec log, errors, warnings and state changes:\n" + tail(strings.Join(log, "\n"), 3000)
 }
 
 // writeToneWAV writes seconds of a 440 Hz tone as 8 kHz 16-bit mono WAV.
@@ -163,16 +163,53 @@ func writeToneWAV(t *testing.T, path string, seconds int) {
 	}
 }
 
+// rtpStats returns the packets linphonec sent and received in its first
+// audio session, from the statistics oRTP logs when the session ends.
+func (l *linphonec) rtpStats(t *testing.T, timeout time.Duration) (sent, received int) {
+	t.Helper()
+	re := regexp.MustCompile(`AUDIO SESSION'S RTP STATISTICS(?s:.*?)ortp-message-sent +(\d+) packets(?s:.*?)ortp-message-received +(\d+) packets`)
+	deadline := time.Now().Add(timeout)
+	for {
+		b, _ := os.ReadFile(l.log)
+		if m := re.FindSubmatch(b); m != nil {
+			sent, _ = strconv.Atoi(string(m[1]))
+			received, _ = strconv.Atoi(string(m[2]))
+			return sent, received
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no RTP statistics in linphonec's log within %v\n%s", timeout, l.dump())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// toneWindows returns in how many of the 15 windows of 0.2 s of a
+// recording, from 0.6 s to 3.6 s, the 440 Hz tone is at least 10 dB over
+// the rest. Windows, not one span: linphonec's recording jumps in phase
+// now and then (its audio mixer entering bypass mode a second into the
+// call, its ticker late on a loaded machine), and a jump cancels a tone
+// measured across it.
+func toneWindows(t *testing.T, path string) int {
+	t.Helper()
+	n := 0
+	for i := range 15 {
+		from := 0.5 + 0.2*float64(i) // recordedToneSNR skips the first 0.1 s
+		if recordedToneSNR(t, path, from, from+0.3) >= 10 {
+			n++
+		}
+	}
+	return n
+}
+
 // TestLinphoneAnswersSipfedPhone: `sipfed phone call` from alice@a.test
-// to linphonec registered as bob@b.test at the b.test proxy, auto
-// answering, across the two domains: the call connects, and the audio
-// flows straight between the two phones both ways: alice's statistics
-// name linphonec's RTP port as the peer and count its packets, tshark sees
-// alice's RTP arrive at linphonec's port and linphonec's leave it, and
-// each side's recording holds the other's 440 Hz tone.
+// to linphonec registered as bob@b.test at the b.test proxy, answering
+// on its own (-a), across the two domains: the call connects, and the
+// audio flows straight between the two phones both ways: alice's media
+// peer is linphonec's RTP port, each side's RTP statistics count the
+// other's packets, and each side's recording holds the other's 440 Hz
+// tone.
 func TestLinphoneAnswersSipfedPhone(t *testing.T) {
 	testenv.Need(t, "linphonec")
-	testenv.Need(t, "tshark")
 	f := startFederation(t, fedOptions{})
 	dir := t.TempDir()
 	tone, bobRec, aliceRec := filepath.Join(dir, "tone.wav"), filepath.Join(dir, "bob.wav"), filepath.Join(dir, "alice.wav")
@@ -180,24 +217,18 @@ func TestLinphoneAnswersSipfedPhone(t *testing.T) {
 	sipPort, rtpPort := testenv.FreePort(t), testenv.FreePorts(t, 2)
 	bob := startLinphonec(t, f.b.addr(), "bob", "b.test", "pw-bob", sipPort, rtpPort, tone, bobRec)
 	bob.waitRegistered(t, 10*time.Second, f.logs)
-	capt := startCapture(t, 30)
 	alice := runPhone(t, "pw-alice", "--aor", "alice@a.test", "--dns", f.dns, "--duration", "4s", "--record", aliceRec, "call", "bob@b.test")
 	if err := alice.exit(t, 20*time.Second); err != nil {
 		t.Fatalf("alice: %v\n%s\n%s\n%s", err, alice.dump(), bob.dump(), f.logs())
 	}
-	// linphonec closes its recording when the call has ended.
+	// "Call 1 with sip:alice@a.test ended": linphonec has stopped its
+	// streams and closed its recording.
 	bob.waitFor(t, "ended", 5*time.Second, f.logs)
-	time.Sleep(300 * time.Millisecond)
-	capt.stop(t)
 	alice.wait(t, "answered", 0)
 	as := stream(t, alice.wait(t, "hangup", 0))
-	alicePort := port(fmt.Sprint(as["local"]))
-	sipPorts := []int{f.a.Port, f.b.Port, sipPort}
-	dnsPort := port(f.dns)
-	in := capt.count(t, sipPorts, dnsPort, fmt.Sprintf("rtp && udp.srcport==%d && udp.dstport==%d", alicePort, rtpPort))
-	out := capt.count(t, sipPorts, dnsPort, fmt.Sprintf("rtp && udp.srcport==%d && udp.dstport==%d", rtpPort, alicePort))
+	sent, received := bob.rtpStats(t, 5*time.Second)
 	t.Logf("alice: %v", as)
-	t.Logf("tshark: RTP alice → linphonec %d packets, linphonec → alice %d", in, out)
+	t.Logf("linphonec: RTP on port %d, sent %d packets, received %d", rtpPort, sent, received)
 	if port(fmt.Sprint(as["remote"])) != rtpPort {
 		t.Errorf("alice's media peer %v is not linphonec's RTP port %d", as["remote"], rtpPort)
 	}
@@ -206,21 +237,12 @@ func TestLinphoneAnswersSipfedPhone(t *testing.T) {
 			t.Errorf("media went to a proxy: %v", as["remote"])
 		}
 	}
-	if n, _ := as["packets_received"].(float64); n < 50 {
-		t.Errorf("alice received %v packets, want ≥ 50", as["packets_received"])
+	if n, _ := as["packets_received"].(float64); n < 50 || received < 50 {
+		t.Errorf("packets received: alice %v, linphonec %d; want ≥ 50 each", as["packets_received"], received)
 	}
-	if in < 50 || out < 50 {
-		t.Errorf("RTP on the wire: alice → linphonec %d packets, linphonec → alice %d; want ≥ 50 each way", in, out)
-	}
-	if b, err := os.ReadFile(bobRec); err == nil { os.WriteFile("/tmp/bobrec.wav", b, 0o644); t.Logf("DEBUG %d bytes %x", len(b), b[:48]) } // DEBUG
-	if b, err := os.ReadFile(aliceRec); err == nil { os.WriteFile("/tmp/alicerec.wav", b, 0o644); t.Logf("DEBUG %d bytes %x", len(b), b[:48]) } // DEBUG
-	if b, err := os.ReadFile(capt.file); err == nil { os.WriteFile("/tmp/call.pcapng", b, 0o644); t.Logf("DEBUG alice %d linphone %d", alicePort, rtpPort) } // DEBUG
-	bobSNR, aliceSNR := recordedToneSNR(t, bobRec, 0.5, 2), recordedToneSNR(t, aliceRec, 0.5, 2)
-	t.Logf("440 Hz over the rest: %.1f dB in linphonec's recording, %.1f dB in alice's", bobSNR, aliceSNR)
-	if bobSNR < 10 {
-		t.Errorf("linphonec's recording of alice: 440 Hz at %.1f dB over the rest, want ≥ 10", bobSNR)
-	}
-	if aliceSNR < 10 {
-		t.Errorf("alice's recording of linphonec: 440 Hz at %.1f dB over the rest, want ≥ 10", aliceSNR)
+	bobTone, aliceTone := toneWindows(t, bobRec), toneWindows(t, aliceRec)
+	t.Logf("440 Hz clear in %d of 15 windows of linphonec's recording, %d of alice's", bobTone, aliceTone)
+	if bobTone < 10 || aliceTone < 10 {
+		t.Errorf("440 Hz at least 10 dB over the rest in %d of 15 windows of linphonec's recording of alice, %d of alice's of linphonec; want ≥ 10 each", bobTone, aliceTone)
 	}
 }
