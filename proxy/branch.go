@@ -355,7 +355,7 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 	// The context only bounds the connection set-up; the transaction
 	// lives on after a CANCEL to collect the 487.
 	dialCtx, dialCancel := context.WithTimeout(context.Background(), p.failoverTimeout)
-	tx, err := p.client.TransactionRequest(dialCtx, r, noBuild)
+	tx, err := p.transaction(dialCtx, r)
 	dialCancel()
 	if err != nil && upgraded(r, hop) && (errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, context.DeadlineExceeded)) {
 		// RFC 3261 §18.1.1: a request moved to TCP for its size whose
@@ -364,7 +364,7 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 		p.log.Debug("large request: TCP failed, sending over UDP", "call_id", sipcore.CallID(c.req), "target", hop.String(), "error", err)
 		if r, err = p.prepare(c.req, c.loop, b, hop, false); err == nil {
 			udpCtx, udpCancel := context.WithTimeout(context.Background(), p.failoverTimeout)
-			tx, err = p.client.TransactionRequest(udpCtx, r, noBuild)
+			tx, err = p.transaction(udpCtx, r)
 			udpCancel()
 		}
 	}
@@ -384,8 +384,8 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 			tx.Terminate()
 		}
 	}()
-	if r.IsInvite() {
-		tx.OnRetransmission(func(res *sip.Response) {
+	if itx, ok := tx.(*inviteTx); ok {
+		itx.OnRetransmission(func(res *sip.Response) {
 			if res.IsSuccess() {
 				p.writeResponse(stripVia(res))
 			}
@@ -493,11 +493,25 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 	}
 }
 
+// transaction sends r in a client transaction: our own for INVITE (see
+// inviteTx), sipgo's for the other methods. ctx bounds the connection's
+// set-up only.
+func (p *Proxy) transaction(ctx context.Context, r *sip.Request) (clientTx, error) {
+	if r.IsInvite() {
+		itx, err := p.sendInvite(ctx, r)
+		if err != nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return itx, nil
+	}
+	return p.client.TransactionRequest(ctx, r, noBuild)
+}
+
 // drainCanceled sees a CANCELed INVITE branch to its end once the caller
 // has been answered: the 487 is ACKed by the transaction, and a 2xx that
 // crossed the CANCEL is still relayed (RFC 3261 §16.7 step 5), so that
 // the caller can ACK and hang up.
-func drainCanceled(c *collector, b *branch, tx sip.ClientTransaction, deadline <-chan time.Time) {
+func drainCanceled(c *collector, b *branch, tx clientTx, deadline <-chan time.Time) {
 	defer tx.Terminate()
 	for {
 		select {
@@ -672,11 +686,15 @@ func (p *Proxy) forwardACK(ctx context.Context, in, fwd *sip.Request, flow *reso
 	return p.client.WriteRequest(r, noBuild)
 }
 
-// HandleStrayResponse relays a response that matches no client
-// transaction (a 2xx retransmitted after ours ended) upstream, statelessly,
+// HandleStrayResponse hands a response of our own INVITE client
+// transactions to it (inviteTx), and relays any other that matches no
+// client transaction (a 2xx retransmitted after ours ended) upstream, statelessly,
 // when its top Via is ours and was made for the hop in its second Via
 // (RFC 3261 §16.7, RFC 6026); any other is dropped.
 func (p *Proxy) HandleStrayResponse(res *sip.Response) {
+	if p.deliverInvite(res) {
+		return // a response of our own INVITE transaction
+	}
 	vias := res.GetHeaders("Via")
 	if len(vias) < 2 || !res.IsSuccess() {
 		return

@@ -650,3 +650,31 @@ Contact: <sip:carol@%s>
 		t.Fatalf("%d call lines, want one at INFO with status=480:\n%s", n, buf.String())
 	}
 }
+
+// TestRFC3261_17_1_1_3_ACKForNon2xxOneVia: the proxy's ACK for a busy
+// device's 486 carries exactly one Via, the top one of the INVITE it
+// sent; a retransmitted 486 is ACKed again; the caller gets the 486.
+func TestRFC3261_17_1_1_3_ACKForNon2xxOneVia(t *testing.T) {
+	d := startProxy(t)
+	callee := udpEndpoint(t, "127.0.0.1")
+	d.bind(t, "bob@a.test", "sip:bob@"+callee.addr(), 1000)
+	caller := udpEndpoint(t, "127.0.0.1")
+	inv := ringing(t, d.addr, caller, "ack-via", callee)[0]
+	if n := len(inv.GetHeaders("Via")); n != 2 {
+		t.Fatalf("the INVITE at the callee has %d Vias, want 2 (ours and the caller's)", n)
+	}
+	for i := 0; i < 2; i++ { // the 486 and its retransmission
+		callee.reply(d.addr, inv, 486, "bob0")
+		ack := callee.request(sip.ACK, 5*time.Second)
+		vias := ack.GetHeaders("Via")
+		if len(vias) != 1 || vias[0].Value() != inv.Via().Value() {
+			t.Fatalf("ACK %d: Vias %q, want only the INVITE's top Via %q", i, vias, inv.Via().Value())
+		}
+		if to := ack.To(); to == nil || !to.Params.Has("tag") {
+			t.Fatalf("ACK %d: To %v, want the 486's, with its tag", i, to)
+		}
+	}
+	if res := caller.response(sip.INVITE, 200, 5*time.Second); res.StatusCode != 486 {
+		t.Fatalf("caller got %d, want 486", res.StatusCode)
+	}
+}

@@ -83,6 +83,7 @@ type Proxy struct {
 	sign            *signer
 	secret          []byte
 	invites         *inviteBranches // INVITEs over TCP/TLS, for their hop-by-hop ACK
+	inviteTxs       sync.Map        // key (inviteKey) → *inviteTx: our INVITE client transactions
 	log             *slog.Logger
 }
 
