@@ -70,17 +70,16 @@ type Config struct {
 
 // Phone is a running user agent for one account.
 type Phone struct {
-	cfg     Config
-	user    string
-	domain  string
-	log     *slog.Logger
-	ua      *sipgo.UserAgent
-	srv     *sipgo.Server
-	client  *sipgo.Client
-	dialogs *sipgo.DialogUA
-	inDlg   *sipgo.DialogServerCache
-	outDlg  *sipgo.DialogClientCache
-	ports   *rtp.PortAllocator
+	cfg    Config
+	user   string
+	domain string
+	log    *slog.Logger
+	ua     *sipgo.UserAgent
+	srv    *sipgo.Server
+	client *sipgo.Client
+	inDlg  *sipgo.DialogServerCache
+	outDlg *sipgo.DialogClientCache
+	ports  *rtp.PortAllocator
 
 	local     netip.AddrPort // SIP address we listen on
 	transport string
@@ -250,7 +249,6 @@ func (p *Phone) Start(ctx context.Context) error {
 		p.contact.Address.UriParams = sip.NewParams()
 		p.contact.Address.UriParams.Add("transport", "tcp")
 	}
-	p.dialogs = &sipgo.DialogUA{Client: p.client, ContactHDR: p.contact}
 	p.inDlg = sipgo.NewDialogServerCache(p.client, p.contact)
 	p.outDlg = sipgo.NewDialogClientCache(p.client, p.contact)
 	p.handle()
