@@ -3,10 +3,11 @@
 // +sip.instance), places and answers calls through it, and sends and
 // receives the media itself, directly to and from the other phone.
 //
-// Dialogs are sipgo's (its client and server dialog caches and sessions);
-// SDP offer/answer, RTP/RTCP, G.711, RFC 4733 DTMF, WAV files and the
-// jitter buffer, Opus (Ogg) and VP8 (IVF) files are media/*. Without an outbound proxy a Phone finds its
-// domain's proxy through DNS (RFC 3263), as a hardware phone does.
+// Dialogs are sipgo's (its client and server dialog caches and
+// sessions); SDP offer/answer, RTP/RTCP, G.711, RFC 4733 DTMF, WAV, Ogg
+// (Opus) and IVF (VP8) files and the jitter buffer are media/*. Without
+// an outbound proxy a Phone finds its domain's proxy through DNS (RFC
+// 3263), as a hardware phone does.
 //
 // The package never imports the server side (proxy, registrar,
 // location, server).
