@@ -2,8 +2,6 @@ package endpoint_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -236,24 +234,7 @@ func TestCallAcrossDomains(t *testing.T) {
 			t.Errorf("stream %+v: want ≥ 50 packets each way of PCMU, MOS ≥ 4", s)
 		}
 	}
-	f, err := os.Open(rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := file.NewWAVReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pcm []int16
-	buf := make([]int16, 160)
-	for {
-		n, err := r.ReadFrame(buf)
-		pcm = append(pcm, buf[:n]...)
-		if err != nil || n == 0 {
-			break
-		}
-	}
+	pcm := testenv.ReadWAV(t, rec)
 	if len(pcm) < 8000 {
 		t.Fatalf("bob's recording holds %d samples, want ≥ 1 s", len(pcm))
 	}
@@ -321,24 +302,8 @@ func TestEchoService(t *testing.T) {
 	if s := call.Result().Streams; len(s) != 1 || s[0].PacketsReceived < 50 {
 		t.Fatalf("alice's streams: %+v", s)
 	}
-	f, err := os.Open(rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := file.NewWAVReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcm := make([]int16, 8000)
-	n, _ := r.ReadFrame(pcm)
-	for n < len(pcm) {
-		m, err := r.ReadFrame(pcm[n:])
-		if err != nil || m == 0 {
-			break
-		}
-		n += m
-	}
+	pcm := testenv.ReadWAV(t, rec)
+	n := min(len(pcm), 8000)
 	if snr := testenv.ToneSNR(pcm[800:n], 440, 8000); snr < 10 {
 		t.Errorf("the echo: 440 Hz at %.1f dB over the rest, want ≥ 10", snr)
 	}
@@ -598,8 +563,8 @@ func TestOpusAndVP8(t *testing.T) {
 	t.Logf("alice: %+v", call.Result().Streams)
 	t.Logf("bob:   %+v", bobEnd.Streams)
 
-	sent := ivfFrames(t, clip)
-	got := ivfFrames(t, recVideo)
+	sent := testenv.IVFFrameHashes(t, clip)
+	got := testenv.IVFFrameHashes(t, recVideo)
 	if len(got) != len(sent) {
 		t.Fatalf("bob recorded %d frames, the clip has %d", len(got), len(sent))
 	}
@@ -626,29 +591,6 @@ func TestOpusAndVP8(t *testing.T) {
 	}
 	if audio := call.Result().Streams[0]; n < 45 || uint64(n) != audio.PacketsSent {
 		t.Fatalf("bob's Ogg holds %d Opus packets; alice sent %d (1 s is 50)", n, audio.PacketsSent)
-	}
-}
-
-// ivfFrames returns the SHA-256 of each frame of an IVF file.
-func ivfFrames(t *testing.T, path string) []string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := file.NewIVFReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for {
-		frame, _, err := r.ReadFrame()
-		if err != nil {
-			return out
-		}
-		sum := sha256.Sum256(frame)
-		out = append(out, hex.EncodeToString(sum[:]))
 	}
 }
 

@@ -105,23 +105,13 @@ func TestLoopbackTone(t *testing.T) {
 			if n != frames*g711.FrameSamples {
 				t.Errorf("recorded %d samples, want %d", n, frames*g711.FrameSamples)
 			}
-			f, err := os.Open(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			r, err := file.NewWAVReader(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pcm := make([]int16, n)
-			got, _ := r.ReadFrame(pcm)
-			snr := testenv.ToneSNR(pcm[:got], 1000, 8000)
+			pcm := testenv.ReadWAV(t, path)
+			snr := testenv.ToneSNR(pcm, 1000, 8000)
 			t.Logf("%s: 1 kHz tone %.1f dB above the rest", tc.law.Name(), snr)
 			if snr < 25 {
 				t.Errorf("tone SNR %.1f dB, want >= 25", snr)
 			}
-			if off := testenv.ToneSNR(pcm[:got], 1400, 8000); off > -20 {
+			if off := testenv.ToneSNR(pcm, 1400, 8000); off > -20 {
 				t.Errorf("1.4 kHz stands %.1f dB over the rest: the detector is not selective", off)
 			}
 			st := b.Stats()

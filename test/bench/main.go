@@ -362,23 +362,7 @@ func runCalls(bin string, hops int, rates string, seconds int) error {
 	}
 	defer os.RemoveAll(work)
 	var procs []*exec.Cmd
-	defer func() {
-		for _, p := range procs {
-			if filepath.Base(p.Path) == "sipp" {
-				p.Process.Kill() // SIPp has nothing to save
-			} else {
-				p.Process.Signal(syscall.SIGTERM)
-			}
-			done := make(chan struct{})
-			go func() { p.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				p.Process.Kill()
-				<-done
-			}
-		}
-	}()
+	defer func() { stopAll(procs) }()
 	start := func(name string, args ...string) error {
 		cmd := exec.Command(name, args...)
 		cmd.Stderr = os.Stderr
@@ -485,4 +469,24 @@ _sip._tcp IN SRV 10 10 %[2]d sip.%[1]s.
 _sip._udp IN SRV 10 10 %[2]d sip.%[1]s.
 sip IN A 127.0.0.1
 `, domain, port)
+}
+
+// stopAll stops the processes a run started: SIGTERM (SIPp, which has
+// nothing to save, is killed), then a kill after 10 s.
+func stopAll(procs []*exec.Cmd) {
+	for _, p := range procs {
+		if filepath.Base(p.Path) == "sipp" {
+			p.Process.Kill()
+		} else {
+			p.Process.Signal(syscall.SIGTERM)
+		}
+		done := make(chan struct{})
+		go func() { p.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			p.Process.Kill()
+			<-done
+		}
+	}
 }

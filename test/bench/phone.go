@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/sipfed/sipfed/internal/testenv"
@@ -31,19 +30,7 @@ func runPhoneLoad(bin string, calls, rate int) error {
 	}
 	defer os.RemoveAll(work)
 	var procs []*exec.Cmd
-	defer func() {
-		for _, p := range procs {
-			p.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { p.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				p.Process.Kill()
-				<-done
-			}
-		}
-	}()
+	defer func() { stopAll(procs) }()
 	users := filepath.Join(work, "b-users.txt")
 	add := exec.Command(bin, "user", "add", "--users", users, "--password-stdin", "bob@b.test")
 	add.Stdin = strings.NewReader("pw-bob\n")

@@ -3,8 +3,6 @@ package interop
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,7 +15,6 @@ import (
 	"time"
 
 	"github.com/sipfed/sipfed/internal/testenv"
-	"github.com/sipfed/sipfed/media/file"
 )
 
 // sipfedPhone is a running `sipfed phone --json`, its events parsed.
@@ -195,7 +192,7 @@ func TestSipfedPhoneCallAcrossDomains(t *testing.T) {
 		held, resumed := p.wait(t, "held", 0), p.wait(t, "resumed", 0)
 		t.Logf("held by %v, resumed by %v", held["reason"], resumed["reason"])
 	}
-	sent, got := ivfFrameHashes(t, clip), ivfFrameHashes(t, recVideo)
+	sent, got := testenv.IVFFrameHashes(t, clip), testenv.IVFFrameHashes(t, recVideo)
 	if len(got) != len(sent) {
 		t.Errorf("bob recorded %d video frames, the clip has %d", len(got), len(sent))
 	}
@@ -218,24 +215,7 @@ func TestSipfedPhoneCallAcrossDomains(t *testing.T) {
 // gives less than 0 dB).
 func recordedToneSNR(t *testing.T, path string, from, to float64) float64 {
 	t.Helper()
-	fh, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	r, err := file.NewWAVReader(fh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pcm []int16
-	buf := make([]int16, 160)
-	for {
-		n, err := r.ReadFrame(buf)
-		pcm = append(pcm, buf[:n]...)
-		if err != nil || n == 0 {
-			break
-		}
-	}
+	pcm := testenv.ReadWAV(t, path)
 	lo, hi := int(from*8000)+800, int(to*8000)
 	if hi > len(pcm) || lo >= hi {
 		t.Fatalf("recording %s holds %d samples, want %d", path, len(pcm), hi)
@@ -352,29 +332,6 @@ func TestSIPpCallsSipfedPhoneEcho(t *testing.T) {
 	t.Logf("SIPp → phone: %d RTP packets, phone → SIPp: %d; phone statistics %v", in, back, st)
 	if in < 50 || back < in*9/10 {
 		t.Errorf("RTP SIPp → phone %d, back %d: want ≥ 50 (the pcap holds about 100) and nearly all of them back", in, back)
-	}
-}
-
-// ivfFrameHashes returns the SHA-256 of each frame of an IVF file.
-func ivfFrameHashes(t *testing.T, path string) []string {
-	t.Helper()
-	fh, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	r, err := file.NewIVFReader(fh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for {
-		frame, _, err := r.ReadFrame()
-		if err != nil {
-			return out
-		}
-		sum := sha256.Sum256(frame)
-		out = append(out, hex.EncodeToString(sum[:]))
 	}
 }
 
