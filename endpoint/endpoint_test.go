@@ -160,6 +160,19 @@ func startPhone(t *testing.T, l *lab, aor, password, proxy string, mod func(*end
 	if mod != nil {
 		mod(&cfg)
 	}
+	p := newPhone(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := p.Register(ctx); err != nil {
+		t.Fatalf("%s: register: %v", aor, err)
+	}
+	return p, ev
+}
+
+// newPhone makes and starts a phone (not registered), closed when the
+// test ends.
+func newPhone(t *testing.T, cfg endpoint.Config) *endpoint.Phone {
+	t.Helper()
 	p, err := endpoint.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -174,10 +187,7 @@ func startPhone(t *testing.T, l *lab, aor, password, proxy string, mod func(*end
 		defer cancel()
 		p.Close(ctx)
 	})
-	if _, err := p.Register(ctx); err != nil {
-		t.Fatalf("%s: register: %v", aor, err)
-	}
-	return p, ev
+	return p
 }
 
 // TestCallAcrossDomains: alice@a.test (proxy found through DNS) calls
@@ -268,15 +278,8 @@ func TestCallFailures(t *testing.T) {
 		}
 	}
 
-	wrong, err := endpoint.New(endpoint.Config{AOR: "carol@a.test", Password: "nope", DNS: []string{l.dns}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := wrong.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer wrong.Close(ctx)
-	_, err = wrong.Register(ctx)
+	wrong := newPhone(t, endpoint.Config{AOR: "carol@a.test", Password: "nope", DNS: []string{l.dns}})
+	_, err := wrong.Register(ctx)
 	var se *endpoint.StatusError
 	if !errors.As(err, &se) || (se.Code != 401 && se.Code != 403) {
 		t.Errorf("register with a wrong password: %v, want 401 or 403", err)
@@ -600,16 +603,9 @@ func TestRegisterSHA256(t *testing.T) {
 	for _, alg := range []string{"SHA-256", "MD5"} {
 		t.Run(alg, func(t *testing.T) {
 			srv := startDomainAlgs(t, "c.test", "127.0.0.1:1", []string{alg}, "carol")
-			p, err := endpoint.New(endpoint.Config{AOR: "carol@c.test", Password: "pw-carol", Proxy: srv.Addr("udp").String()})
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := newPhone(t, endpoint.Config{AOR: "carol@c.test", Password: "pw-carol", Proxy: srv.Addr("udp").String()})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if err := p.Start(ctx); err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close(ctx)
 			if granted, err := p.Register(ctx); err != nil || granted <= 0 {
 				t.Fatalf("register with %s: %v %v", alg, granted, err)
 			}
@@ -624,16 +620,9 @@ func TestRegistrationRetriesUntilTheRegistrarComesBack(t *testing.T) {
 	port := testenv.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	ev := &events{}
-	p, err := endpoint.New(endpoint.Config{AOR: "carol@c.test", Password: "pw-carol", Proxy: addr, Transport: "tcp", Events: ev.add})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPhone(t, endpoint.Config{AOR: "carol@c.test", Password: "pw-carol", Proxy: addr, Transport: "tcp", Events: ev.add})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close(ctx)
 	go p.KeepRegistered(ctx, nil)
 	ev.wait(t, "error", 5*time.Second)
 
@@ -667,16 +656,9 @@ func TestRegistrationRetriesUntilTheRegistrarComesBack(t *testing.T) {
 // PBXs send it) is reported like RFC 4733 digits.
 func TestINFODTMF(t *testing.T) {
 	ev := &events{}
-	p, err := endpoint.New(endpoint.Config{AOR: "carol@c.test", Proxy: "127.0.0.1:9", Events: ev.add})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPhone(t, endpoint.Config{AOR: "carol@c.test", Proxy: "127.0.0.1:9", Events: ev.add})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close(ctx)
 	ua, err := sipgo.NewUA()
 	if err != nil {
 		t.Fatal(err)
