@@ -90,14 +90,16 @@ func (s *server) stop() {
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-s.done:
+		s.cmd = nil // exited: nothing left for the cleanup to kill
 		if err != nil {
 			s.t.Fatalf("sipfed serve exited with %v after SIGTERM\n%s", err, s.out)
 		}
 	case <-time.After(15 * time.Second):
 		s.cmd.Process.Kill()
+		<-s.done
+		s.cmd = nil
 		s.t.Fatalf("sipfed serve did not exit within 15 s of SIGTERM\n%s", s.out)
 	}
-	s.cmd = nil
 }
 
 func (s *server) kill() {
