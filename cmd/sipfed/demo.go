@@ -258,12 +258,21 @@ The two domains stay up until Ctrl-C. Register any softphone:
   b.test: proxy %[1]s:%[3]d (UDP or TCP), user bob@b.test, password bob-pw
 and call echo@b.test (it sends your audio back), bob@b.test or alice@a.test.
 With sipfed's own phone:
-  echo alice-pw | sipfed phone --aor alice@a.test --password-stdin --dns %[4]s call echo@b.test
-DNS for both domains: %[4]s (sipfed resolve --dns %[4]s sip:echo@b.test).
-`, *ip, *aPort, *bPort, dnsAddr)
+  echo alice-pw | %[5]s phone --aor alice@a.test --password-stdin --dns %[4]s call echo@b.test
+DNS for both domains: %[4]s (%[5]s resolve --dns %[4]s sip:echo@b.test).
+`, *ip, *aPort, *bPort, dnsAddr, selfName())
 	<-ctx.Done()
 	fmt.Fprintln(w, "stopping")
 	return nil
+}
+
+// selfName is how to run this binary again: its path as started
+// ("./bin/sipfed" from make run), or "sipfed".
+func selfName() string {
+	if len(os.Args) > 0 && strings.Contains(filepath.Base(os.Args[0]), "sipfed") && !strings.HasSuffix(os.Args[0], ".test") {
+		return os.Args[0]
+	}
+	return "sipfed"
 }
 
 // printPaths prints the hops of the call's INVITE next to its media path.
