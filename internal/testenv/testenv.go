@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -63,11 +64,23 @@ func freePorts(t testing.TB, n int) int {
 	t.Helper()
 	// Below the kernel's ephemeral range, so that no socket bound to port
 	// 0 (an RTP socket, an outgoing connection, another test package's
-	// server) can take the port between this check and its use.
+	// server) can take the port between this check and its use; and
+	// handed out in turn from a random start, so that two calls in one
+	// process never return the same port before it is bound (a free port
+	// is only free until someone binds it).
 	hi := ephemeralLow() - 1
 	lo := hi - 2500
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	if nextPort == 0 {
+		nextPort = lo + mathrand.IntN(hi-lo)
+	}
 	for i := 0; i < 200; i++ {
-		port := lo + mathrand.IntN(hi-lo-n)
+		if nextPort+n > hi {
+			nextPort = lo
+		}
+		port := nextPort
+		nextPort += n
 		ok := true
 		for p := port; p < port+n && ok; p++ {
 			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
@@ -91,6 +104,12 @@ func freePorts(t testing.TB, n int) int {
 	t.Fatalf("testenv: no %d free consecutive ports", n)
 	return 0
 }
+
+// The next port freePorts tries; 0 before the first call.
+var (
+	portsMu  sync.Mutex
+	nextPort int
+)
 
 // ephemeralLow is the first port of the kernel's ephemeral range (Linux:
 // /proc/sys/net/ipv4/ip_local_port_range), 32768 when unknown.
