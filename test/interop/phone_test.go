@@ -313,7 +313,7 @@ func TestSIPpCallsSipfedPhoneEcho(t *testing.T) {
 	capt := startCapture(t, 30)
 	inf := filepath.Join(t.TempDir(), "call.csv")
 	writeFile(t, inf, "SEQUENTIAL\nbob;b.test\n")
-	mediaPort := testenv.FreePorts(t, 2)
+	mediaPort := testenv.FreePorts(t, 4) // SIPp binds audio RTP, RTCP, video RTP and RTCP from -mp on
 	out, err := sipp(t, f.b.addr(), "uac_rtp.xml", inf, "-m", "1", "-mi", "127.0.0.1", "-mp", fmt.Sprint(mediaPort))
 	if err != nil {
 		t.Fatalf("sipp: %v\n%s\n%s\n%s", err, tail(out, 3000), bob.dump(), f.logs())
