@@ -18,7 +18,8 @@ const phoneUsage = `Usage: sipfed phone --aor USER@DOMAIN [flags] register | cal
 
 A softphone for one account. It registers with its domain's proxy (the
 one --proxy names, or the one DNS gives for the domain, RFC 3263), and
-sends and receives the audio itself, straight to and from the other phone.
+sends and receives the media itself (audio, and video with --video),
+straight to and from the other phone.
 
   register     stay registered until interrupted
   call URI     call URI (bob@b.example, sip:bob@b.example, or a user of
