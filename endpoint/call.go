@@ -632,6 +632,12 @@ func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		tx.Respond(sip.NewResponseFromRequest(req, 480, "Temporarily Unavailable", nil))
 		return
 	}
+	if n := p.incoming.Add(1); n > int32(p.cfg.MaxIncoming) {
+		p.incoming.Add(-1)
+		tx.Respond(sip.NewResponseFromRequest(req, 486, "Busy Here", nil))
+		return
+	}
+	defer p.incoming.Add(-1) // onInvite returns when the call has ended
 	dlg, err := p.inDlg.ReadInvite(req, tx)
 	if err != nil {
 		tx.Respond(sip.NewResponseFromRequest(req, 400, "Bad Request", nil))
@@ -734,8 +740,16 @@ func (p *Phone) canAnswer(offer *sdp.Session) bool {
 }
 
 // onInfo takes DTMF sent as SIP INFO (application/dtmf-relay or
-// application/dtmf).
+// application/dtmf) in a call of ours; an INFO outside one gets 481, so
+// that nobody can type digits into a phone without being in its call.
 func (p *Phone) onInfo(req *sip.Request, tx sip.ServerTransaction) {
+	p.mu.Lock()
+	c := p.calls[req.CallID().Value()]
+	p.mu.Unlock()
+	if c == nil || !hasToTag(req) {
+		tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+		return
+	}
 	ct := ""
 	if h := req.GetHeader("Content-Type"); h != nil {
 		ct = strings.ToLower(h.Value())

@@ -653,12 +653,20 @@ func TestRegistrationRetriesUntilTheRegistrarComesBack(t *testing.T) {
 }
 
 // TestINFODTMF: DTMF sent as SIP INFO (application/dtmf-relay, as many
-// PBXs send it) is reported like RFC 4733 digits.
+// PBXs send it) in a call is reported like RFC 4733 digits; an INFO
+// outside any call gets 481 and reports nothing.
 func TestINFODTMF(t *testing.T) {
-	ev := &events{}
-	p := newPhone(t, endpoint.Config{AOR: "carol@c.test", Proxy: "127.0.0.1:9", Events: ev.add})
+	l := startLab(t)
+	bob, bobEv := startPhone(t, l, "bob@b.test", "pw-bob", "", nil)
+	alice, _ := startPhone(t, l, "alice@a.test", "pw-alice", "", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	call, err := alice.Dial(ctx, "bob@b.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Hangup(ctx)
+	bobEv.wait(t, "answered", 2*time.Second)
 	ua, err := sipgo.NewUA()
 	if err != nil {
 		t.Fatal(err)
@@ -668,22 +676,65 @@ func TestINFODTMF(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{"5", "#"} {
-		req := sip.NewRequest(sip.INFO, sip.Uri{Scheme: "sip", User: "carol", Host: "127.0.0.1", Port: int(p.Addr().Port())})
+	info := func(callID, digit string) int {
+		req := sip.NewRequest(sip.INFO, sip.Uri{Scheme: "sip", User: "bob", Host: "127.0.0.1", Port: int(bob.Addr().Port())})
+		req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: "a.test"}, Params: sip.NewParams()})
+		req.From().Params.Add("tag", "a1")
+		req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: "bob", Host: "b.test"}, Params: sip.NewParams()})
+		req.To().Params.Add("tag", "b1")
+		cid := sip.CallIDHeader(callID)
+		req.AppendHeader(&cid)
 		req.AppendHeader(sip.NewHeader("Content-Type", "application/dtmf-relay"))
-		req.SetBody([]byte("Signal=" + d + "\r\nDuration=160\r\n"))
-		req.SetDestination(p.Addr().String())
+		req.SetBody([]byte("Signal=" + digit + "\r\nDuration=160\r\n"))
+		req.SetDestination(bob.Addr().String())
 		res, err := client.Do(ctx, req)
-		if err != nil || res.StatusCode != 200 {
-			t.Fatalf("INFO: %v %v", res, err)
+		if err != nil {
+			t.Fatalf("INFO: %v", err)
+		}
+		return res.StatusCode
+	}
+	// Outside any call of bob's: refused, and no digit reported.
+	if code := info("made-up@elsewhere", "7"); code != 481 {
+		t.Fatalf("INFO outside a call: %d, want 481", code)
+	}
+	for _, d := range []string{"5", "#"} {
+		if code := info(call.ID, d); code != 200 {
+			t.Fatalf("INFO in the call: %d", code)
 		}
 	}
 	deadline := time.Now().Add(2 * time.Second)
-	for ev.digits() != "5#" && time.Now().Before(deadline) {
+	for bobEv.digits() != "5#" && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := ev.digits(); got != "5#" {
+	if got := bobEv.digits(); got != "5#" {
 		t.Fatalf("digits %q, want 5#", got)
+	}
+}
+
+// TestIncomingCallLimit: a phone that already has MaxIncoming calls
+// answers the next INVITE 486 at once, allocating nothing for it; the
+// call it has is unharmed.
+func TestIncomingCallLimit(t *testing.T) {
+	l := startLab(t)
+	_, bobEv := startPhone(t, l, "bob@b.test", "pw-bob", "", func(c *endpoint.Config) { c.MaxIncoming = 1 })
+	alice, _ := startPhone(t, l, "alice@a.test", "pw-alice", "", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first, err := alice.Dial(ctx, "bob@b.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Hangup(ctx)
+	bobEv.wait(t, "answered", 2*time.Second)
+	_, err = alice.Dial(ctx, "bob@b.test")
+	var se *endpoint.StatusError
+	if !errors.As(err, &se) || se.Code != 486 {
+		t.Fatalf("a second call to a phone limited to one: %v, want 486", err)
+	}
+	select {
+	case <-first.Done():
+		t.Fatal("the first call ended")
+	default:
 	}
 }
 

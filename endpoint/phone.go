@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -62,11 +63,19 @@ type Config struct {
 	// Echo sends every audio packet received back to its sender instead
 	// of playing anything: an echo test service.
 	Echo bool
+	// MaxIncoming bounds the incoming calls ringing or in progress at
+	// once; more are answered 486 Busy Here before anything is allocated
+	// for them (a flood of INVITEs cannot take every socket). Default
+	// DefaultMaxIncoming.
+	MaxIncoming int
 	// Events receives everything that happens, in order per call; it must
 	// not block for long.
 	Events func(Event)
 	Log    *slog.Logger
 }
+
+// DefaultMaxIncoming is Config.MaxIncoming's default.
+const DefaultMaxIncoming = 256
 
 // Phone is a running user agent for one account.
 type Phone struct {
@@ -88,6 +97,8 @@ type Phone struct {
 	instance  string // +sip.instance URN (RFC 5626)
 	audio     []sdp.Codec
 	video     []sdp.Codec // none: no video
+
+	incoming atomic.Int32 // incoming calls ringing or in progress
 
 	mu         sync.Mutex
 	onAnswered func(*Call)
@@ -122,6 +133,9 @@ func New(cfg Config) (*Phone, error) {
 	}
 	if cfg.MediaTimeout == 0 {
 		cfg.MediaTimeout = 30 * time.Second
+	}
+	if cfg.MaxIncoming <= 0 {
+		cfg.MaxIncoming = DefaultMaxIncoming
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)

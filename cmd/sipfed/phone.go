@@ -71,6 +71,7 @@ func runPhone(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&maxCalls, "max-calls", 0, "answer: exit after this many calls have ended (0: never)")
 	fs.DurationVar(&cfg.AnswerDelay, "answer-delay", 0, "answer: how long to ring before answering")
 	fs.BoolVar(&cfg.Reject, "reject", false, "answer: reject every call with 486 Busy Here")
+	fs.IntVar(&cfg.MaxIncoming, "max-incoming", endpoint.DefaultMaxIncoming, "answer: incoming calls ringing or in progress at once; more get 486 Busy Here")
 	fs.BoolVar(&cfg.Echo, "echo", false, "answer: send every call's audio back to the caller (an echo test service)")
 	fs.DurationVar(&cfg.MediaTimeout, "media-timeout", 30*time.Second, "end a call after this long without RTP from the peer (0: never)")
 	fs.DurationVar(&cfg.Expires, "expires", 300*time.Second, "registration interval asked of the registrar")
