@@ -170,16 +170,7 @@ func TestTwoDomainsInOneProcess(t *testing.T) {
 	zoneA, zoneB := filepath.Join(dir, "a.test.zone"), filepath.Join(dir, "b.test.zone")
 	writeZone(t, zoneA, "a.test", 1)
 	writeZone(t, zoneB, "b.test", 1)
-	lab, err := resolver.NewLabServer(zoneA, zoneB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := lab.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	go lab.Serve(ctx)
+	lab := startLabDNS(t, zoneA, zoneB)
 
 	a := start(t, server.Config{Domains: []string{"a.test"}, Users: usersFile(t, "a.test", "alice"), DNS: []string{lab.Addr()}, HTTP: "127.0.0.1:0"})
 	b := start(t, server.Config{Domains: []string{"b.test"}, Users: usersFile(t, "b.test", "bob"), DNS: []string{lab.Addr()}, HTTP: "127.0.0.1:0"})
@@ -480,4 +471,21 @@ func TestNewReportsBadConfigAndBusyPort(t *testing.T) {
 	if err == nil || errors.Is(err, server.ErrConfig) || strings.Count(err.Error(), "listen udp") != 1 {
 		t.Errorf("busy port: %v, want one 'listen udp' error that is not ErrConfig", err)
 	}
+}
+
+// startLabDNS serves the zone files on a loopback port until the test
+// ends.
+func startLabDNS(t *testing.T, files ...string) *resolver.LabServer {
+	t.Helper()
+	lab, err := resolver.NewLabServer(files...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	go lab.Serve(ctx)
+	return lab
 }

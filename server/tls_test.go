@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"math/big"
@@ -16,7 +15,6 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipfed/sipfed/internal/testenv"
-	"github.com/sipfed/sipfed/resolver"
 	"github.com/sipfed/sipfed/server"
 )
 
@@ -58,16 +56,7 @@ func startTLSLab(t *testing.T, certNames map[string]string) *tlsLab {
 		writeTLSZone(t, zones[d], d, 1)
 		files = append(files, zones[d])
 	}
-	dns, err := resolver.NewLabServer(files...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := dns.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	t.Cleanup(stop)
-	go dns.Serve(ctx)
+	dns := startLabDNS(t, files...)
 
 	listen := []string{"udp:127.0.0.1:0", "tls:127.0.0.1:0"}
 	aCert, aKey := ca.Issue(t, "a.test")
@@ -211,16 +200,7 @@ func TestFederationTLSRefusesPlainTargets(t *testing.T) {
 	}
 	defer sink.Close()
 	writeZone(t, zoneB, "b.test", sink.LocalAddr().(*net.UDPAddr).Port)
-	lab, err := resolver.NewLabServer(zoneB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := lab.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	go lab.Serve(ctx)
+	lab := startLabDNS(t, zoneB)
 	a := start(t, server.Config{Domains: []string{"a.test"}, Users: usersFile(t, "a.test", "alice"), DNS: []string{lab.Addr()}, FederationTLS: true})
 	alice := newClient(t, "alice-phone")
 	msg := request(sip.MESSAGE, "alice@a.test", "bob@b.test", a.Addr("udp"))

@@ -49,7 +49,9 @@ type WSListener struct {
 	errMu  sync.Mutex
 }
 
-// NewWSListener wraps l (a TCP or TLS listener).
+// NewWSListener wraps l (a TCP or TLS listener). Each connection being
+// checked holds a goroutine until its handshake timeout: l should be a
+// LimitListener, whose per-source and total bounds then bound them too.
 func NewWSListener(l net.Listener, cfg WSConfig, log *slog.Logger) *WSListener {
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultWSHandshakeTimeout
