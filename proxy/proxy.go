@@ -583,9 +583,12 @@ func hostPortKey(host string, port int) string {
 
 // reliable reports whether transport is connection-oriented.
 func reliable(transport string) bool {
-	switch strings.ToLower(transport) {
-	case "tcp", "tls", "ws", "wss":
-		return true
+	// EqualFold, not ToLower: this runs for every request, and sipgo's
+	// transport names are upper case (ToLower would allocate).
+	for _, t := range [...]string{"tcp", "tls", "ws", "wss"} {
+		if strings.EqualFold(transport, t) {
+			return true
+		}
 	}
 	return false
 }
