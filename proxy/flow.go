@@ -24,7 +24,8 @@ import (
 // signed with the dialog (see signer), so a forged one is refused.
 
 // encodeFlow is the fl= value for transport (a SIP transport name) and
-// address ap: a letter for the transport (u, t, s for TLS) and the
+// address ap: a letter for the transport (u, t, s for TLS, w for WS, x
+// for WSS) and the
 // address in base64url.
 func encodeFlow(transport string, ap netip.AddrPort) string {
 	b, _ := ap.MarshalBinary()
@@ -34,6 +35,10 @@ func encodeFlow(transport string, ap netip.AddrPort) string {
 		code = "t"
 	case resolver.TLS:
 		code = "s"
+	case "ws":
+		code = "w"
+	case "wss":
+		code = "x"
 	}
 	return code + base64.RawURLEncoding.EncodeToString(b)
 }
@@ -51,6 +56,10 @@ func decodeFlow(s string) (resolver.Target, bool) {
 		t = resolver.TCP
 	case 's':
 		t = resolver.TLS
+	case 'w':
+		t = "ws"
+	case 'x':
+		t = "wss"
 	default:
 		return resolver.Target{}, false
 	}

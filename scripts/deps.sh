@@ -16,6 +16,9 @@ have unbound      || need+=(unbound)
 have dig          || need+=(dnsutils)
 have svwar        || need+=(sipvicious)
 have iptables     || need+=(iptables)
+have chromium     || need+=(chromium)
+have node         || need+=(nodejs)
+have npm          || need+=(npm)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "deps: missing ${need[*]}; run as root or install them: apt-get install ${need[*]}" >&2

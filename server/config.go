@@ -21,9 +21,10 @@ import (
 type Config struct {
 	// Domains are the SIP domains served here: users are user@domain.
 	Domains []string
-	// Listen are the SIP listeners, "udp:HOST:PORT" or "tcp:HOST:PORT";
-	// port 0 picks a free port (the same one for udp and tcp on one
-	// host). Default: udp and tcp on 127.0.0.1:5060.
+	// Listen are the SIP listeners, "udp:HOST:PORT", "tcp:HOST:PORT",
+	// "tls:HOST:PORT", and for browsers (RFC 7118) "ws:HOST:PORT" and
+	// "wss:HOST:PORT"; port 0 picks a free port (the same one for udp
+	// and tcp on one host). Default: udp and tcp on 127.0.0.1:5060.
 	Listen []string
 	// Advertise is the host put in Via and Record-Route; default the
 	// listener's address (required when that is 0.0.0.0 or ::).
@@ -106,6 +107,12 @@ type Config struct {
 	// TLSCA is a PEM file of the authorities trusted for other domains'
 	// certificates, instead of the system's (a private CA in a lab).
 	TLSCA string
+	// WSOrigins are the Origins (scheme://host[:port] of a web page)
+	// whose browsers may open a ws:/wss: connection; "*" or none: any.
+	WSOrigins []string
+	// WSHandshakeTimeout bounds the wait for a new WebSocket
+	// connection's upgrade request (default 10 s).
+	WSHandshakeTimeout time.Duration
 	// FederationTLS sends requests to other domains over TLS only.
 	FederationTLS bool
 	// Trusted are the networks (a peer domain's proxies, an SBC, our
@@ -204,8 +211,8 @@ func (c Config) validate() error {
 		return err
 	}
 	for _, s := range specs {
-		if s.transport == "tls" && (c.TLSCert == "" || c.TLSKey == "") {
-			return configErr("a tls listener needs a certificate and a key (--tls-cert, --tls-key)")
+		if (s.transport == "tls" || s.transport == "wss") && (c.TLSCert == "" || c.TLSKey == "") {
+			return configErr("a %s listener needs a certificate and a key (--tls-cert, --tls-key)", s.transport)
 		}
 	}
 	return nil
@@ -222,8 +229,13 @@ func (c Config) listenSpecs() ([]listenSpec, error) {
 	for _, l := range c.Listen {
 		transport, addr, ok := strings.Cut(l, ":")
 		transport = strings.ToLower(transport)
-		if !ok || (transport != "udp" && transport != "tcp" && transport != "tls") {
-			return nil, configErr("listen %q: want udp:HOST:PORT, tcp:HOST:PORT or tls:HOST:PORT", l)
+		switch transport {
+		case "udp", "tcp", "tls", "ws", "wss":
+		default:
+			ok = false
+		}
+		if !ok {
+			return nil, configErr("listen %q: want udp:, tcp:, tls:, ws: or wss:HOST:PORT", l)
 		}
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -280,11 +292,11 @@ func bindOnce(specs []listenSpec, limits sipcore.ConnLimits, log *slog.Logger) (
 		return nil, err
 	}
 	for _, s := range specs {
-		// udp and tcp share a port 0 choice; tls (5061 beside 5060) has
-		// its own.
+		// udp and tcp share a port 0 choice; tls (5061 beside 5060), ws
+		// and wss have their own.
 		share := s.host
-		if s.transport == "tls" {
-			share += "#tls"
+		if s.transport != "udp" && s.transport != "tcp" {
+			share += "#" + s.transport
 		}
 		port := s.port
 		if port == 0 {

@@ -171,9 +171,17 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	listeners := make([]proxy.Listener, len(s.socks))
+	wsCfg := sipcore.WSConfig{Origins: cfg.WSOrigins, HandshakeTimeout: cfg.WSHandshakeTimeout}
 	for i, so := range s.socks {
-		if so.transport == "tls" {
+		switch so.transport {
+		case "tls":
 			s.socks[i].l = tls.NewListener(so.lim, s.tlsst.serverConfig())
+		case "ws":
+			// The upgrade is read per connection, not in sipgo's accept
+			// loop: one silent connection cannot hold up the others.
+			s.socks[i].l = sipcore.NewWSListener(so.lim, wsCfg, s.log)
+		case "wss":
+			s.socks[i].l = sipcore.NewWSListener(tls.NewListener(so.lim, s.tlsst.serverConfig()), wsCfg, s.log)
 		}
 		host := cfg.Advertise
 		if host == "" {
@@ -312,6 +320,10 @@ func (s *Server) Serve() error {
 			go func() { s.serveErr <- s.sip.ServeTCP(so.l) }()
 		case "tls":
 			go func() { s.serveErr <- s.sip.ServeTLS(so.l) }()
+		case "ws":
+			go func() { s.serveErr <- s.sip.ServeWS(so.l) }()
+		case "wss":
+			go func() { s.serveErr <- s.sip.ServeWSS(so.l) }()
 		}
 	}
 	if s.http != nil {

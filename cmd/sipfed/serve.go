@@ -110,11 +110,14 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 		md5OnlyAgents = newListFlag(auth.DefaultMD5OnlyAgents...)
 		dns           = newListFlag()
 		trusted       = newListFlag()
+		wsOrigins     = newListFlag()
 	)
 	fs.Var(domains, "domain", "a SIP `domain` served here (repeatable)")
-	fs.Var(listen, "listen", "`transport:host:port` to listen on, transport udp, tcp or tls (repeatable)")
-	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM `file` of the certificate (and chain) of tls: listeners; it should name the domains served (RFC 5922); reread on SIGHUP")
-	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM `file` of the key of tls: listeners; reread on SIGHUP")
+	fs.Var(listen, "listen", "`transport:host:port` to listen on, transport udp, tcp, tls, or ws and wss for browsers (RFC 7118) (repeatable)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM `file` of the certificate (and chain) of tls: and wss: listeners; it should name the domains served (RFC 5922); reread on SIGHUP")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM `file` of the key of tls: and wss: listeners; reread on SIGHUP")
+	fs.Var(wsOrigins, "ws-origin", "`origin` (scheme://host[:port] of a web page) whose browsers may connect to the ws:/wss: listeners; others get 403 (repeatable; none: any)")
+	fs.DurationVar(&c.WSHandshakeTimeout, "ws-handshake-timeout", sipcore.DefaultWSHandshakeTimeout, "how long a new WebSocket connection may take to send its upgrade request")
 	fs.BoolVar(&c.FederationTLS, "federation-tls", false, "send requests to other domains over TLS only (their SIPS+D2T/_sips._tcp targets); a domain without one gets 503")
 	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM `file` of the authorities trusted for other domains' certificates (default: the system's)")
 	fs.StringVar(&c.Store, "store", "memory", "location store: memory, or a Redis `URL` (redis://, rediss://, redis+sentinel://, redis+cluster://)")
@@ -192,7 +195,7 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 	if c.PikeRate == 0 {
 		c.PikeRate = -1
 	}
-	c.Domains, c.Listen, c.DNS = domains.vals, listen.vals, dns.vals
+	c.Domains, c.Listen, c.DNS, c.WSOrigins = domains.vals, listen.vals, dns.vals, wsOrigins.vals
 	if signature {
 		c.ServerHeader = serverHeader(debug.ReadBuildInfo())
 	}

@@ -1,0 +1,251 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+	"github.com/icholy/digest"
+
+	"github.com/sipfed/sipfed/server"
+)
+
+// wsPhone is a SIP-over-WebSocket client shaped like JsSIP: Via
+// SIP/2.0/WS with an .invalid host, Contact at an .invalid host, one
+// text frame per message (RFC 7118).
+type wsPhone struct {
+	t    *testing.T
+	conn net.Conn
+	user string
+	host string // the .invalid host
+	in   chan sip.Message
+	pong atomic.Int32 // CRLF keep-alive answers
+}
+
+func dialWSPhone(t *testing.T, addr, user, origin string) (*wsPhone, error) {
+	d := ws.Dialer{Protocols: []string{"sip"}, Timeout: 3 * time.Second}
+	if origin != "" {
+		d.Header = ws.HandshakeHeaderHTTP(http.Header{"Origin": {origin}})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	c, _, _, err := d.Dial(ctx, "ws://"+addr+"/")
+	if err != nil {
+		return nil, err
+	}
+	p := &wsPhone{t: t, conn: c, user: user, host: "r4nd0m.invalid", in: make(chan sip.Message, 16)}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		for {
+			b, err := wsutil.ReadServerText(c)
+			if err != nil {
+				close(p.in)
+				return
+			}
+			if strings.Trim(string(b), "\r\n") == "" {
+				p.pong.Add(1)
+				continue
+			}
+			m, err := sip.ParseMessage(b)
+			if err != nil {
+				t.Errorf("ws phone: unparsable message: %v\n%s", err, b)
+				continue
+			}
+			p.in <- m
+		}
+	}()
+	return p, nil
+}
+
+func (p *wsPhone) send(msg string) {
+	p.t.Helper()
+	if err := wsutil.WriteClientText(p.conn, []byte(msg)); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p *wsPhone) next(what string) sip.Message {
+	p.t.Helper()
+	select {
+	case m, ok := <-p.in:
+		if !ok {
+			p.t.Fatalf("ws phone: connection closed waiting for %s", what)
+		}
+		return m
+	case <-time.After(5 * time.Second):
+		p.t.Fatalf("ws phone: no %s", what)
+	}
+	return nil
+}
+
+// register registers user@domain over the WebSocket, answering the
+// digest challenge.
+func (p *wsPhone) register(domain string) {
+	p.t.Helper()
+	callID := fmt.Sprintf("ws-reg-%d", time.Now().UnixNano())
+	msg := func(cseq int, authz string) string {
+		return "REGISTER sip:" + domain + " SIP/2.0\r\n" +
+			"Via: SIP/2.0/WS " + p.host + ";branch=z9hG4bK" + callID + fmt.Sprint(cseq) + "\r\n" +
+			"Max-Forwards: 69\r\n" +
+			"To: <sip:" + p.user + "@" + domain + ">\r\n" +
+			"From: <sip:" + p.user + "@" + domain + ">;tag=wsreg\r\n" +
+			"Call-ID: " + callID + "\r\n" +
+			fmt.Sprintf("CSeq: %d REGISTER\r\n", cseq) +
+			"Contact: <sip:x7k2@" + p.host + ";transport=ws>;expires=600\r\n" + authz +
+			"Content-Length: 0\r\n\r\n"
+	}
+	p.send(msg(1, ""))
+	res := p.next("401").(*sip.Response)
+	if res.StatusCode != 401 {
+		p.t.Fatalf("REGISTER: %d %s, want 401", res.StatusCode, res.Reason)
+	}
+	chal, err := digest.ParseChallenge(res.GetHeader("WWW-Authenticate").Value())
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	cred, err := digest.Digest(chal, digest.Options{Method: "REGISTER", URI: "sip:" + domain, Username: p.user, Password: p.user + "-pw", Count: 1})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.send(msg(2, "Authorization: "+cred.String()+"\r\n"))
+	if res := p.next("200").(*sip.Response); res.StatusCode != 200 {
+		p.t.Fatalf("REGISTER with credentials: %d %s", res.StatusCode, res.Reason)
+	}
+}
+
+// TestWebSocketPhoneRegistersAndIsReached: a browser-like phone registers
+// over ws: with an .invalid Contact, and a MESSAGE from a UDP phone
+// reaches it over its own WebSocket; the answer goes back. CRLF
+// keep-alives get their pong.
+func TestWebSocketPhoneRegistersAndIsReached(t *testing.T) {
+	srv := start(t, server.Config{
+		Domains:   []string{"a.test"},
+		Listen:    []string{"udp:127.0.0.1:0", "tcp:127.0.0.1:0", "ws:127.0.0.1:0"},
+		Users:     usersFile(t, "a.test", "carol", "alice"),
+		WSOrigins: []string{"http://127.0.0.1:8080"},
+	})
+	wsAddr := srv.Addr("ws").String()
+
+	// Refused before any SIP: a page of another origin.
+	if _, err := dialWSPhone(t, wsAddr, "carol", "http://evil.example"); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("wrong origin: %v, want 403", err)
+	}
+
+	carol, err := dialWSPhone(t, wsAddr, "carol", "http://127.0.0.1:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	carol.register("a.test")
+
+	// RFC 5626 §3.5.1 keep-alive: a double CRLF gets a CRLF back.
+	carol.send("\r\n\r\n")
+
+	var got atomic.Int32
+	go func() {
+		m, ok := <-carol.in
+		if !ok {
+			return
+		}
+		req, ok := m.(*sip.Request)
+		if !ok || req.Method != sip.MESSAGE {
+			t.Errorf("carol got %v, want a MESSAGE", m)
+			return
+		}
+		if req.Recipient.Host != carol.host {
+			t.Errorf("MESSAGE to %s, want the registered contact", req.Recipient.String())
+		}
+		got.Add(1)
+		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+		carol.send(res.String())
+	}()
+
+	c := newClient(t, "alice-phone")
+	req := request(sip.MESSAGE, "alice@a.test", "carol@a.test", srv.Addr("udp"))
+	req.AppendHeader(sip.NewHeader("Content-Type", "text/plain"))
+	req.SetBody([]byte("hello browser"))
+	if res := do(t, c, req, "alice"); res.StatusCode != 200 {
+		t.Fatalf("MESSAGE to the browser: %d %s", res.StatusCode, res.Reason)
+	}
+	if got.Load() != 1 {
+		t.Fatal("the browser did not get the MESSAGE")
+	}
+	if carol.pong.Load() != 1 {
+		t.Fatal("no answer to the CRLF keep-alive")
+	}
+}
+
+// TestWebSocketDialogRecordRoutesBothSides: an INVITE from a UDP phone to
+// a WebSocket phone carries two Record-Routes of ours, the ws one on top
+// (towards the browser) and the udp one below, so each side's in-dialog
+// requests reach us over its own transport (RFC 7118 §5, RFC 5658).
+func TestWebSocketDialogRecordRoutesBothSides(t *testing.T) {
+	srv := start(t, server.Config{
+		Domains: []string{"a.test"},
+		Listen:  []string{"udp:127.0.0.1:0", "ws:127.0.0.1:0"},
+		Users:   usersFile(t, "a.test", "carol", "alice"),
+	})
+	carol, err := dialWSPhone(t, srv.Addr("ws").String(), "carol", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	carol.register("a.test")
+
+	c := newClient(t, "alice-phone")
+	inv := request(sip.INVITE, "alice@a.test", "carol@a.test", srv.Addr("udp"))
+	inv.AppendHeader(sip.NewHeader("Contact", "<sip:alice@127.0.0.1:5999>"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tx, err := c.TransactionRequest(ctx, inv, sipgo.ClientRequestBuild)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Terminate()
+	res := <-tx.Responses()
+	for res != nil && res.StatusCode < 200 {
+		res = <-tx.Responses()
+	}
+	if res == nil || res.StatusCode != 407 {
+		t.Fatalf("INVITE: %v, want 407", res)
+	}
+	// Answer the challenge by hand: sipgo's DoDigestAuth waits for a
+	// final response, and this INVITE should ring.
+	chal, _ := digest.ParseChallenge(res.GetHeader("Proxy-Authenticate").Value())
+	cred, _ := digest.Digest(chal, digest.Options{Method: "INVITE", URI: inv.Recipient.String(), Username: "alice", Password: "alice-pw", Count: 1})
+	inv2 := inv.Clone()
+	inv2.RemoveHeader("Via")
+	inv2.CSeq().SeqNo++
+	inv2.AppendHeader(sip.NewHeader("Proxy-Authorization", cred.String()))
+	tx2, err := c.TransactionRequest(ctx, inv2, sipgo.ClientRequestAddVia)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx2.Terminate()
+
+	got := carol.next("INVITE").(*sip.Request)
+	rr := got.GetHeaders("Record-Route")
+	if len(rr) != 2 || !strings.Contains(rr[0].Value(), "transport=ws") || !strings.Contains(rr[1].Value(), "transport=udp") {
+		t.Fatalf("Record-Route %v, want ours twice: ws on top, udp below", rr)
+	}
+	if !strings.Contains(got.Via().Transport, "WS") {
+		t.Fatalf("top Via %s, want ours over WS", got.Via().Value())
+	}
+	carol.send(sip.NewResponseFromRequest(got, 486, "Busy Here", nil).String())
+	for r := range tx2.Responses() {
+		if r.StatusCode >= 200 {
+			if r.StatusCode != 486 {
+				t.Fatalf("caller got %d, want 486", r.StatusCode)
+			}
+			return
+		}
+	}
+	t.Fatal("no final response")
+}
