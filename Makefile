@@ -4,12 +4,12 @@ BIN     := bin/sipfed
 PKGS    := ./...
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: all build run test test-unit deps vet bench fuzz clean
+.PHONY: all build run test test-unit deps vet bench fuzz clean web
 
 all: build
 
 # -buildvcs=auto: `sipfed --version` names the commit it was built from.
-build:
+build: web
 	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/sipfed
 
 # One domain (a.example) on 127.0.0.1:5060 UDP+TCP, memory store, users in ./users.txt.
@@ -18,6 +18,13 @@ run: build
 
 deps:
 	./scripts/deps.sh
+
+# The browser phone's JsSIP and SIP.js bundles (bridge/webphone/assets/vendor),
+# embedded by the next Go build: npm ci from web/package-lock.json when
+# node_modules is missing or stale, then esbuild; nothing when up to date.
+WEB_VENDOR := bridge/webphone/assets/vendor
+web:
+	./web/build.sh
 
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
@@ -31,7 +38,7 @@ $(STATICCHECK):
 
 # Every test: unit, conformance, integration and interop (SIPp, baresip, Redis, DNS).
 # Set CI=1 (or SIPFED_INTEROP=1) to make a missing tool fail instead of skip.
-test: deps vet
+test: deps web vet
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
 	# A count, not a duration: Go 1.26's fuzz coordinator can fail a
 	# duration-bounded run with "context deadline exceeded" (go.dev/issue/75804).
@@ -63,5 +70,7 @@ bench: deps build
 	$(GO) run ./test/bench -mode phone -phone-calls 200
 	RATES=$(BENCH_RATES) ./scripts/bench-kamailio.sh
 
+# Also the generated web phone bundles (not web/node_modules: `make web` reuses it).
 clean:
 	rm -rf bin
+	rm -f $(WEB_VENDOR)/jssip.js $(WEB_VENDOR)/sipjs.js $(WEB_VENDOR)/*.tmp.*

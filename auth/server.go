@@ -94,8 +94,10 @@ func WithMD5OnlyAgents(prefixes ...string) Option {
 }
 
 // DefaultMD5OnlyAgents are the User-Agent prefixes of clients known to
-// fail when offered SHA-256 beside MD5.
-var DefaultMD5OnlyAgents = []string{"baresip v0.", "baresip v1."}
+// fail when offered SHA-256 beside MD5: baresip 1.x gives up with ENOSYS;
+// JsSIP 3.13 and SIP.js 0.21 take the last challenge and abort on any
+// algorithm but MD5.
+var DefaultMD5OnlyAgents = []string{"baresip v0.", "baresip v1.", "JsSIP", "SIP.js"}
 
 // md5Only reports whether req comes from a client that must see MD5 alone.
 func (s *Server) md5Only(req *sip.Request) bool {

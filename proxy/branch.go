@@ -28,7 +28,8 @@ type branch struct {
 	rr     bool
 	ctx    context.Context
 	cancel context.CancelFunc
-	reason []string // Reason header values for its CANCEL (RFC 3326); collector.mu
+	reason []string     // Reason header values for its CANCEL (RFC 3326); collector.mu
+	media  MediaSession // the bridge of this branch (or of the dialog: collector.media)
 }
 
 // collector gathers the branches' responses and answers upstream (§16.7).
@@ -43,7 +44,21 @@ type collector struct {
 	finals    []*sip.Response
 	finalSent bool
 	got6xx    bool
-	status    int // the first final status sent upstream
+	status    int          // the first final status sent upstream
+	media     MediaSession // an in-dialog request's bridge
+	winner    *branch      // the branch whose 2xx was sent first
+}
+
+// closeMedia closes the bridges of an initial INVITE's branches that did
+// not win; the winner's becomes the call's.
+func (c *collector) closeMedia() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, b := range c.branches {
+		if b.media != nil && b.media != c.media && b != c.winner {
+			b.media.Close()
+		}
+	}
 }
 
 func (c *collector) newBranch(fwd *sip.Request, t branchTarget, rr bool) *branch {
@@ -74,7 +89,7 @@ func (c *collector) newBranch(fwd *sip.Request, t branchTarget, rr bool) *branch
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &branch{base: r, target: t, rr: rr, ctx: ctx, cancel: cancel}
+	b := &branch{base: r, target: t, rr: rr, ctx: ctx, cancel: cancel, media: c.media}
 	c.mu.Lock()
 	c.branches = append(c.branches, b)
 	c.mu.Unlock()
@@ -159,7 +174,13 @@ func (c *collector) success(b *branch, res *sip.Response) {
 	c.mu.Lock()
 	first := !c.finalSent
 	c.finalSent = true
+	if first {
+		c.winner = b
+	}
 	c.mu.Unlock()
+	if first && b.media != nil && c.media == nil && c.req.IsInvite() {
+		c.p.keepMedia(c.req.CallID().Value(), b.media)
+	}
 	c.respondFrom(b, res)
 	if first {
 		c.cancelOthers(b, completedElsewhere)
@@ -236,6 +257,7 @@ func (c *collector) respondFrom(b *branch, res *sip.Response) {
 			out.SetDestination(viaDest(v))
 		}
 		c.p.resignRecordRoute(c.req, out, calleeFlow(b, res))
+		c.p.anchorResponse(b, out)
 	}
 	if out.StatusCode >= 200 {
 		c.mu.Lock()
@@ -320,6 +342,10 @@ func stripVia(res *sip.Response) *sip.Response {
 // feeds the collector.
 func (p *Proxy) runBranch(parent context.Context, c *collector, b *branch) {
 	defer b.cancel()
+	if res := p.anchorBranch(parent, c, b); res != nil {
+		c.final(b, res)
+		return
+	}
 	hops := b.target.hops
 	if len(hops) == 0 {
 		hops = []resolver.Target{b.target.hop}
@@ -387,7 +413,9 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 	if itx, ok := tx.(*inviteTx); ok {
 		itx.OnRetransmission(func(res *sip.Response) {
 			if res.IsSuccess() {
-				p.writeResponse(stripVia(res))
+				out := stripVia(res)
+				p.anchorResponse(b, out) // the same answer as the first copy got
+				p.writeResponse(out)
 			}
 		})
 	}

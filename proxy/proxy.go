@@ -84,6 +84,8 @@ type Proxy struct {
 	secret          []byte
 	invites         *inviteBranches // INVITEs over TCP/TLS, for their hop-by-hop ACK
 	inviteTxs       sync.Map        // key (inviteKey) → *inviteTx: our INVITE client transactions
+	anchor          MediaAnchor     // the media bridge for browsers; nil: none
+	mediaDialogs    sync.Map        // Call-ID → MediaSession of a bridged call
 	log             *slog.Logger
 }
 
@@ -290,7 +292,13 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 	if err != nil {
 		return err
 	}
-	return p.relay(ctx, req, fwd, tx, plan, !inDialog && recordRoutes(req.Method), &call)
+	var media MediaSession
+	if inDialog && ourDialog {
+		if media, err = p.anchorInDialog(ctx, req, fwd); err != nil {
+			return err
+		}
+	}
+	return p.relay(ctx, req, fwd, tx, plan, !inDialog && recordRoutes(req.Method), &call, media)
 }
 
 // callRecord is what the log line of an INVITE says: how many branches
@@ -389,13 +397,14 @@ const allow = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE, PRACK, 
 // branchTarget is where one branch goes: the Request-URI to put on it,
 // the Route set to prepend (a binding's Path) and the next hop.
 type branchTarget struct {
-	ruri   *sip.Uri // nil: keep the request's
-	route  []string // Route header values (from Path)
-	hop    resolver.Target
-	hops   []resolver.Target // alternatives for failover, in order (foreign domains)
-	binary bool              // a federation target: fail over on transport error, timeout, 503
-	flow   bool              // the device's own flow (NAT, RFC 5626): keep its transport
-	domain string            // the SIP domain a federation target is reached for (TLS: RFC 5922)
+	ruri    *sip.Uri // nil: keep the request's
+	route   []string // Route header values (from Path)
+	hop     resolver.Target
+	hops    []resolver.Target // alternatives for failover, in order (foreign domains)
+	binary  bool              // a federation target: fail over on transport error, timeout, 503
+	flow    bool              // the device's own flow (NAT, RFC 5626): keep its transport
+	domain  string            // the SIP domain a federation target is reached for (TLS: RFC 5922)
+	browser bool              // a browser of ours (registered over WebSocket): WebRTC media
 }
 
 // lookup makes the fork plan for a user of ours (§16.5): one group per q
@@ -486,6 +495,7 @@ func (p *Proxy) bindingTarget(ctx context.Context, b *location.Binding) (branchT
 			t.hop.Transport = resolver.UDP
 		}
 		t.flow = true
+		t.browser = t.hop.Transport == "ws" || t.hop.Transport == "wss"
 		return t, nil
 	}
 	hops, err := p.res.Resolve(ctx, contact)
@@ -531,10 +541,15 @@ func (p *Proxy) uriTargets(ctx context.Context, uri sip.Uri) ([][]branchTarget, 
 
 // relay runs the plan: groups in sequence, branches of a group in
 // parallel, and answers upstream per §16.7.
-func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerTransaction, plan [][]branchTarget, recordRoute bool, call *callRecord) error {
+//
+// media is the bridge of the call an in-dialog request belongs to; an
+// initial INVITE's branches get their own (anchorBranch), and those that
+// do not win are closed here.
+func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerTransaction, plan [][]branchTarget, recordRoute bool, call *callRecord, media MediaSession) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c := &collector{p: p, req: req, tx: tx, loop: loopHash(req)}
+	c := &collector{p: p, req: req, tx: tx, loop: loopHash(req), media: media}
+	defer c.closeMedia()
 	if req.IsInvite() {
 		registered := tx.OnCancel(func(cancelReq *sip.Request) {
 			c.cancelAll(cancelReq)

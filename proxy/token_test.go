@@ -59,14 +59,14 @@ func TestDialogTokenBothDirections(t *testing.T) {
 // TestFlowEncoding: flows round-trip for each transport and both
 // address families; anything else is refused.
 func TestFlowEncoding(t *testing.T) {
-	for _, c := range []struct{ transport, addr string }{{"udp", "203.0.113.5:40000"}, {"TCP", "[2001:db8::7]:5060"}, {"tls", "192.0.2.1:5061"}} {
+	for _, c := range []struct{ transport, addr string }{{"udp", "203.0.113.5:40000"}, {"TCP", "[2001:db8::7]:5060"}, {"tls", "192.0.2.1:5061"}, {"ws", "192.0.2.9:51000"}, {"WSS", "[2001:db8::9]:443"}} {
 		ap := netip.MustParseAddrPort(c.addr)
 		got, ok := decodeFlow(encodeFlow(c.transport, ap))
 		if !ok || got.AddrPort() != ap || got.Transport != strings.ToLower(c.transport) {
 			t.Errorf("%s %s: decoded %v %v", c.transport, c.addr, got, ok)
 		}
 	}
-	for _, bad := range []string{"", "u", "x" + encodeFlow("udp", netip.MustParseAddrPort("192.0.2.1:1"))[1:], "u!!", "uAAAA"} {
+	for _, bad := range []string{"", "u", "z" + encodeFlow("udp", netip.MustParseAddrPort("192.0.2.1:1"))[1:], "u!!", "uAAAA"} {
 		if _, ok := decodeFlow(bad); ok {
 			t.Errorf("decodeFlow(%q) accepted", bad)
 		}

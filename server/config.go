@@ -113,6 +113,18 @@ type Config struct {
 	// WSHandshakeTimeout bounds the wait for a new WebSocket
 	// connection's upgrade request (default 10 s).
 	WSHandshakeTimeout time.Duration
+	// MediaAddr is the local address of the media bridge between browsers
+	// and plain RTP phones (made when a ws: or wss: listener exists):
+	// its plain RTP sockets, and its ICE candidates when it is not a
+	// wildcard; default the advertised host when it is an IP, else the
+	// first listener's. MediaPublic is announced instead (1:1 NAT).
+	MediaAddr, MediaPublic string
+	// MediaPortMin and MediaPortMax bound the bridge's UDP ports, ICE
+	// and RTP (default 40000-49999).
+	MediaPortMin, MediaPortMax int
+	// MediaTimeout ends a bridged call's media after that long without a
+	// packet either way, unless on hold (default 30 s).
+	MediaTimeout time.Duration
 	// FederationTLS sends requests to other domains over TLS only.
 	FederationTLS bool
 	// Trusted are the networks (a peer domain's proxies, an SBC, our

@@ -32,6 +32,8 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/sipfed/sipfed/auth"
+	"github.com/sipfed/sipfed/bridge"
+	"github.com/sipfed/sipfed/bridge/webphone"
 	"github.com/sipfed/sipfed/internal/metrics"
 	"github.com/sipfed/sipfed/internal/redisurl"
 	"github.com/sipfed/sipfed/location"
@@ -65,7 +67,9 @@ type Server struct {
 	http  *http.Server
 	hl    net.Listener
 
-	tlsst *tlsState
+	tlsst  *tlsState
+	bridge *bridge.Bridge // browsers' media; nil without ws:/wss: listeners
+	phone  webphone.Config
 
 	serveErr chan error
 	closing  chan struct{}
@@ -190,6 +194,25 @@ func New(cfg Config) (_ *Server, err error) {
 		listeners[i] = proxy.Listener{Transport: so.transport, Host: host, Port: int(addrPort(so.addr()).Port()), Bind: so.addr().String()}
 	}
 
+	pxOpts := []proxy.Option{proxy.WithTimerC(cfg.TimerC), proxy.WithFailoverTimeout(cfg.FailoverTimeout), proxy.WithLogger(s.log),
+		proxy.WithSecret(secret), proxy.WithHideUsers(cfg.HideUsers), proxy.WithTLSExpect(s.tlsst.Expect), proxy.WithRequireTLS(cfg.FederationTLS)}
+	s.phone = webphone.Config{Domain: cfg.Domains[0]}
+	for _, l := range listeners {
+		switch l.Transport {
+		case "ws":
+			s.phone.WSPort = l.Port
+		case "wss":
+			s.phone.WSSPort = l.Port
+		}
+	}
+	if s.phone.WSPort != 0 || s.phone.WSSPort != 0 {
+		s.bridge, err = newBridge(cfg, specs)
+		if err != nil {
+			return nil, err
+		}
+		pxOpts = append(pxOpts, proxy.WithMediaAnchor(anchor{s.bridge}))
+	}
+
 	rg := registrar.New(cfg.Domains, s.store, authSrv,
 		registrar.WithExpires(cfg.MinExpires, cfg.MaxExpires, cfg.DefaultExpires),
 		registrar.WithMaxContacts(cfg.MaxContacts),
@@ -221,9 +244,7 @@ func New(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	px = proxy.New(cfg.Domains, s.store, authSrv, creds, res, client, listeners,
-		proxy.WithTimerC(cfg.TimerC), proxy.WithFailoverTimeout(cfg.FailoverTimeout), proxy.WithLogger(s.log),
-		proxy.WithSecret(secret), proxy.WithHideUsers(cfg.HideUsers), proxy.WithTLSExpect(s.tlsst.Expect), proxy.WithRequireTLS(cfg.FederationTLS))
+	px = proxy.New(cfg.Domains, s.store, authSrv, creds, res, client, listeners, pxOpts...)
 	s.sip, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(s.log))
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -243,6 +264,14 @@ func New(cfg Config) (_ *Server, err error) {
 	s.sip.OnNoRoute(sipcore.Adapt(base, deadlines, sipcore.Chain(px, mws...)))
 
 	metrics.TCP(s.reg, s.tcpStats)
+	if s.bridge != nil {
+		br := s.bridge
+		s.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sipfed_bridge_sessions", Help: "Calls whose media the bridge joins now (a browser and a plain RTP endpoint)."},
+				func() float64 { return float64(br.Stats().Sessions) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sipfed_bridge_packets_total", Help: "RTP packets the bridge passed between browsers and plain RTP endpoints, both ways."},
+				func() float64 { return float64(br.Stats().Forwarded) }))
+	}
 	if cfg.HTTP != "" {
 		s.hl, err = net.Listen("tcp", cfg.HTTP)
 		if err != nil {
@@ -298,6 +327,8 @@ func (s *Server) httpHandler() http.Handler {
 		}
 	})
 	mux.Handle("/metrics", metrics.Handler(s.reg))
+	mux.Handle("/phone/", webphone.Handler(s.phone))
+	mux.Handle("/phone", webphone.Handler(s.phone))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	return mux
@@ -388,6 +419,9 @@ func (s *Server) closeAll() {
 	}
 	if s.ua != nil {
 		s.ua.Close()
+	}
+	if s.bridge != nil {
+		s.bridge.Close()
 	}
 	if s.store != nil {
 		s.store.Close()

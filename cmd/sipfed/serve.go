@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -111,12 +112,17 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 		dns           = newListFlag()
 		trusted       = newListFlag()
 		wsOrigins     = newListFlag()
+		mediaPorts    string
 	)
 	fs.Var(domains, "domain", "a SIP `domain` served here (repeatable)")
 	fs.Var(listen, "listen", "`transport:host:port` to listen on, transport udp, tcp, tls, or ws and wss for browsers (RFC 7118) (repeatable)")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM `file` of the certificate (and chain) of tls: and wss: listeners; it should name the domains served (RFC 5922); reread on SIGHUP")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM `file` of the key of tls: and wss: listeners; reread on SIGHUP")
 	fs.Var(wsOrigins, "ws-origin", "`origin` (scheme://host[:port] of a web page) whose browsers may connect to the ws:/wss: listeners; others get 403 (repeatable; none: any)")
+	fs.StringVar(&c.MediaAddr, "media-address", "", "local IP `address` of the media bridge between browsers and plain RTP phones (made with a ws:/wss: listener); default: --advertise when an IP, else the first --listen host")
+	fs.StringVar(&c.MediaPublic, "media-public-address", "", "IP `address` the bridge announces in SDP and ICE instead (a 1:1 NAT, as in a cloud)")
+	fs.StringVar(&mediaPorts, "media-ports", "40000-49999", "UDP port `range` of the media bridge (ICE and RTP)")
+	fs.DurationVar(&c.MediaTimeout, "media-timeout", 30*time.Second, "end a bridged call's media after this long without a packet either way (not while on hold)")
 	fs.DurationVar(&c.WSHandshakeTimeout, "ws-handshake-timeout", sipcore.DefaultWSHandshakeTimeout, "how long a new WebSocket connection may take to send its upgrade request")
 	fs.BoolVar(&c.FederationTLS, "federation-tls", false, "send requests to other domains over TLS only (their SIPS+D2T/_sips._tcp targets); a domain without one gets 503")
 	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM `file` of the authorities trusted for other domains' certificates (default: the system's)")
@@ -194,6 +200,16 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 	}
 	if c.PikeRate == 0 {
 		c.PikeRate = -1
+	}
+	if lo, hi, ok := strings.Cut(mediaPorts, "-"); ok {
+		c.MediaPortMin, _ = strconv.Atoi(lo)
+		c.MediaPortMax, _ = strconv.Atoi(hi)
+	}
+	if c.MediaPortMin < 1024 || c.MediaPortMax > 65535 || c.MediaPortMax < c.MediaPortMin+3 {
+		return c, serveProc{}, usagef("--media-ports %q: want LOW-HIGH within 1024-65535, at least 4 ports", mediaPorts)
+	}
+	if c.MediaTimeout <= 0 {
+		return c, serveProc{}, usagef("--media-timeout must be positive")
 	}
 	c.Domains, c.Listen, c.DNS, c.WSOrigins = domains.vals, listen.vals, dns.vals, wsOrigins.vals
 	if signature {

@@ -191,7 +191,7 @@ func TestServeFlagsEnvAndConfig(t *testing.T) {
 	}{
 		{[]string{"serve", "--help"}, 0, "Usage: sipfed serve"},
 		{[]string{"serve"}, 2, "--domain is required"},
-		{[]string{"serve", "--domain", "a.test", "--listen", "sctp:1.2.3.4:5"}, 2, "want udp:HOST:PORT"},
+		{[]string{"serve", "--domain", "a.test", "--listen", "sctp:1.2.3.4:5"}, 2, "want udp:, tcp:, tls:, ws: or wss:HOST:PORT"},
 		{[]string{"serve", "--domain", "a.test", "--digest-algorithms", "SHA-512"}, 2, "--digest-algorithms"},
 		{[]string{"serve", "--domain", "a.test", "--min-expires", "0"}, 2, "--min-expires"},
 		{[]string{"serve", "--domain", "a.test", "--config", filepath.Join(dir, "missing.yaml")}, 1, "config"},

@@ -1,6 +1,7 @@
 package rtp
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"net/netip"
@@ -129,6 +130,37 @@ func (s *Session) sendReport(bye bool) {
 	s.mu.Unlock()
 }
 
+// WriteRTCP sends pkts (feedback such as a PLI for the peer's stream,
+// whose sender SSRC becomes ours) to the peer's RTCP address.
+func (s *Session) WriteRTCP(pkts ...rtcp.Packet) error {
+	for _, p := range pkts {
+		switch p := p.(type) {
+		case *rtcp.PictureLossIndication:
+			p.SenderSSRC = s.ssrc
+		case *rtcp.FullIntraRequest:
+			p.SenderSSRC = s.ssrc
+		}
+	}
+	b, err := rtcp.Marshal(pkts)
+	if err != nil {
+		return fmt.Errorf("rtp: marshal RTCP: %w", err)
+	}
+	s.mu.Lock()
+	to := s.remoteRTCP
+	s.mu.Unlock()
+	if !to.IsValid() {
+		return ErrNoRemote
+	}
+	conn := s.conn
+	if s.rtcpConn != nil {
+		conn = s.rtcpConn
+	}
+	if _, err := conn.WriteToUDPAddrPort(b, to); err != nil {
+		return fmt.Errorf("rtp: send RTCP: %w", err)
+	}
+	return nil
+}
+
 func (s *Session) readRTCPLoop() {
 	defer s.wg.Done()
 	var buf [maxPacket]byte
@@ -172,6 +204,10 @@ func (s *Session) handleRTCP(b []byte, from netip.AddrPort) {
 			s.reportBlocks(p.Reports, now)
 		case *rtcp.Goodbye:
 			s.log.Debug("rtp: BYE", "peer", from, "sources", p.Sources)
+		case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest, *rtcp.TransportLayerNack, *rtcp.ReceiverEstimatedMaximumBitrate:
+			if s.feedback != nil {
+				s.feedback(p)
+			}
 		}
 	}
 }

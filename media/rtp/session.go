@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 
 	"github.com/sipfed/sipfed/media/codec/dtmf"
@@ -68,6 +69,8 @@ type Session struct {
 
 	rbuf [maxPacket]byte // used by the ReadRTP goroutine only
 
+	feedback func(rtcp.Packet) // PLI, FIR and other feedback received (WithFeedback)
+
 	closeOnce sync.Once
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -108,6 +111,11 @@ func WithRTCPInterval(d time.Duration) Option { return func(s *Session) { s.rtcp
 // WithBandwidth sets the session bandwidth in bit/s that RTCP takes 5% of
 // (default 80000, G.711 with headers).
 func WithBandwidth(bps int) Option { return func(s *Session) { s.bandwidth = bps } }
+
+// WithFeedback calls f, from the goroutine reading RTCP, for each
+// payload-specific or transport feedback message received (PLI, FIR,
+// NACK, REMB): a relay passes them on to the stream's sender.
+func WithFeedback(f func(rtcp.Packet)) Option { return func(s *Session) { s.feedback = f } }
 
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(s *Session) { s.log = l } }

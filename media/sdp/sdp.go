@@ -136,6 +136,10 @@ func (s *Session) Audio() *Media { return s.first("audio") }
 // Video returns the first video stream with a port, or nil.
 func (s *Session) Video() *Media { return s.first("video") }
 
+// First returns the first stream of kind ("audio", "video") with a port,
+// or nil.
+func (s *Session) First(kind string) *Media { return s.first(kind) }
+
 func (s *Session) first(kind string) *Media {
 	for i := range s.Media {
 		if s.Media[i].Kind == kind && s.Media[i].Port != 0 {

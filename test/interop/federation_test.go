@@ -117,6 +117,7 @@ type federation struct {
 type fedOptions struct {
 	bZone    func(bPort int) string // b.test's zone; default: UDP and TCP to the b proxy
 	aArgs    []string               // more flags for the a.test proxy
+	aUsers   []string               // more users of a.test: AOR, password pairs
 	logLevel string
 	// tls gives each proxy a TLS listener with a certificate from a
 	// private CA (naming its domain and 127.0.0.1), publishes it first
@@ -153,7 +154,7 @@ func startFederation(t *testing.T, o fedOptions) *federation {
 	}
 	f.dns = startDNS(t, map[string]string{"a.test": aZone, "b.test": bZone})
 	ua, ub := filepath.Join(f.dir, "a-users.txt"), filepath.Join(f.dir, "b-users.txt")
-	addAORs(t, ua, "alice@a.test", "pw-alice", "bob@a.test", "pw-bob")
+	addAORs(t, ua, append([]string{"alice@a.test", "pw-alice", "bob@a.test", "pw-bob"}, o.aUsers...)...)
 	addAORs(t, ub, "bob@b.test", "pw-bob")
 	level := o.logLevel
 	if level == "" {

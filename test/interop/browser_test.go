@@ -1,0 +1,181 @@
+package interop
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sipfed/sipfed/bridge/webphone"
+	"github.com/sipfed/sipfed/internal/testenv"
+)
+
+// Browsers as SIP users: the web phone (JsSIP in headless Chromium, with
+// a fake microphone playing a 440 Hz tone and a fake camera) registers
+// as carol@a.test over a.test's ws: listener, and calls or is called by
+// `sipfed phone` as bob@b.test; a.test's bridge joins the browser's
+// WebRTC media to bob's plain RTP.
+
+// webLab is the two-domain lab with a ws: listener and the web phone on
+// a.test, and carol@a.test and dave@a.test for browsers.
+type webLab struct {
+	*federation
+	http string // a.test's --http address: /phone/, /metrics
+	ws   int
+}
+
+func startWebLab(t *testing.T) *webLab {
+	t.Helper()
+	if !webphone.Built() {
+		if testenv.Required() {
+			t.Fatal("the web phone is not built into this test binary: run `make web` first")
+		}
+		t.Skip("the web phone is not built: run `make web` (needs Node.js and npm)")
+	}
+	ports := testenv.FreePorts(t, 2)
+	l := &webLab{http: "127.0.0.1:" + strconv.Itoa(ports), ws: ports + 1}
+	l.federation = startFederation(t, fedOptions{
+		aArgs:  []string{"--listen", fmt.Sprintf("ws:127.0.0.1:%d", l.ws), "--http", l.http, "--media-address", "127.0.0.1", "--media-timeout", "5s"},
+		aUsers: []string{"carol@a.test", "pw-carol", "dave@a.test", "pw-dave"},
+	})
+	if err := testenv.WaitTCP(l.http, 10*time.Second); err != nil {
+		t.Fatalf("a.test's http: %v\n%s", err, l.logs())
+	}
+	return l
+}
+
+// browserPhone opens the web phone in a new Chromium and registers user.
+func (l *webLab) browserPhone(t *testing.T, user string, opts testenv.BrowserOptions, query string) *testenv.Page {
+	t.Helper()
+	b := testenv.ChromiumWith(t, opts)
+	p := b.Open(t, "http://"+l.http+"/phone/?"+query)
+	p.WaitFor(t, "window.sipfedPhone && sipfedPhone.ready", 10*time.Second)
+	var state string
+	p.Eval(t, fmt.Sprintf(`sipfedPhone.register({uri: %q, password: %q}).catch(e => 'failed: ' + e.message)`, user+"@a.test", "pw-"+user), &state)
+	if state != "registered" {
+		t.Log(l.logs())
+		t.Fatalf("%s: register: %q", user, state)
+	}
+	return p
+}
+
+// metric reads one value from a.test's /metrics.
+func (l *webLab) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	res, err := http.Get("http://" + l.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("no %s in /metrics", name)
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+type browserStats struct {
+	AudioIn struct {
+		PacketsReceived float64
+		AudioLevel      float64
+		Codec           string
+	}
+	AudioOut struct {
+		PacketsSent float64
+		Codec       string
+	}
+	VideoIn struct {
+		FramesDecoded float64
+		FrameWidth    float64
+		Codec         string
+	}
+	SelectedPair *struct {
+		Local, Remote struct {
+			Address string
+			Port    float64
+		}
+	}
+}
+
+func stats(t *testing.T, p *testenv.Page) browserStats {
+	t.Helper()
+	var st browserStats
+	p.Eval(t, "sipfedPhone.stats()", &st)
+	return st
+}
+
+// TestBrowserCallsSipfedPhone: carol's browser calls bob@b.test, a
+// `sipfed phone` (plain RTP, another domain). The browser decodes bob's
+// audio (above silence) and video; bob's recording holds the browser's
+// tone; a keypad digit reaches bob as RFC 4733 DTMF; hold and resume
+// work; the bridge closes when the call ends.
+func TestBrowserCallsSipfedPhone(t *testing.T) {
+	l := startWebLab(t)
+	dir := t.TempDir()
+	rec := filepath.Join(dir, "bob.wav")
+	clip, err := filepath.Abs("../../media/file/testdata/clip-vp8.ivf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := runPhone(t, "pw-bob", "--aor", "bob@b.test", "--dns", l.dns, "--record", rec, "--video", clip, "--max-calls", "1", "answer")
+	bob.wait(t, "registered", 10*time.Second)
+	carol := l.browserPhone(t, "carol", testenv.BrowserOptions{}, "processing=0")
+
+	carol.Eval(t, "sipfedPhone.call('bob@b.test', {video: true})", nil)
+	carol.WaitFor(t, "sipfedPhone.state === 'in-call'", 15*time.Second)
+	carol.WaitFor(t, "sipfedPhone.stats().then(s => s.audioIn.packetsReceived > 50 && s.audioIn.audioLevel > 0.01 && s.videoIn.framesDecoded > 0)", 15*time.Second)
+	st := stats(t, carol)
+	t.Logf("carol: %+v", st)
+	if !strings.EqualFold(st.AudioIn.Codec, "PCMU") {
+		t.Errorf("carol receives %q, want PCMU (the codec bob took; nothing is transcoded)", st.AudioIn.Codec)
+	}
+	if n := l.metric(t, "sipfed_bridge_sessions"); n != 1 {
+		t.Errorf("bridge sessions: %v, want 1", n)
+	}
+
+	carol.Eval(t, "sipfedPhone.dtmf('5'), true", nil)
+	time.Sleep(time.Second)
+	carol.Eval(t, "sipfedPhone.hold()", nil)
+	bob.wait(t, "held", 5*time.Second)
+	carol.Eval(t, "sipfedPhone.unhold()", nil)
+	bob.wait(t, "resumed", 5*time.Second)
+	carol.WaitFor(t, "sipfedPhone.state === 'in-call'", 5*time.Second)
+	time.Sleep(time.Second)
+
+	carol.Eval(t, "sipfedPhone.hangup()", nil)
+	if err := bob.exit(t, 10*time.Second); err != nil {
+		t.Fatalf("bob: %v\n%s\n%s", err, bob.dump(), l.logs())
+	}
+	bs := stream(t, bob.wait(t, "hangup", 0))
+	t.Logf("bob: %v", bs)
+	if n, _ := bs["packets_received"].(float64); n < 100 {
+		t.Errorf("bob received %v packets from the browser, want ≥ 100", bs["packets_received"])
+	}
+	if got := bob.digits(); got != "5" {
+		t.Errorf("bob got DTMF %q, want 5", got)
+	}
+	// Half a second before the digit (a keypad digit replaces the audio
+	// while it lasts) and the hold.
+	if snr := recordedToneSNR(t, rec, 0.4, 0.9); snr < 10 {
+		t.Errorf("bob's recording of the browser: 440 Hz at %.1f dB over the rest, want ≥ 10", snr)
+	}
+	waitMetric(t, l, "sipfed_bridge_sessions", 0)
+}
+
+func waitMetric(t *testing.T, l *webLab, name string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for l.metric(t, name) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s stays %v, want %v\n%s", name, l.metric(t, name), want, l.logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
