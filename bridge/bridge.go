@@ -41,7 +41,9 @@ type Config struct {
 	// sockets (default 40000-49999).
 	PortMin, PortMax int
 	// MediaTimeout ends a bridged call's media when neither side has sent
-	// a packet for that long, unless the call is on hold (default 30 s).
+	// a packet for that long, unless the call is on hold, and when the
+	// browser has stopped answering ICE consent checks for that long (it
+	// vanished); default 30 s.
 	MediaTimeout time.Duration
 	// GatherTimeout bounds the wait for ICE candidates before an SDP is
 	// sent (JsSIP and SIP.js do not trickle; neither do we): default 3 s.
@@ -97,7 +99,10 @@ func New(cfg Config) (*Bridge, error) {
 	b := &Bridge{cfg: cfg, ports: ports, log: cfg.Logger, sessions: map[*Session]struct{}{}}
 	b.se.SetEphemeralUDPPortRange(uint16(cfg.PortMin), uint16(cfg.PortMax))
 	b.se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
-	b.se.SetICETimeouts(5*time.Second, 15*time.Second, 2*time.Second)
+	// A browser that vanishes (no BYE) stops answering ICE consent
+	// checks: its leg fails after the media timeout, which ends the
+	// session although the plain side still sends.
+	b.se.SetICETimeouts(min(5*time.Second, cfg.MediaTimeout/2), cfg.MediaTimeout, 2*time.Second)
 	if cfg.Addr.IsLoopback() {
 		b.se.SetIncludeLoopbackCandidate(true)
 	}
@@ -187,8 +192,16 @@ func (b *Bridge) newAPI(codecs []sdp.Codec, kinds map[string]bool) (*webrtc.API,
 			return nil, fmt.Errorf("bridge: codec %s: %w", c.Name, err)
 		}
 	}
+	// NACK (resend what the browser lost, ask it for what we lost) and
+	// RTCP sender and receiver reports: RTCP ends here, each side gets
+	// its own. Not pion's stats and transport-wide congestion control
+	// interceptors: they cost allocations on every packet and the bridge
+	// neither reads statistics nor adapts a bitrate it does not encode.
 	ir := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+	if err := webrtc.ConfigureNack(m, ir); err != nil {
+		return nil, fmt.Errorf("bridge: %w", err)
+	}
+	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 		return nil, fmt.Errorf("bridge: %w", err)
 	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(b.se), webrtc.WithInterceptorRegistry(ir)), nil

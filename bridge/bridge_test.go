@@ -19,7 +19,7 @@ import (
 
 var loopback = netip.MustParseAddr("127.0.0.1")
 
-func newBridge(t *testing.T) *bridge.Bridge {
+func newBridge(t testing.TB) *bridge.Bridge {
 	t.Helper()
 	b, err := bridge.New(bridge.Config{Addr: loopback, PortMin: 42000, PortMax: 42999, MediaTimeout: 2 * time.Second})
 	if err != nil {
@@ -36,9 +36,10 @@ type browser struct {
 	audio  *webrtc.TrackLocalStaticRTP
 	got    map[string]*atomic.Int64 // packets received by kind
 	gotPTs chan uint8
+	probe  atomic.Pointer[func(payload []byte)] // called for each packet received
 }
 
-func newBrowser(t *testing.T, video bool) *browser {
+func newBrowser(t testing.TB, video bool) *browser {
 	t.Helper()
 	m := &webrtc.MediaEngine{}
 	reg := func(kind webrtc.RTPCodecType, mime string, clock uint32, ch uint16, fmtp string, pt uint8) {
@@ -74,12 +75,17 @@ func newBrowser(t *testing.T, video bool) *browser {
 		}
 	}
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		buf := make([]byte, 1500)
+		var p prtp.Packet
 		for {
-			p, _, err := tr.ReadRTP()
-			if err != nil {
+			n, _, err := tr.Read(buf)
+			if err != nil || p.Unmarshal(buf[:n]) != nil {
 				return
 			}
 			br.got[tr.Kind().String()].Add(1)
+			if probe := br.probe.Load(); probe != nil {
+				(*probe)(p.Payload)
+			}
 			select {
 			case br.gotPTs <- p.PayloadType:
 			default:
@@ -89,7 +95,7 @@ func newBrowser(t *testing.T, video bool) *browser {
 	return br
 }
 
-func (br *browser) offer(t *testing.T) []byte {
+func (br *browser) offer(t testing.TB) []byte {
 	t.Helper()
 	o, err := br.pc.CreateOffer(nil)
 	if err != nil {
@@ -103,7 +109,7 @@ func (br *browser) offer(t *testing.T) []byte {
 	return []byte(br.pc.LocalDescription().SDP)
 }
 
-func (br *browser) answer(t *testing.T, offer []byte) []byte {
+func (br *browser) answer(t testing.TB, offer []byte) []byte {
 	t.Helper()
 	if err := br.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(offer)}); err != nil {
 		t.Fatalf("browser: the bridge's offer: %v\n%s", err, offer)
@@ -130,12 +136,13 @@ func (br *browser) send(n int) {
 
 // phone is a plain RTP endpoint: one audio stream.
 type phone struct {
-	s   *rtp.Session
-	got atomic.Int64
-	pts chan uint8
+	s     *rtp.Session
+	got   atomic.Int64
+	pts   chan uint8
+	probe atomic.Pointer[func(payload []byte)]
 }
 
-func newPhone(t *testing.T) *phone {
+func newPhone(t testing.TB) *phone {
 	t.Helper()
 	a, err := rtp.NewPortAllocator(loopback, 0, 0)
 	if err != nil {
@@ -151,6 +158,9 @@ func newPhone(t *testing.T) *phone {
 		var pk prtp.Packet
 		for p.s.ReadRTP(&pk) == nil {
 			p.got.Add(1)
+			if probe := p.probe.Load(); probe != nil {
+				(*probe)(pk.Payload)
+			}
 			select {
 			case p.pts <- pk.PayloadType:
 			default:
@@ -171,7 +181,7 @@ func (p *phone) send(pt uint8, n int) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

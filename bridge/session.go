@@ -663,7 +663,7 @@ func (s *Session) webToPlain(l *leg, remote *webrtc.TrackRemote) {
 		}
 		p.PayloadType = pt
 		l.toPlain.apply(&p.Header, l.clock)
-		p.Extension, p.Extensions, p.ExtensionProfile = false, nil, 0
+		p.Extension = false // the browser's header extensions mean nothing to the phone (the slice is kept for reuse)
 		if l.plain.WriteRTP(&p) == nil {
 			s.b.forwarded.Add(1)
 		}

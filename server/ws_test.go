@@ -249,3 +249,50 @@ func TestWebSocketDialogRecordRoutesBothSides(t *testing.T) {
 	}
 	t.Fatal("no final response")
 }
+
+// TestWebSocketRefusesOtherSubprotocols: a WebSocket that does not ask
+// for the "sip" subprotocol (RFC 7118 §4.1) is refused with 400 before
+// any SIP.
+func TestWebSocketRefusesOtherSubprotocols(t *testing.T) {
+	srv := start(t, server.Config{
+		Domains: []string{"a.test"},
+		Listen:  []string{"udp:127.0.0.1:0", "ws:127.0.0.1:0"},
+		Users:   usersFile(t, "a.test", "carol"),
+	})
+	d := ws.Dialer{Protocols: []string{"chat"}, Timeout: 3 * time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, _, _, err := d.Dial(ctx, "ws://"+srv.Addr("ws").String()+"/"); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Fatalf("subprotocol chat: %v, want 400", err)
+	}
+}
+
+// TestBridgeNoCommonCodecIs488: a plain phone's offer with only G.729
+// to a browser cannot be bridged (the bridge never transcodes): 488, and
+// the browser is not disturbed.
+func TestBridgeNoCommonCodecIs488(t *testing.T) {
+	srv := start(t, server.Config{
+		Domains: []string{"a.test"},
+		Listen:  []string{"udp:127.0.0.1:0", "ws:127.0.0.1:0"},
+		Users:   usersFile(t, "a.test", "carol", "alice"),
+	})
+	carol, err := dialWSPhone(t, srv.Addr("ws").String(), "carol", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	carol.register("a.test")
+
+	c := newClient(t, "alice-phone")
+	inv := request(sip.INVITE, "alice@a.test", "carol@a.test", srv.Addr("udp"))
+	inv.AppendHeader(sip.NewHeader("Contact", "<sip:alice@127.0.0.1:5999>"))
+	inv.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	inv.SetBody([]byte("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n"))
+	if res := do(t, c, inv, "alice"); res.StatusCode != 488 {
+		t.Fatalf("G.729 only to a browser: %d %s, want 488", res.StatusCode, res.Reason)
+	}
+	select {
+	case m := <-carol.in:
+		t.Fatalf("the browser got %v", m)
+	case <-time.After(200 * time.Millisecond):
+	}
+}

@@ -49,6 +49,7 @@ var (
 // demo passwords: the demo runs on loopback, for trying things out.
 var demoUsers = []struct{ aor, password string }{
 	{"alice@a.test", "alice-pw"}, {"bob@b.test", "bob-pw"}, {"echo@b.test", "echo-pw"},
+	{"carol@a.test", "carol-pw"}, {"dave@a.test", "dave-pw"}, // for browsers
 }
 
 func runDemo(ctx context.Context, e *env, args []string) error {
@@ -59,6 +60,8 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	aPort := fs.Int("a-port", 5061, "UDP and TCP `port` of a.test's proxy")
 	bPort := fs.Int("b-port", 5062, "UDP and TCP `port` of b.test's proxy")
 	talk := fs.Duration("duration", 3*time.Second, "how long the demo call lasts")
+	webPort := fs.Int("web-port", 8080, "HTTP `port` of a.test's web phone (/phone/)")
+	wsPort := fs.Int("ws-port", 5080, "SIP over WebSocket `port` of a.test's proxy, for browsers")
 	pos, err := fs.parse(e, args)
 	if err != nil {
 		return err
@@ -72,7 +75,8 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	for _, p := range []struct {
 		port       int
 		what, flag string
-	}{{*dnsPort, "the lab DNS server", "--dns-port"}, {*aPort, "a.test's proxy", "--a-port"}, {*bPort, "b.test's proxy", "--b-port"}} {
+	}{{*dnsPort, "the lab DNS server", "--dns-port"}, {*aPort, "a.test's proxy", "--a-port"}, {*bPort, "b.test's proxy", "--b-port"},
+		{*webPort, "the web phone", "--web-port"}, {*wsPort, "a.test's WebSocket listener", "--ws-port"}} {
 		if err := portFree(*ip, p.port); err != nil {
 			return fmt.Errorf("port %d (%s) is taken: choose another with %s (%v)", p.port, p.what, p.flag, err)
 		}
@@ -135,8 +139,14 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			}
 		}
 		addr := net.JoinHostPort(*ip, strconv.Itoa(d.port))
-		s, err := server.New(server.Config{Domains: []string{d.name}, Users: users, DNS: []string{dnsAddr},
-			Listen: []string{"udp:" + addr, "tcp:" + addr}, Logger: logger, ServerHeader: "sipfed-demo"})
+		cfg := server.Config{Domains: []string{d.name}, Users: users, DNS: []string{dnsAddr},
+			Listen: []string{"udp:" + addr, "tcp:" + addr}, Logger: logger, ServerHeader: "sipfed-demo"}
+		if d.name == "a.test" {
+			// Browsers: SIP over WebSocket, the web phone, the media bridge.
+			cfg.Listen = append(cfg.Listen, "ws:"+net.JoinHostPort(*ip, strconv.Itoa(*wsPort)))
+			cfg.HTTP = net.JoinHostPort(*ip, strconv.Itoa(*webPort))
+		}
+		s, err := server.New(cfg)
 		if err != nil {
 			return fmt.Errorf("%s's proxy on %s: %w", d.name, addr, err)
 		}
@@ -146,6 +156,8 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(w, "lab DNS        %s  (a.test, b.test: NAPTR → SRV → A)\n", dnsAddr)
 	fmt.Fprintf(w, "a.test proxy   %s:%d  (UDP, TCP)\n", *ip, *aPort)
 	fmt.Fprintf(w, "b.test proxy   %s:%d  (UDP, TCP)\n", *ip, *bPort)
+	webURL := "http://" + net.JoinHostPort(*ip, strconv.Itoa(*webPort)) + "/phone/"
+	fmt.Fprintf(w, "web phone      %s  (a.test over ws://%s; sign in as carol@a.test, password carol-pw)\n", webURL, net.JoinHostPort(*ip, strconv.Itoa(*wsPort)))
 
 	// The phones: each finds its proxy through the lab DNS; alice and bob
 	// send the embedded Opus tone and VP8 clip.
@@ -257,10 +269,12 @@ The two domains stay up until Ctrl-C. Register any softphone:
   a.test: proxy %[1]s:%[2]d (UDP or TCP), user alice@a.test, password alice-pw
   b.test: proxy %[1]s:%[3]d (UDP or TCP), user bob@b.test, password bob-pw
 and call echo@b.test (it sends your audio back), bob@b.test or alice@a.test.
+In a browser: %[6]s — sign in as carol@a.test (carol-pw) or
+dave@a.test (dave-pw) and call echo@b.test, or each other from two tabs.
 With sipfed's own phone:
   echo alice-pw | %[5]s phone --aor alice@a.test --password-stdin --dns %[4]s call echo@b.test
 DNS for both domains: %[4]s (%[5]s resolve --dns %[4]s sip:echo@b.test).
-`, *ip, *aPort, *bPort, dnsAddr, selfName())
+`, *ip, *aPort, *bPort, dnsAddr, selfName(), webURL)
 	<-ctx.Done()
 	fmt.Fprintln(w, "stopping")
 	return nil

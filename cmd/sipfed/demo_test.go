@@ -13,9 +13,9 @@ import (
 // prints the signalling path through both proxies next to a direct media
 // path, then exits 0.
 func TestDemoOnce(t *testing.T) {
-	ports := testenv.FreePorts(t, 3)
-	dns, a, b := strconv.Itoa(ports), strconv.Itoa(ports+1), strconv.Itoa(ports+2)
-	code, stdout, stderr := runCLI(t, nil, "demo", "--once", "--duration", "1s", "--dns-port", dns, "--a-port", a, "--b-port", b)
+	ports := testenv.FreePorts(t, 5)
+	dns, a, b, web, ws := strconv.Itoa(ports), strconv.Itoa(ports+1), strconv.Itoa(ports+2), strconv.Itoa(ports+3), strconv.Itoa(ports+4)
+	code, stdout, stderr := runCLI(t, nil, "demo", "--once", "--duration", "1s", "--dns-port", dns, "--a-port", a, "--b-port", b, "--web-port", web, "--ws-port", ws)
 	if code != 0 {
 		t.Fatalf("demo --once: exit %d\n%s\n%s", code, stdout, stderr)
 	}
@@ -32,6 +32,7 @@ func TestDemoOnce(t *testing.T) {
 	for _, want := range []string{
 		"alice's phone", "bob's phone", "direct, no proxy in between",
 		"alice audio opus", "alice video VP8", "bob   audio opus", "bob   video VP8",
+		"web phone      http://127.0.0.1:" + web + "/phone/", "carol@a.test, password carol-pw",
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout)

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -178,4 +179,162 @@ func waitMetric(t *testing.T, l *webLab, name string, want float64) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestSipfedPhoneCallsBrowser: bob@b.test (`sipfed phone`, plain RTP)
+// calls carol@a.test, whose page rings and answers: media flows both
+// ways, bob's recording holds the browser's tone.
+func TestSipfedPhoneCallsBrowser(t *testing.T) {
+	l := startWebLab(t)
+	carol := l.browserPhone(t, "carol", testenv.BrowserOptions{}, "processing=0")
+	rec := filepath.Join(t.TempDir(), "bob.wav")
+	bob := runPhone(t, "pw-bob", "--aor", "bob@b.test", "--dns", l.dns, "--duration", "4s", "--record", rec, "call", "carol@a.test")
+	carol.WaitFor(t, "sipfedPhone.state === 'incoming'", 15*time.Second)
+	var from string
+	carol.Eval(t, "sipfedPhone.incoming", &from)
+	if !strings.Contains(from, "bob@b.test") {
+		t.Errorf("the page shows a call from %q, want bob@b.test", from)
+	}
+	carol.Eval(t, "sipfedPhone.answer({video: false})", nil)
+	carol.WaitFor(t, "sipfedPhone.stats().then(s => s.audioIn.packetsReceived > 50 && s.audioIn.audioLevel > 0.01)", 15*time.Second)
+	if err := bob.exit(t, 20*time.Second); err != nil {
+		t.Fatalf("bob: %v\n%s\n%s", err, bob.dump(), l.logs())
+	}
+	carol.WaitFor(t, "sipfedPhone.state === 'ended'", 10*time.Second)
+	bs := stream(t, bob.wait(t, "hangup", 0))
+	t.Logf("bob: %v", bs)
+	if n, _ := bs["packets_received"].(float64); n < 100 {
+		t.Errorf("bob received %v packets from the browser, want ≥ 100", bs["packets_received"])
+	}
+	if snr := recordedToneSNR(t, rec, 1, 2.5); snr < 10 {
+		t.Errorf("bob's recording of the browser: 440 Hz at %.1f dB over the rest, want ≥ 10", snr)
+	}
+	waitMetric(t, l, "sipfed_bridge_sessions", 0)
+}
+
+// TestBrowserCallsBrowser: carol and dave, two browsers of a.test, call
+// each other: their media goes directly between them (ICE between the
+// two browsers) and the bridge carries none of it.
+func TestBrowserCallsBrowser(t *testing.T) {
+	l := startWebLab(t)
+	carol := l.browserPhone(t, "carol", testenv.BrowserOptions{ToneHz: 440}, "processing=0")
+	dave := l.browserPhone(t, "dave", testenv.BrowserOptions{ToneHz: 1000, Width: 352, Height: 288}, "processing=0&autoanswer=1")
+	carol.Eval(t, "sipfedPhone.call('dave', {video: true})", nil)
+	carol.WaitFor(t, "sipfedPhone.state === 'in-call'", 15*time.Second)
+	for _, p := range []*testenv.Page{carol, dave} {
+		p.WaitFor(t, "sipfedPhone.stats().then(s => s.audioIn.packetsReceived > 50 && s.audioIn.audioLevel > 0.01 && s.videoIn.framesDecoded > 10)", 15*time.Second)
+	}
+	cs, ds := stats(t, carol), stats(t, dave)
+	t.Logf("carol: %+v", cs)
+	t.Logf("dave:  %+v", ds)
+	if cs.VideoIn.FrameWidth != 352 || ds.VideoIn.FrameWidth != 320 {
+		t.Errorf("frame widths: carol sees %v, dave %v; want each other's camera (352, 320)", cs.VideoIn.FrameWidth, ds.VideoIn.FrameWidth)
+	}
+	if cs.SelectedPair == nil || ds.SelectedPair == nil {
+		t.Fatal("no selected ICE pair")
+	}
+	if cs.SelectedPair.Remote.Port != ds.SelectedPair.Local.Port || ds.SelectedPair.Remote.Port != cs.SelectedPair.Local.Port {
+		t.Errorf("ICE pairs: carol %v, dave %v; want each the other's local candidate", cs.SelectedPair, ds.SelectedPair)
+	}
+	if n := l.metric(t, "sipfed_bridge_packets_total"); n != 0 {
+		t.Errorf("the bridge passed %v packets of a browser-to-browser call, want 0", n)
+	}
+	if n := l.metric(t, "sipfed_bridge_sessions"); n != 0 {
+		t.Errorf("bridge sessions %v during a browser-to-browser call, want 0", n)
+	}
+	carol.Eval(t, "sipfedPhone.hangup()", nil)
+	dave.WaitFor(t, "sipfedPhone.state === 'ended'", 10*time.Second)
+}
+
+// TestSIPjsCallsSipfedPhone: SIP.js (the minimal page /phone/sipjs.html)
+// registers and completes a bridged call to bob@b.test as JsSIP does.
+func TestSIPjsCallsSipfedPhone(t *testing.T) {
+	l := startWebLab(t)
+	bob := runPhone(t, "pw-bob", "--aor", "bob@b.test", "--dns", l.dns, "--max-calls", "1", "answer")
+	bob.wait(t, "registered", 10*time.Second)
+	b := testenv.Chromium(t)
+	p := b.Open(t, "http://"+l.http+"/phone/sipjs.html")
+	p.WaitFor(t, "window.sipfedPhone && sipfedPhone.ready", 10*time.Second)
+	var state string
+	p.Eval(t, `sipfedPhone.register({uri: 'dave@a.test', password: 'pw-dave', ws: 'ws://127.0.0.1:`+strconv.Itoa(l.ws)+`'}).catch(e => 'failed: ' + e.message)`, &state)
+	if state != "registered" {
+		t.Fatalf("SIP.js register: %q\n%s", state, l.logs())
+	}
+	p.Eval(t, "sipfedPhone.call('bob@b.test'), true", nil)
+	p.WaitFor(t, "sipfedPhone.state === 'in-call'", 15*time.Second)
+	p.WaitFor(t, "sipfedPhone.stats().then(s => s.audioIn.packetsReceived > 50 && s.audioIn.audioLevel > 0.01)", 15*time.Second)
+	time.Sleep(time.Second)
+	p.Eval(t, "sipfedPhone.hangup()", nil)
+	if err := bob.exit(t, 10*time.Second); err != nil {
+		t.Fatalf("bob: %v\n%s\n%s", err, bob.dump(), l.logs())
+	}
+	if n, _ := stream(t, bob.wait(t, "hangup", 0))["packets_received"].(float64); n < 50 {
+		t.Errorf("bob received %v packets from SIP.js, want ≥ 50", n)
+	}
+}
+
+// TestBrowserCallsLeaveNothingBehind: 20 bridged calls in a row, then
+// the a.test server has as many goroutines and open descriptors (sockets,
+// UDP ports) as after the first; a browser that vanishes mid-call is
+// cleaned up by the media timeout.
+func TestBrowserCallsLeaveNothingBehind(t *testing.T) {
+	l := startWebLab(t)
+	carol := l.browserPhone(t, "carol", testenv.BrowserOptions{}, "autoanswer=1&video=0")
+	call := func() {
+		t.Helper()
+		bob := runPhone(t, "pw-bob", "--aor", "bob@b.test", "--dns", l.dns, "--duration", "300ms", "call", "carol@a.test")
+		if err := bob.exit(t, 20*time.Second); err != nil {
+			t.Fatalf("bob: %v\n%s\n%s", err, bob.dump(), l.logs())
+		}
+		waitMetric(t, l, "sipfed_bridge_sessions", 0)
+	}
+	call()
+	time.Sleep(time.Second)
+	g0, fd0 := l.metric(t, "go_goroutines"), l.metric(t, "process_open_fds")
+	for range 20 {
+		call()
+	}
+	var calls float64
+	carol.Eval(t, "sipfedPhone.callsEnded", &calls)
+	if calls != 21 {
+		t.Errorf("the page ended %v calls, want 21", calls)
+	}
+	// An INVITE client transaction lingers 64*T1 (32 s) after its 2xx to
+	// absorb retransmissions (RFC 6026): its goroutine is gone after that.
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		g, fd := l.metric(t, "go_goroutines"), l.metric(t, "process_open_fds")
+		if g <= g0+2 && fd <= fd0 {
+			t.Logf("after 20 calls: %v goroutines (%v after the first), %v descriptors (%v)", g, g0, fd, fd0)
+			break
+		}
+		if time.Now().After(deadline) {
+			res, err := http.Get("http://" + l.http + "/debug/pprof/goroutine?debug=1")
+			var dump []byte
+			if err == nil {
+				dump, _ = io.ReadAll(res.Body)
+				res.Body.Close()
+			}
+			t.Fatalf("after 20 calls: %v goroutines (%v after the first), %v descriptors (%v)\n%s", g, g0, fd, fd0, dump)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// A browser that vanishes mid-call (its process killed: no BYE): its
+	// bridge ends by the media timeout (5 s here) although bob keeps
+	// sending, because the browser stops answering ICE consent checks.
+	db := testenv.Chromium(t)
+	dave := db.Open(t, "http://"+l.http+"/phone/?autoanswer=1&video=0")
+	dave.WaitFor(t, "window.sipfedPhone && sipfedPhone.ready", 10*time.Second)
+	var state string
+	dave.Eval(t, `sipfedPhone.register({uri: 'dave@a.test', password: 'pw-dave'})`, &state)
+	runPhone(t, "pw-bob", "--aor", "bob@b.test", "--dns", l.dns, "--duration", "30s", "call", "dave@a.test")
+	dave.WaitFor(t, "sipfedPhone.state === 'in-call'", 15*time.Second)
+	waitMetric(t, l, "sipfed_bridge_sessions", 1)
+	if err := syscall.Kill(db.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitMetric(t, l, "sipfed_bridge_sessions", 0)
+	t.Logf("the bridge of the vanished browser closed after %v", time.Since(start).Round(100*time.Millisecond))
 }
