@@ -252,6 +252,27 @@ func TestBrowserCallsPlainPhone(t *testing.T) {
 	if st := b.Stats(); st.Sessions != 1 || st.Forwarded < 40 {
 		t.Fatalf("stats %+v", st)
 	}
+
+	// The phone puts the browser on hold: the re-offer to the browser is
+	// our last description, sendonly, and it answers recvonly.
+	hold := ph.config(sdp.PCMU, sdp.TelephoneEvent)
+	hold.Direction = sdp.SendOnly
+	ho, _ := sdp.NewOffer(hold)
+	hb, _ := ho.Marshal()
+	reoffer, err := s.Offer(ctx, hb, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(reoffer), "a=sendonly") {
+		t.Fatalf("re-offer to the browser:\n%s", reoffer)
+	}
+	reans, err := s.Answer(ctx, br.answer(t, reoffer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(reans), "a=recvonly") {
+		t.Fatalf("answer to the phone's hold:\n%s", reans)
+	}
 	s.Close()
 	if st := b.Stats(); st.Sessions != 0 {
 		t.Fatalf("after close: %+v", st)
@@ -351,5 +372,39 @@ func TestMediaTimeoutClosesSession(t *testing.T) {
 	}
 	if st := b.Stats(); st.Sessions != 0 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestPublicAddress: behind a 1:1 NAT the bridge announces the public
+// address, in the plain SDP and as its ICE host candidate.
+func TestPublicAddress(t *testing.T) {
+	b, err := bridge.New(bridge.Config{Addr: loopback, Public: netip.MustParseAddr("192.0.2.77"), PortMin: 43000, PortMax: 43099})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	s, _ := b.Open("call-5")
+	defer s.Close()
+	off, _ := sdp.NewOffer(sdp.Config{Addr: loopback, AudioPort: 4000, Audio: []sdp.Codec{sdp.PCMU}, Video: []sdp.Codec{}})
+	ob, _ := off.Marshal()
+	web, err := s.Offer(context.Background(), ob, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(web), " 192.0.2.77 ") || strings.Contains(string(web), " 127.0.0.1 ") {
+		t.Fatalf("ICE candidates of the offer to the browser:\n%s", web)
+	}
+	br := newBrowser(t, false)
+	plain, err := s.Answer(context.Background(), br.answer(t, web))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(plain), "c=IN IP4 192.0.2.77") {
+		t.Fatalf("plain answer:\n%s", plain)
+	}
+	// Ports stay in the configured range.
+	pa, _ := sdp.Parse(plain)
+	if p := pa.Audio().Port; p < 43000 || p > 43099 {
+		t.Fatalf("RTP port %d outside 43000-43099", p)
 	}
 }

@@ -2,6 +2,9 @@ package server_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"os"
 	"fmt"
 	"net"
 	"net/http"
@@ -16,6 +19,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 	"github.com/icholy/digest"
 
+	"github.com/sipfed/sipfed/internal/testenv"
 	"github.com/sipfed/sipfed/server"
 )
 
@@ -32,13 +36,17 @@ type wsPhone struct {
 }
 
 func dialWSPhone(t *testing.T, addr, user, origin string) (*wsPhone, error) {
-	d := ws.Dialer{Protocols: []string{"sip"}, Timeout: 3 * time.Second}
+	return dialWSPhoneWith(t, "ws://"+addr+"/", nil, user, origin)
+}
+
+func dialWSPhoneWith(t *testing.T, url string, tlsConfig *tls.Config, user, origin string) (*wsPhone, error) {
+	d := ws.Dialer{Protocols: []string{"sip"}, Timeout: 3 * time.Second, TLSConfig: tlsConfig}
 	if origin != "" {
 		d.Header = ws.HandshakeHeaderHTTP(http.Header{"Origin": {origin}})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	c, _, _, err := d.Dial(ctx, "ws://"+addr+"/")
+	c, _, _, err := d.Dial(ctx, url)
 	if err != nil {
 		return nil, err
 	}
@@ -294,5 +302,41 @@ func TestBridgeNoCommonCodecIs488(t *testing.T) {
 	case m := <-carol.in:
 		t.Fatalf("the browser got %v", m)
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// TestSecureWebSocket: a wss: listener (TLS with the server's
+// certificate, then RFC 7118) registers a phone and reaches it.
+func TestSecureWebSocket(t *testing.T) {
+	ca := testenv.NewCA(t)
+	cert, key := ca.Issue(t, "a.test", "127.0.0.1")
+	srv := start(t, server.Config{
+		Domains: []string{"a.test"},
+		Listen:  []string{"udp:127.0.0.1:0", "wss:127.0.0.1:0"},
+		Users:   usersFile(t, "a.test", "carol", "alice"),
+		TLSCert: cert, TLSKey: key,
+	})
+	pem, err := os.ReadFile(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	carol, err := dialWSPhoneWith(t, "wss://"+srv.Addr("wss").String()+"/", &tls.Config{RootCAs: roots, ServerName: "a.test"}, "carol", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	carol.register("a.test")
+	go func() {
+		if m, ok := <-carol.in; ok {
+			if req, ok := m.(*sip.Request); ok {
+				carol.send(sip.NewResponseFromRequest(req, 200, "OK", nil).String())
+			}
+		}
+	}()
+	c := newClient(t, "alice-phone")
+	req := request(sip.MESSAGE, "alice@a.test", "carol@a.test", srv.Addr("udp"))
+	if res := do(t, c, req, "alice"); res.StatusCode != 200 {
+		t.Fatalf("MESSAGE over wss: %d %s", res.StatusCode, res.Reason)
 	}
 }

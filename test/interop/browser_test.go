@@ -183,12 +183,14 @@ func waitMetric(t *testing.T, l *webLab, name string, want float64) {
 
 // TestSipfedPhoneCallsBrowser: bob@b.test (`sipfed phone`, plain RTP)
 // calls carol@a.test, whose page rings and answers: media flows both
-// ways, bob's recording holds the browser's tone.
+// ways, bob's recording holds the browser's tone; bob puts the browser on
+// hold and resumes.
 func TestSipfedPhoneCallsBrowser(t *testing.T) {
 	l := startWebLab(t)
 	carol := l.browserPhone(t, "carol", testenv.BrowserOptions{}, "processing=0")
 	rec := filepath.Join(t.TempDir(), "bob.wav")
-	bob := runPhone(t, "pw-bob", "--aor", "bob@b.test", "--dns", l.dns, "--duration", "4s", "--record", rec, "call", "carol@a.test")
+	bob := runPhone(t, "pw-bob", "--aor", "bob@b.test", "--dns", l.dns, "--duration", "4s", "--record", rec,
+		"--hold-at", "2.5s", "--hold-for", "1s", "call", "carol@a.test")
 	carol.WaitFor(t, "sipfedPhone.state === 'incoming'", 15*time.Second)
 	var from string
 	carol.Eval(t, "sipfedPhone.incoming", &from)
@@ -209,6 +211,10 @@ func TestSipfedPhoneCallsBrowser(t *testing.T) {
 	if snr := recordedToneSNR(t, rec, 1, 2.5); snr < 10 {
 		t.Errorf("bob's recording of the browser: 440 Hz at %.1f dB over the rest, want ≥ 10", snr)
 	}
+	// bob's hold and resume (re-INVITEs through the bridge) were
+	// answered by the browser.
+	bob.wait(t, "held", 0)
+	bob.wait(t, "resumed", 0)
 	waitMetric(t, l, "sipfed_bridge_sessions", 0)
 }
 
@@ -337,4 +343,20 @@ func TestBrowserCallsLeaveNothingBehind(t *testing.T) {
 	start := time.Now()
 	waitMetric(t, l, "sipfed_bridge_sessions", 0)
 	t.Logf("the bridge of the vanished browser closed after %v", time.Since(start).Round(100*time.Millisecond))
+}
+
+// TestCanceledCallToBrowser: bob's call rings carol's page and is
+// CANCELed (bob's ring timeout): the bridge made for the ringing branch
+// is gone and the page is back to idle.
+func TestCanceledCallToBrowser(t *testing.T) {
+	l := startWebLab(t)
+	carol := l.browserPhone(t, "carol", testenv.BrowserOptions{}, "")
+	bob := runPhone(t, "pw-bob", "--aor", "bob@b.test", "--dns", l.dns, "--ring-timeout", "2s", "call", "carol@a.test")
+	carol.WaitFor(t, "sipfedPhone.state === 'incoming'", 15*time.Second)
+	if n := l.metric(t, "sipfed_bridge_sessions"); n != 1 {
+		t.Errorf("bridge sessions while ringing: %v, want 1", n)
+	}
+	bob.exit(t, 15*time.Second)
+	carol.WaitFor(t, "sipfedPhone.state !== 'incoming'", 10*time.Second)
+	waitMetric(t, l, "sipfed_bridge_sessions", 0)
 }
