@@ -151,3 +151,14 @@ func BenchmarkBridgeBrowserToPlain(b *testing.B) {
 	})
 	lat.report(b)
 }
+
+// BenchmarkDirectPlain is the baseline: the same packets from one plain
+// phone to another, no bridge. The bridge adds the difference.
+func BenchmarkDirectPlain(b *testing.B) {
+	a, c := newPhone(b), newPhone(b)
+	a.s.SetRemote(c.s.LocalAddr(), c.s.LocalRTCPAddr())
+	var lat latencies
+	c.probe.Store(lat.probe())
+	run(b, c.got.Load, func(p []byte) { a.s.WriteSample(0, p, 160, false) })
+	lat.report(b)
+}
