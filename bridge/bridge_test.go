@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtcp"
 	prtp "github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
@@ -142,7 +143,7 @@ type phone struct {
 	probe atomic.Pointer[func(payload []byte)]
 }
 
-func newPhone(t testing.TB) *phone {
+func newPhone(t testing.TB, opts ...rtp.Option) *phone {
 	t.Helper()
 	a, err := rtp.NewPortAllocator(loopback, 0, 0)
 	if err != nil {
@@ -152,7 +153,7 @@ func newPhone(t testing.TB) *phone {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &phone{s: rtp.NewSession(c, rc, rtp.WithSymmetric(true)), pts: make(chan uint8, 1000)}
+	p := &phone{s: rtp.NewSession(c, rc, append([]rtp.Option{rtp.WithSymmetric(true)}, opts...)...), pts: make(chan uint8, 1000)}
 	t.Cleanup(func() { p.s.Close() })
 	go func() {
 		var pk prtp.Packet
@@ -406,5 +407,124 @@ func TestPublicAddress(t *testing.T) {
 	pa, _ := sdp.Parse(plain)
 	if p := pa.Audio().Port; p < 43000 || p > 43099 {
 		t.Fatalf("RTP port %d outside 43000-43099", p)
+	}
+}
+
+// TestPictureLossPassesAcross: a plain phone's PLI for the video it gets
+// reaches the browser's sender, and the browser's PLI reaches the phone
+// (RTCP is otherwise terminated at the bridge).
+func TestPictureLossPassesAcross(t *testing.T) {
+	b := newBridge(t)
+	br := newBrowser(t, true)
+	ph := newPhone(t)
+	phonePLI := make(chan struct{}, 1)
+	vid := newPhone(t, rtp.WithFeedback(func(p rtcp.Packet) { // the phone's video stream
+		if _, ok := p.(*rtcp.PictureLossIndication); ok {
+			select {
+			case phonePLI <- struct{}{}:
+			default:
+			}
+		}
+	}))
+	s, _ := b.Open("call-pli")
+	defer s.Close()
+	ctx := context.Background()
+	plainOffer, err := s.Offer(ctx, br.offer(t), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	po, _ := sdp.Parse(plainOffer)
+	cfg := ph.config(sdp.PCMU)
+	cfg.VideoPort, cfg.Video = int(vid.s.LocalAddr().Port()), []sdp.Codec{sdp.VP8}
+	ans, err := sdp.Answer(po, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ab, _ := ans.Marshal()
+	webAnswer, err := s.Answer(ctx, ab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := br.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(webAnswer)}); err != nil {
+		t.Fatal(err)
+	}
+	ph.s.SetRemote(po.Audio().RTPAddr(), po.Audio().RTCPAddr())
+	vm := po.Video()
+	vid.s.SetRemote(vm.RTPAddr(), vm.RTCPAddr())
+	waitFor(t, "the browser leg", func() bool { return br.pc.ConnectionState() == webrtc.PeerConnectionStateConnected })
+
+	// Video both ways, so each side knows the other's stream.
+	var videoTrack *webrtc.RTPSender
+	for _, tr := range br.pc.GetTransceivers() {
+		if tr.Kind() == webrtc.RTPCodecTypeVideo {
+			videoTrack = tr.Sender()
+		}
+	}
+	if videoTrack == nil || videoTrack.Track() == nil {
+		t.Fatal("the browser has no video sender")
+	}
+	vtrack := videoTrack.Track().(*webrtc.TrackLocalStaticRTP)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			vid.s.WriteSample(96, []byte{0x10, 0, 0, 0}, 3000, true)
+			vtrack.WriteRTP(&prtp.Packet{Header: prtp.Header{Version: 2, SequenceNumber: uint16(i), Timestamp: uint32(i * 3000), Marker: true}, Payload: []byte{0x10, 0, 0, 0}})
+		}
+	}()
+	waitFor(t, "video both ways", func() bool { return br.got["video"].Load() > 5 && vid.got.Load() > 5 })
+
+	// The phone asks for a key frame: the browser's video sender hears it.
+	browserPLI := make(chan struct{}, 1)
+	go func() {
+		for {
+			pkts, _, err := videoTrack.ReadRTCP()
+			if err != nil {
+				return
+			}
+			for _, p := range pkts {
+				if _, ok := p.(*rtcp.PictureLossIndication); ok {
+					select {
+					case browserPLI <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
+	}()
+	deadline := time.After(5 * time.Second)
+	for got := false; !got; {
+		vid.s.WriteRTCP(&rtcp.PictureLossIndication{MediaSSRC: 1})
+		select {
+		case <-browserPLI:
+			got = true
+		case <-time.After(200 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("the phone's PLI did not reach the browser")
+		}
+	}
+
+	// And the browser asks the phone for one.
+	var remoteSSRC uint32
+	for _, tr := range br.pc.GetTransceivers() {
+		if tr.Kind() == webrtc.RTPCodecTypeVideo && tr.Receiver().Track() != nil {
+			remoteSSRC = uint32(tr.Receiver().Track().SSRC())
+		}
+	}
+	deadline = time.After(5 * time.Second)
+	for got := false; !got; {
+		br.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: remoteSSRC}})
+		select {
+		case <-phonePLI:
+			got = true
+		case <-time.After(200 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("the browser's PLI did not reach the phone")
+		}
 	}
 }
