@@ -35,9 +35,13 @@ type Config struct {
 	// Users is the users file written by 'sipfed user add' (default
 	// users.txt), or "redis" to keep users in the Store's Redis.
 	Users string
-	// HTTP is the address of /healthz, /metrics and /debug/pprof; empty:
-	// none.
+	// HTTP is the address of /healthz, /metrics, /debug/pprof and the
+	// web phone (/phone/); empty: none. Keep it private.
 	HTTP string
+	// Web is the address of the web phone alone, for browsers anywhere:
+	// HTTPS with TLSCert and TLSKey when set (browsers allow the
+	// microphone only on https:// pages and localhost); empty: none.
+	Web string
 	// Secret is the digest nonce secret shared by every node of a
 	// domain; default: kept in Redis when Store is Redis, else random.
 	Secret string

@@ -66,6 +66,8 @@ type Server struct {
 	socks []socket
 	http  *http.Server
 	hl    net.Listener
+	web   *http.Server // --web: the web phone alone, for browsers
+	wl    net.Listener
 
 	tlsst  *tlsState
 	bridge *bridge.Bridge // browsers' media; nil without ws:/wss: listeners
@@ -279,6 +281,21 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 		s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 	}
+	if cfg.Web != "" {
+		s.wl, err = net.Listen("tcp", cfg.Web)
+		if err != nil {
+			return nil, fmt.Errorf("server: web: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/phone/", webphone.Handler(s.phone))
+		mux.Handle("/phone", webphone.Handler(s.phone))
+		mux.Handle("/{$}", http.RedirectHandler("/phone/", http.StatusFound))
+		s.web = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
+		if cfg.TLSCert != "" {
+			s.web.TLSConfig = s.tlsst.serverConfig()
+			s.wl = tls.NewListener(s.wl, s.web.TLSConfig)
+		}
+	}
 	return s, nil
 }
 
@@ -361,6 +378,10 @@ func (s *Server) Serve() error {
 		s.log.Info("http", "addr", s.hl.Addr().String())
 		go func() { s.serveErr <- s.http.Serve(s.hl) }()
 	}
+	if s.web != nil {
+		s.log.Info("web phone", "addr", s.wl.Addr().String(), "tls", s.web.TLSConfig != nil)
+		go func() { s.serveErr <- s.web.Serve(s.wl) }()
+	}
 	store := "memory"
 	if s.rdb != nil {
 		store = "redis"
@@ -414,6 +435,11 @@ func (s *Server) closeAll() {
 	} else if s.hl != nil {
 		s.hl.Close()
 	}
+	if s.web != nil {
+		s.web.Close()
+	} else if s.wl != nil {
+		s.wl.Close()
+	}
 	for _, so := range s.socks {
 		so.close()
 	}
@@ -464,6 +490,14 @@ func (s *Server) Addr(transport string) net.Addr {
 		}
 	}
 	return nil
+}
+
+// WebAddr returns the address of the web phone's listener (--web), or nil.
+func (s *Server) WebAddr() net.Addr {
+	if s.wl == nil {
+		return nil
+	}
+	return s.wl.Addr()
 }
 
 // HTTPAddr returns the address of the HTTP listener, or nil.

@@ -4,10 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"os"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -338,5 +339,38 @@ func TestSecureWebSocket(t *testing.T) {
 	req := request(sip.MESSAGE, "alice@a.test", "carol@a.test", srv.Addr("udp"))
 	if res := do(t, c, req, "alice"); res.StatusCode != 200 {
 		t.Fatalf("MESSAGE over wss: %d %s", res.StatusCode, res.Reason)
+	}
+}
+
+// TestWebListenerServesOnlyThePhone: --web serves the web phone over
+// HTTPS with the server's certificate, and not the metrics or profiles.
+func TestWebListenerServesOnlyThePhone(t *testing.T) {
+	ca := testenv.NewCA(t)
+	cert, key := ca.Issue(t, "a.test", "127.0.0.1")
+	srv := start(t, server.Config{
+		Domains: []string{"a.test"},
+		Listen:  []string{"udp:127.0.0.1:0", "wss:127.0.0.1:0"},
+		Users:   usersFile(t, "a.test", "carol"),
+		TLSCert: cert, TLSKey: key,
+		Web: "127.0.0.1:0",
+	})
+	pem, _ := os.ReadFile(ca.File)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}, Timeout: 5 * time.Second}
+	base := "https://" + srv.WebAddr().String()
+	for path, want := range map[string]int{"/phone/": 200, "/phone/config.json": 200, "/metrics": 404, "/debug/pprof/": 404, "/healthz": 404} {
+		res, err := c.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, res.StatusCode, want)
+		}
+		if path == "/phone/config.json" && !strings.Contains(string(body), `"wss://127.0.0.1:`) {
+			t.Errorf("config.json over HTTPS: %s, want the wss listener", body)
+		}
 	}
 }
