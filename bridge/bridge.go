@@ -45,6 +45,14 @@ type Config struct {
 	// browser has stopped answering ICE consent checks for that long (it
 	// vanished); default 30 s.
 	MediaTimeout time.Duration
+	// HoldTimeout ends a call on hold for that long (default 1 h): a
+	// phone that put the browser on hold and vanished would otherwise
+	// keep its ports for ever, as the browser keeps answering ICE.
+	HoldTimeout time.Duration
+	// MaxSessions bounds the sessions open at once (default 1000: four
+	// UDP ports and a few goroutines each); Open fails beyond it, and the
+	// proxy answers 503.
+	MaxSessions int
 	// GatherTimeout bounds the wait for ICE candidates before an SDP is
 	// sent (JsSIP and SIP.js do not trickle; neither do we): default 3 s.
 	GatherTimeout time.Duration
@@ -54,6 +62,9 @@ type Config struct {
 // ErrNoCommonCodec is wrapped by the errors of an offer or answer that
 // leaves no codec both sides have (the proxy answers 488).
 var ErrNoCommonCodec = sdp.ErrNoCommonCodec
+
+// ErrBusy is returned by Open when MaxSessions are open.
+var ErrBusy = errors.New("bridge: too many calls bridged at once")
 
 // Bridge makes sessions. Safe for concurrent use.
 type Bridge struct {
@@ -85,6 +96,12 @@ func New(cfg Config) (*Bridge, error) {
 	}
 	if cfg.MediaTimeout == 0 {
 		cfg.MediaTimeout = 30 * time.Second
+	}
+	if cfg.HoldTimeout == 0 {
+		cfg.HoldTimeout = time.Hour
+	}
+	if cfg.MaxSessions == 0 {
+		cfg.MaxSessions = 1000
 	}
 	if cfg.GatherTimeout == 0 {
 		cfg.GatherTimeout = 3 * time.Second
@@ -152,6 +169,9 @@ func (b *Bridge) Open(callID string) (*Session, error) {
 	defer b.mu.Unlock()
 	if b.closed {
 		return nil, errors.New("bridge: closed")
+	}
+	if len(b.sessions) >= b.cfg.MaxSessions {
+		return nil, fmt.Errorf("%w (%d)", ErrBusy, b.cfg.MaxSessions)
 	}
 	s := &Session{b: b, callID: callID, done: make(chan struct{}), log: b.log.With("call_id", callID)}
 	b.sessions[s] = struct{}{}

@@ -528,3 +528,20 @@ func TestPictureLossPassesAcross(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxSessions: beyond MaxSessions, Open refuses (the proxy says 503).
+func TestMaxSessions(t *testing.T) {
+	b, err := bridge.New(bridge.Config{Addr: loopback, PortMin: 43100, PortMax: 43199, MaxSessions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for i := range 2 {
+		if _, err := b.Open("c" + string(rune('0'+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Open("c2"); !errors.Is(err, bridge.ErrBusy) {
+		t.Fatalf("third session: %v, want ErrBusy", err)
+	}
+}

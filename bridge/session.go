@@ -59,21 +59,30 @@ type Session struct {
 	plainLocal  *sdp.Session // our last SDP to the plain side
 	plainVer    uint64
 	webRole     string // our DTLS setup role towards the browser: active or passive
+	webUfrag    string // the browser's ICE username fragment
+	webMedia    int    // m= lines of the browser's description
 	pending     *pending
 	lastAnsIn   []byte
 	lastAnsOut  []byte
 	held        bool
-	lastPacket  atomic.Int64 // unix nanoseconds of the last packet either way
+	heldSince   time.Time
+	pcp         atomic.Pointer[webrtc.PeerConnection] // s.pc, for the forwarding goroutines
+	lastPacket  atomic.Int64                          // unix nanoseconds of the last packet either way
 	closeOnce   sync.Once
 	established bool
 }
 
-// pending is an offer waiting for its answer.
+// pending is an offer waiting for its answer. What a re-offer changes
+// (hold, a new address) takes effect with the answer: a refused
+// re-INVITE changes nothing (Reject).
 type pending struct {
 	toWebRTC bool
 	plain    *sdp.Session // a plain offer (toWebRTC) or the plain offer we sent
 	web      string       // the browser's offer (!toWebRTC)
 	initial  bool
+	held     bool
+	retarget []sdp.Media // the plain side's new addresses
+	webLocal string      // our description to the browser before the re-offer
 }
 
 // leg is one stream (audio or video) on both sides.
@@ -85,7 +94,6 @@ type leg struct {
 	plainRecv  map[uint8]string // payload type from the plain side → codec key
 	track      *track           // towards the browser
 	remote     *webrtc.TrackRemote
-	webRecv    map[uint8]string
 	toWeb      continuity
 	toPlain    continuity
 	remoteSSRC atomic.Uint32 // the browser's stream, for feedback towards it
@@ -127,8 +135,24 @@ func (s *Session) Offer(ctx context.Context, body []byte, toWebRTC bool) ([]byte
 func (s *Session) Answer(ctx context.Context, body []byte) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	select {
+	case <-s.done:
+		return nil, errors.New("bridge: session closed")
+	default:
+	}
 	if s.pending == nil && s.lastAnsIn != nil {
 		// A second copy of the answer (183 then 200): the same result.
+		// A plain answer that moved (another early-media source, then
+		// the phone) moves the plain side; the browser keeps its answer.
+		if !bytes.Equal(body, s.lastAnsIn) && !IsWebRTC(body) {
+			if a, err := sdp.Parse(body); err == nil {
+				for _, m := range a.Media {
+					if l := s.legs[m.Kind]; l != nil && m.Port != 0 {
+						l.retarget(m)
+					}
+				}
+			}
+		}
 		return s.lastAnsOut, nil
 	}
 	if s.pending == nil {
@@ -150,6 +174,14 @@ func (s *Session) Answer(ctx context.Context, body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !p.initial {
+		s.setHeld(p.held)
+		for _, m := range p.retarget {
+			if l := s.legs[m.Kind]; l != nil {
+				l.retarget(m)
+			}
+		}
+	}
 	s.pending = nil
 	s.lastAnsIn, s.lastAnsOut = body, out
 	if !s.established {
@@ -158,6 +190,26 @@ func (s *Session) Answer(ctx context.Context, body []byte) ([]byte, error) {
 		go s.watch()
 	}
 	return out, nil
+}
+
+// Reject forgets the pending re-offer, refused by the other side (a
+// non-2xx final response to the re-INVITE): nothing it changed stays.
+func (s *Session) Reject() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.pending; p != nil && !p.initial {
+		if p.webLocal != "" {
+			s.webLocal = p.webLocal
+		}
+		s.pending = nil
+	}
+}
+
+func (s *Session) setHeld(held bool) {
+	if held && !s.held {
+		s.heldSince = time.Now()
+	}
+	s.held = held
 }
 
 // Close ends the session: sockets, PeerConnection, goroutines.
@@ -192,10 +244,15 @@ func (s *Session) watch() {
 		case <-t.C:
 		}
 		s.mu.Lock()
-		held := s.held
+		held, since := s.held, s.heldSince
 		s.mu.Unlock()
 		last := time.Unix(0, s.lastPacket.Load())
 		if held {
+			if time.Since(since) > s.b.cfg.HoldTimeout {
+				s.log.Info("bridge: on hold too long", "after", s.b.cfg.HoldTimeout)
+				s.Close()
+				return
+			}
 			s.lastPacket.Store(time.Now().UnixNano())
 			continue
 		}
@@ -217,6 +274,7 @@ func (s *Session) initialWebOffer(body []byte) ([]byte, error) {
 		return nil, err
 	}
 	s.webOffer = string(body)
+	s.webUfrag, s.webMedia = iceUfrag(string(body)), len(off.Media)
 	cfg := sdp.Config{Addr: s.b.cfg.Public, Audio: []sdp.Codec{}, Video: []sdp.Codec{}}
 	for _, m := range off.Media {
 		if m.Port == 0 || (m.Kind != "audio" && m.Kind != "video") || s.legs[m.Kind] != nil {
@@ -388,6 +446,7 @@ func (s *Session) initialWebAnswer(body []byte) ([]byte, error) {
 		return nil, err
 	}
 	s.webRole = opposite(setupOf(string(body)))
+	s.webUfrag, s.webMedia = iceUfrag(string(body)), len(web.Media)
 	cfg := sdp.Config{Addr: s.b.cfg.Public, Audio: []sdp.Codec{}, Video: []sdp.Codec{}}
 	for _, wm := range web.Media {
 		l := s.legs[wm.Kind]
@@ -425,20 +484,29 @@ func (s *Session) webReOffer(body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := s.plainConfig()
+	// The PeerConnection is not renegotiated: a re-offer may change
+	// directions only, not ICE credentials (a restart) or the streams.
+	if len(web.Media) != s.webMedia || iceUfrag(string(body)) != s.webUfrag {
+		return nil, fmt.Errorf("%w: a re-offer that restarts ICE or changes the streams", ErrNoCommonCodec)
+	}
+	dir := sdp.SendRecv
 	for _, wm := range web.Media {
 		if s.legs[wm.Kind] != nil {
-			cfg.Direction = wm.Direction
+			dir = wm.Direction
 		}
 	}
-	s.held = cfg.Direction == sdp.SendOnly || cfg.Direction == sdp.Inactive
-	s.plainVer++
-	cfg.Version = s.plainVer
-	po, err := sdp.NewOffer(cfg)
-	if err != nil {
-		return nil, err
+	// Our last description to the plain side, same m= lines in the same
+	// order (rejected ones stay, port 0: RFC 3264 §8), new direction.
+	po := *s.plainLocal
+	po.Media = append([]sdp.Media(nil), s.plainLocal.Media...)
+	for i := range po.Media {
+		if po.Media[i].Port != 0 {
+			po.Media[i].Direction = dir
+		}
 	}
-	s.pending = &pending{plain: po, web: string(body)}
+	s.plainVer++
+	po.Version = s.plainVer
+	s.pending = &pending{plain: &po, web: string(body), held: dir == sdp.SendOnly || dir == sdp.Inactive}
 	return po.Marshal()
 }
 
@@ -454,7 +522,7 @@ func (s *Session) plainReAnswer(body []byte) ([]byte, error) {
 		if s.legs[am.Kind] != nil {
 			local = setDirection(local, am.Kind, am.Direction.Reverse())
 			if am.Port != 0 {
-				s.legs[am.Kind].retarget(am)
+				s.pending.retarget = append(s.pending.retarget, am)
 			}
 		}
 	}
@@ -471,21 +539,22 @@ func (s *Session) plainReOffer(body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	local := s.webLocal
-	held := false
+	// Our DTLS role stays what it is (RFC 8842 §5.5): a re-offer names it
+	// instead of actpass, as the PeerConnection is not renegotiated.
+	local := answerFrom(s.webLocal, s.webRole)
+	p := &pending{toWebRTC: true, plain: off, webLocal: s.webLocal}
 	for _, m := range off.Media {
 		if l := s.legs[m.Kind]; l != nil {
 			local = setDirection(local, m.Kind, m.Direction)
-			held = held || m.OnHold()
+			p.held = p.held || m.OnHold()
 			if m.Port != 0 {
-				l.retarget(m)
+				p.retarget = append(p.retarget, m)
 			}
 		}
 	}
-	s.held = held
 	local = bumpVersion(local)
 	s.webLocal = local
-	s.pending = &pending{toWebRTC: true, plain: off}
+	s.pending = p
 	return []byte(local), nil
 }
 
@@ -536,7 +605,7 @@ func (s *Session) newLeg(kind string) (*leg, error) {
 		return nil, fmt.Errorf("bridge: no RTP port: %w", err)
 	}
 	l := &leg{kind: kind}
-	l.plain = rtp.NewSession(conn, rtcpConn, rtp.WithSymmetric(true), rtp.WithLogger(s.log),
+	l.plain = rtp.NewSession(conn, rtcpConn, rtp.WithSymmetric(true), rtp.WithStrictSource(true), rtp.WithLogger(s.log),
 		rtp.WithFeedback(func(p rtcp.Packet) { s.feedbackToWeb(l, p) }))
 	l.track = &track{kind: kind, id: kind, stream: "sipfed-" + s.callID}
 	if s.legs == nil {
@@ -584,28 +653,31 @@ func (s *Session) newPeer(codecs []sdp.Codec, kinds map[string]bool) error {
 		return fmt.Errorf("bridge: %w", err)
 	}
 	s.pc = pc
+	s.pcp.Store(pc)
 	pc.OnTrack(func(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 		s.mu.Lock()
 		l := s.legs[remote.Kind().String()]
+		first := l != nil && l.remote == nil
+		if first {
+			l.remote = remote
+		}
 		s.mu.Unlock()
-		if l == nil {
-			return
+		if !first {
+			return // one stream per kind: a second one (simulcast, a second m= line) is not forwarded
 		}
 		web := map[uint8]string{}
 		for _, c := range recv.GetParameters().Codecs {
 			_, name, _ := strings.Cut(c.MimeType, "/")
 			web[uint8(c.PayloadType)] = codecKey(name, c.ClockRate)
 		}
-		l.webRecv = web
-		l.remote = remote
 		l.remoteSSRC.Store(uint32(remote.SSRC()))
-		go s.webToPlain(l, remote)
+		go s.webToPlain(l, remote, web)
 	})
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		s.log.Debug("bridge: browser leg", "state", st.String())
 		if st == webrtc.PeerConnectionStateFailed {
 			s.log.Info("bridge: browser leg failed (ICE or DTLS)")
-			s.Close()
+			go s.Close() // not from pion's callback: Close closes the PeerConnection
 		}
 	})
 	return nil
@@ -645,7 +717,7 @@ func (s *Session) plainToWeb(l *leg) {
 }
 
 // webToPlain forwards the browser's RTP to the plain side.
-func (s *Session) webToPlain(l *leg, remote *webrtc.TrackRemote) {
+func (s *Session) webToPlain(l *leg, remote *webrtc.TrackRemote, webRecv map[uint8]string) {
 	buf := make([]byte, 1500)
 	var p prtp.Packet
 	for {
@@ -657,7 +729,7 @@ func (s *Session) webToPlain(l *leg, remote *webrtc.TrackRemote) {
 			continue
 		}
 		s.lastPacket.Store(time.Now().UnixNano())
-		pt, ok := l.plainSend[l.webRecv[p.PayloadType]]
+		pt, ok := l.plainSend[webRecv[p.PayloadType]]
 		if !ok {
 			continue
 		}
@@ -699,9 +771,7 @@ func (s *Session) feedbackToWeb(l *leg, p rtcp.Packet) {
 	default:
 		return
 	}
-	s.mu.Lock()
-	pc := s.pc
-	s.mu.Unlock()
+	pc := s.pcp.Load() // no lock: this runs on the plain side's RTCP goroutine
 	if ssrc := l.remoteSSRC.Load(); pc != nil && ssrc != 0 {
 		pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
 	}
@@ -763,6 +833,18 @@ func bumpVersion(s string) string {
 		}
 	}
 	return strings.Join(lines, "\r\n")
+}
+
+// iceUfrag returns the first a=ice-ufrag value of an SDP.
+func iceUfrag(s string) string {
+	if i := strings.Index(s, "a=ice-ufrag:"); i >= 0 {
+		v := s[i+len("a=ice-ufrag:"):]
+		if j := strings.IndexAny(v, "\r\n"); j >= 0 {
+			v = v[:j]
+		}
+		return v
+	}
+	return ""
 }
 
 // setupOf returns the a=setup value of an SDP.

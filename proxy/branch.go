@@ -30,6 +30,13 @@ type branch struct {
 	cancel context.CancelFunc
 	reason []string     // Reason header values for its CANCEL (RFC 3326); collector.mu
 	media  MediaSession // the bridge of this branch (or of the dialog: collector.media)
+	// dialogMedia is an in-dialog request's bridge (the call's), as
+	// opposed to one made for this branch.
+	dialogMedia MediaSession
+	callerWeb   bool // with media: the caller is the browser
+
+	ansMu         sync.Mutex
+	ansIn, ansOut []byte // the last answer bridged, as received and as sent
 }
 
 // collector gathers the branches' responses and answers upstream (§16.7).
@@ -44,9 +51,10 @@ type collector struct {
 	finals    []*sip.Response
 	finalSent bool
 	got6xx    bool
-	status    int          // the first final status sent upstream
-	media     MediaSession // an in-dialog request's bridge
-	winner    *branch      // the branch whose 2xx was sent first
+	status    int           // the first final status sent upstream
+	media     MediaSession  // an in-dialog request's bridge
+	winner    *branch       // the branch whose 2xx was sent first
+	busy      *sip.Response // our own 503 (the media bridge full), kept a 503
 }
 
 // closeMedia closes the bridges of an initial INVITE's branches that did
@@ -89,7 +97,7 @@ func (c *collector) newBranch(fwd *sip.Request, t branchTarget, rr bool) *branch
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &branch{base: r, target: t, rr: rr, ctx: ctx, cancel: cancel, media: c.media}
+	b := &branch{base: r, target: t, rr: rr, ctx: ctx, cancel: cancel, media: c.media, dialogMedia: c.media}
 	c.mu.Lock()
 	c.branches = append(c.branches, b)
 	c.mu.Unlock()
@@ -179,7 +187,7 @@ func (c *collector) success(b *branch, res *sip.Response) {
 	}
 	c.mu.Unlock()
 	if first && b.media != nil && c.media == nil && c.req.IsInvite() {
-		c.p.keepMedia(c.req.CallID().Value(), b.media)
+		c.p.keepMedia(c.req, res, b)
 	}
 	c.respondFrom(b, res)
 	if first {
@@ -236,7 +244,9 @@ func (c *collector) finish() error {
 			}
 		}
 	}
-	if res.StatusCode == 503 {
+	if res.StatusCode == 503 && best != c.busy {
+		// Another server's overload is not ours (§16.7 step 6); our own
+		// (the media bridge full) says when to come back.
 		res.StatusCode, res.Reason = 500, "Server Internal Error"
 	}
 	c.respond(res)
@@ -343,6 +353,11 @@ func stripVia(res *sip.Response) *sip.Response {
 func (p *Proxy) runBranch(parent context.Context, c *collector, b *branch) {
 	defer b.cancel()
 	if res := p.anchorBranch(parent, c, b); res != nil {
+		if res.StatusCode == 503 {
+			c.mu.Lock()
+			c.busy = res
+			c.mu.Unlock()
+		}
 		c.final(b, res)
 		return
 	}

@@ -31,9 +31,31 @@ type MediaSession interface {
 	// Answer rewrites the answer to the last offer; a repeated answer
 	// (183, then 200) gives the same result.
 	Answer(ctx context.Context, sdp []byte) ([]byte, error)
+	// Reject forgets the last offer: the other side refused it (a
+	// non-2xx final response to a re-INVITE).
+	Reject()
 	// Done is closed when the session has ended (Close, media timeout).
 	Done() <-chan struct{}
 	Close()
+}
+
+// bridgedDialog is a bridged call as the proxy keeps it: the session and
+// which side is the browser, told apart by the caller's From tag.
+type bridgedDialog struct {
+	s         MediaSession
+	callerTag string
+	callerWeb bool // the caller is the browser
+}
+
+// dialogKey names one dialog: Call-ID and both tags, in either order (a
+// request from the callee has them the other way round). Forks of one
+// INVITE share the Call-ID and the caller's tag: each 2xx makes a dialog
+// of its own, and only the one whose answer was bridged has a session.
+func dialogKey(callID, tagA, tagB string) string {
+	if tagB < tagA {
+		tagA, tagB = tagB, tagA
+	}
+	return callID + "\x00" + tagA + "\x00" + tagB
 }
 
 // WithMediaAnchor sets the bridge for calls between browsers and plain
@@ -60,7 +82,9 @@ func (p *Proxy) anchorBranch(ctx context.Context, c *collector, b *branch) *sip.
 	s, err := p.anchor.Open(c.req.CallID().Value())
 	if err != nil {
 		p.log.Warn("media bridge", "call_id", sipcore.CallID(c.req), "error", err)
-		return synth(c.req, 503, "Service Unavailable")
+		res := synth(c.req, 503, "Service Unavailable")
+		res.AppendHeader(sip.NewHeader("Retry-After", "10"))
+		return res
 	}
 	out, err := s.Offer(ctx, body, b.target.browser)
 	if err != nil {
@@ -70,38 +94,48 @@ func (p *Proxy) anchorBranch(ctx context.Context, c *collector, b *branch) *sip.
 	}
 	b.base.SetBody(out)
 	b.media = s
+	b.callerWeb = !b.target.browser
 	return nil
 }
 
-// dialogMedia returns the bridge session of an in-dialog request's call.
-func (p *Proxy) dialogMedia(req *sip.Request) MediaSession {
+// dialogMedia returns the bridged dialog an in-dialog request belongs to.
+func (p *Proxy) dialogMedia(req *sip.Request) (*bridgedDialog, string) {
 	if p.anchor == nil {
-		return nil
+		return nil, ""
 	}
-	if v, ok := p.mediaDialogs.Load(req.CallID().Value()); ok {
-		return v.(MediaSession)
+	key := dialogKey(req.CallID().Value(), fromTag(req), toTag(req))
+	if v, ok := p.mediaDialogs.Load(key); ok {
+		return v.(*bridgedDialog), key
 	}
-	return nil
+	return nil, ""
 }
 
 // anchorInDialog passes an in-dialog request's offer (re-INVITE, UPDATE:
 // hold, resume) through the call's bridge; BYE ends the bridge.
 func (p *Proxy) anchorInDialog(ctx context.Context, req, fwd *sip.Request) (MediaSession, error) {
-	s := p.dialogMedia(req)
-	if s == nil {
+	d, key := p.dialogMedia(req)
+	if d == nil {
 		return nil, nil
 	}
+	s := d.s
 	switch {
 	case req.Method == sip.BYE:
 		s.Close()
-		p.mediaDialogs.Delete(req.CallID().Value())
+		p.mediaDialogs.CompareAndDelete(key, d)
 		return nil, nil
 	case req.IsInvite() || req.Method == sip.UPDATE:
 		body := fwd.Body()
 		if len(body) == 0 || !isSDP(fwd) {
+			if req.IsInvite() {
+				// The offer would come in the 2xx and the answer in the
+				// ACK: not bridged.
+				return nil, sipcore.Errorf(488, "Not Acceptable Here")
+			}
 			return nil, nil
 		}
-		out, err := s.Offer(ctx, body, !p.anchor.IsWebRTC(body))
+		// Which side offers is told by who sends it, not by the body.
+		fromCaller := fromTag(req) == d.callerTag
+		out, err := s.Offer(ctx, body, fromCaller != d.callerWeb)
 		if err != nil {
 			p.log.Info("re-offer not bridged", "call_id", sipcore.CallID(req), "error", err)
 			return nil, sipcore.Errorf(488, "Not Acceptable Here")
@@ -112,30 +146,52 @@ func (p *Proxy) anchorInDialog(ctx context.Context, req, fwd *sip.Request) (Medi
 	return nil, nil
 }
 
-// anchorResponse rewrites the answer in a response of branch b.
+// anchorResponse rewrites the answer in a response of branch b; a
+// non-2xx final response to a re-INVITE rejects its offer.
 func (p *Proxy) anchorResponse(b *branch, res *sip.Response) {
-	if b == nil || b.media == nil || len(res.Body()) == 0 || !isSDP(res) {
+	if b == nil || b.media == nil {
 		return
 	}
-	if res.StatusCode < 180 || res.StatusCode >= 300 {
+	if res.StatusCode >= 300 {
+		if b.media == b.dialogMedia {
+			b.media.Reject()
+		}
+		return
+	}
+	if len(res.Body()) == 0 || !isSDP(res) || res.StatusCode < 180 {
+		return
+	}
+	b.ansMu.Lock()
+	defer b.ansMu.Unlock()
+	if b.ansIn != nil && string(res.Body()) == string(b.ansIn) {
+		// The same answer again (a 183 then the 200, a retransmitted 2xx).
+		res.SetBody(b.ansOut)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.failoverTimeout)
 	defer cancel()
-	out, err := b.media.Answer(ctx, res.Body())
+	in := res.Body()
+	out, err := b.media.Answer(ctx, in)
 	if err != nil {
 		p.log.Warn("answer not bridged", "call_id", callIDOf(res), "status", res.StatusCode, "error", err)
+		if res.IsSuccess() && b.media != b.dialogMedia {
+			b.media.Close() // the call has no media that could work
+		}
 		return
 	}
+	b.ansIn, b.ansOut = in, out
 	res.SetBody(out)
 }
 
-// keepMedia makes b's bridge the call's, for its in-dialog requests.
-func (p *Proxy) keepMedia(callID string, s MediaSession) {
-	p.mediaDialogs.Store(callID, s)
+// keepMedia makes b's bridge the dialog's that res (a 2xx) makes, for its
+// in-dialog requests.
+func (p *Proxy) keepMedia(req *sip.Request, res *sip.Response, b *branch) {
+	d := &bridgedDialog{s: b.media, callerTag: fromTag(req), callerWeb: b.callerWeb}
+	key := dialogKey(req.CallID().Value(), d.callerTag, toTag(res))
+	p.mediaDialogs.Store(key, d)
 	go func() {
-		<-s.Done()
-		p.mediaDialogs.CompareAndDelete(callID, s)
+		<-d.s.Done()
+		p.mediaDialogs.CompareAndDelete(key, d)
 	}()
 }
 

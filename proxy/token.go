@@ -120,8 +120,8 @@ func fromTag(req *sip.Request) string {
 	return ""
 }
 
-func toTag(req *sip.Request) string {
-	if to := req.To(); to != nil {
+func toTag(m interface{ To() *sip.ToHeader }) string {
+	if to := m.To(); to != nil {
 		t, _ := to.Params.Get("tag")
 		return t
 	}

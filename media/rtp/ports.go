@@ -2,6 +2,7 @@ package rtp
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -32,7 +33,16 @@ func NewPortAllocator(ip netip.Addr, min, max int) (*PortAllocator, error) {
 	if min <= 0 || max > 65535 || max < min+1 {
 		return nil, fmt.Errorf("rtp: bad port range %d-%d", min, max)
 	}
-	return &PortAllocator{ip: ip, min: min, max: max, next: min}, nil
+	// Start at a random pair: ports handed out in order from the bottom
+	// of the range are easy to guess for someone spraying RTP at them.
+	next := min
+	if pairs := (max - min + 1) / 2; pairs > 1 {
+		next += 2 * rand.IntN(pairs)
+	}
+	if next+1 > max {
+		next = min
+	}
+	return &PortAllocator{ip: ip, min: min, max: max, next: next}, nil
 }
 
 // Listen binds a socket for RTP and, unless rtcpMux, one for RTCP on the

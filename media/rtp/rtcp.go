@@ -185,8 +185,20 @@ func (s *Session) handleRTCP(b []byte, from netip.AddrPort) {
 		return
 	}
 	now := time.Now()
+	var feedback []rtcp.Packet
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	// Feedback goes to the relay after the lock is released: its handler
+	// may take locks of its own that are held while it calls SetRemote.
+	defer func() {
+		s.mu.Unlock()
+		for _, p := range feedback {
+			s.feedback(p)
+		}
+	}()
+	if s.strict && s.latched && from.Addr() != s.remote.Addr() {
+		s.strayDropped++
+		return // RTCP from somewhere else than the RTP we latched to
+	}
 	if s.symmetric && !s.rtcpLatched {
 		s.remoteRTCP, s.rtcpLatched = from, true
 	}
@@ -206,7 +218,7 @@ func (s *Session) handleRTCP(b []byte, from netip.AddrPort) {
 			s.log.Debug("rtp: BYE", "peer", from, "sources", p.Sources)
 		case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest, *rtcp.TransportLayerNack, *rtcp.ReceiverEstimatedMaximumBitrate:
 			if s.feedback != nil {
-				s.feedback(p)
+				feedback = append(feedback, p)
 			}
 		}
 	}

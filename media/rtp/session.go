@@ -69,7 +69,9 @@ type Session struct {
 
 	rbuf [maxPacket]byte // used by the ReadRTP goroutine only
 
-	feedback func(rtcp.Packet) // PLI, FIR and other feedback received (WithFeedback)
+	feedback     func(rtcp.Packet) // PLI, FIR and other feedback received (WithFeedback)
+	strict       bool              // WithStrictSource
+	strayDropped uint64            // packets dropped by strict, mu
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -111,6 +113,13 @@ func WithRTCPInterval(d time.Duration) Option { return func(s *Session) { s.rtcp
 // WithBandwidth sets the session bandwidth in bit/s that RTCP takes 5% of
 // (default 80000, G.711 with headers).
 func WithBandwidth(bps int) Option { return func(s *Session) { s.bandwidth = bps } }
+
+// WithStrictSource keeps symmetric RTP latched to the first source
+// until SetRemote: packets (RTP and RTCP) from any other address are
+// dropped, and a new SSRC from a new address does not move the latch. A
+// relay that forwards what it receives wants this: without it, one
+// spoofed packet with a new SSRC redirects the stream to its sender.
+func WithStrictSource(on bool) Option { return func(s *Session) { s.strict = on } }
 
 // WithFeedback calls f, from the goroutine reading RTCP, for each
 // payload-specific or transport feedback message received (PLI, FIR,
@@ -391,11 +400,15 @@ func (s *Session) receive(p *rtp.Packet, from netip.AddrPort) bool {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.strict && s.latched && from != s.remote {
+		s.strayDropped++
+		return false // not the source we latched to: an injection, or a hijack attempt
+	}
 	if !s.haveSrc || p.SSRC != s.src.ssrc {
 		if s.haveSrc {
 			s.ssrcChanges++
 			s.log.Debug("rtp: SSRC changed", "old", s.src.ssrc, "new", p.SSRC, "peer", from)
-			if from != s.remote && s.symmetric {
+			if from != s.remote && s.symmetric && !s.strict {
 				s.latched = false // a new source from a new place
 			}
 		}
@@ -448,6 +461,7 @@ func (s *Session) Stats() Stats {
 	st.RemoteFractionLost = float64(s.peerFrac) / 256
 	st.RemoteJitter = s.units(s.peerJitter)
 	st.SSRCChanges = s.ssrcChanges
+	st.StrayDropped = s.strayDropped
 	st.ReportsSent, st.ReportsReceived = s.reportsOut, s.reportsIn
 	if s.haveSrc {
 		st.RemoteSSRC = s.src.ssrc

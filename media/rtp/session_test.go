@@ -146,3 +146,47 @@ func TestSSRCChange(t *testing.T) {
 		t.Fatalf("after SSRC change: %+v", st)
 	}
 }
+
+// TestStrictSourceDropsOtherSenders: with WithStrictSource, once latched,
+// a packet from another address (even with a new SSRC) is dropped and the
+// stream keeps going to the latched source.
+func TestStrictSourceDropsOtherSenders(t *testing.T) {
+	c, rc := listen(t, false)
+	s := mrtp.NewSession(c, rc, mrtp.WithSymmetric(true), mrtp.WithStrictSource(true))
+	defer s.Close()
+	peer, _ := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	attacker, _ := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	defer peer.Close()
+	defer attacker.Close()
+	send := func(from *net.UDPConn, ssrc uint32, seq uint16) {
+		p := rtp.Packet{Header: rtp.Header{Version: 2, SSRC: ssrc, SequenceNumber: seq}, Payload: []byte{1, 2, 3}}
+		b, _ := p.Marshal()
+		from.WriteToUDP(b, c.LocalAddr().(*net.UDPAddr))
+	}
+	got := make(chan uint32, 10)
+	go func() {
+		var p rtp.Packet
+		for s.ReadRTP(&p) == nil {
+			got <- p.SSRC
+		}
+	}()
+	send(peer, 1, 1)
+	if ssrc := <-got; ssrc != 1 {
+		t.Fatalf("got SSRC %d", ssrc)
+	}
+	send(attacker, 2, 100)
+	send(peer, 1, 2)
+	if ssrc := <-got; ssrc != 1 {
+		t.Fatalf("after the attacker's packet: SSRC %d, want the peer's 1", ssrc)
+	}
+	if st := s.Stats(); st.StrayDropped != 1 {
+		t.Fatalf("stray dropped %d, want 1", st.StrayDropped)
+	}
+	// Our stream still goes to the peer.
+	s.WriteSample(0, make([]byte, 160), 160, false)
+	peer.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 1500)
+	if _, err := peer.Read(buf); err != nil {
+		t.Fatalf("the peer got nothing: %v", err)
+	}
+}

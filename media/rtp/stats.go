@@ -33,7 +33,10 @@ type Stats struct {
 	RemoteFractionLost float64
 	RemoteJitter       time.Duration
 
-	SSRCChanges                  int
+	SSRCChanges int
+	// StrayDropped counts packets dropped because they came from another
+	// address than the latched source (WithStrictSource).
+	StrayDropped                 uint64
 	ReportsSent, ReportsReceived int
 }
 
