@@ -24,7 +24,7 @@ func (a anchor) Open(callID string) (proxy.MediaSession, error) {
 // newBridge makes the media bridge of cfg: on MediaAddr, else the
 // advertised address, else the first listener's host.
 func newBridge(cfg Config, specs []listenSpec) (*bridge.Bridge, error) {
-	bc := bridge.Config{PortMin: cfg.MediaPortMin, PortMax: cfg.MediaPortMax, MediaTimeout: cfg.MediaTimeout, Logger: cfg.Logger}
+	bc := bridge.Config{PortMin: cfg.MediaPortMin, PortMax: cfg.MediaPortMax, MediaTimeout: cfg.MediaTimeout, MaxSessions: cfg.MediaMaxCalls, Logger: cfg.Logger}
 	addr := cfg.MediaAddr
 	if addr == "" {
 		addr = cfg.Advertise

@@ -129,6 +129,9 @@ type Config struct {
 	// MediaTimeout ends a bridged call's media after that long without a
 	// packet either way, unless on hold (default 30 s).
 	MediaTimeout time.Duration
+	// MediaMaxCalls bounds the calls bridged at once (default 1000); a
+	// call beyond it gets 503 with Retry-After.
+	MediaMaxCalls int
 	// FederationTLS sends requests to other domains over TLS only.
 	FederationTLS bool
 	// Trusted are the networks (a peer domain's proxies, an SBC, our

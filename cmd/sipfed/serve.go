@@ -122,6 +122,7 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 	fs.StringVar(&c.MediaAddr, "media-address", "", "local IP `address` of the media bridge between browsers and plain RTP phones (made with a ws:/wss: listener); default: --advertise when an IP, else the first --listen host")
 	fs.StringVar(&c.MediaPublic, "media-public-address", "", "IP `address` the bridge announces in SDP and ICE instead (a 1:1 NAT, as in a cloud)")
 	fs.StringVar(&mediaPorts, "media-ports", "40000-49999", "UDP port `range` of the media bridge (ICE and RTP)")
+	fs.IntVar(&c.MediaMaxCalls, "media-max-calls", 1000, "most calls the media bridge joins at once (four UDP ports each); more get 503 with Retry-After")
 	fs.DurationVar(&c.MediaTimeout, "media-timeout", 30*time.Second, "end a bridged call's media after this long without a packet either way (not while on hold)")
 	fs.DurationVar(&c.WSHandshakeTimeout, "ws-handshake-timeout", sipcore.DefaultWSHandshakeTimeout, "how long a new WebSocket connection may take to send its upgrade request")
 	fs.BoolVar(&c.FederationTLS, "federation-tls", false, "send requests to other domains over TLS only (their SIPS+D2T/_sips._tcp targets); a domain without one gets 503")
@@ -209,8 +210,8 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 	if c.MediaPortMin < 1024 || c.MediaPortMax > 65535 || c.MediaPortMax < c.MediaPortMin+3 {
 		return c, serveProc{}, usagef("--media-ports %q: want LOW-HIGH within 1024-65535, at least 4 ports", mediaPorts)
 	}
-	if c.MediaTimeout <= 0 {
-		return c, serveProc{}, usagef("--media-timeout must be positive")
+	if c.MediaTimeout <= 0 || c.MediaMaxCalls <= 0 {
+		return c, serveProc{}, usagef("--media-timeout and --media-max-calls must be positive")
 	}
 	c.Domains, c.Listen, c.DNS, c.WSOrigins = domains.vals, listen.vals, dns.vals, wsOrigins.vals
 	if signature {
