@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -361,4 +362,45 @@ func TestCanceledCallToBrowser(t *testing.T) {
 	bob.exit(t, 15*time.Second)
 	carol.WaitFor(t, "sipfedPhone.state !== 'incoming'", 10*time.Second)
 	waitMetric(t, l, "sipfed_bridge_sessions", 0)
+}
+
+// TestDemoBrowserCallsEcho: what `make run` tells a person to do works:
+// in `sipfed demo`, the web phone signs in as carol@a.test and calls
+// echo@b.test (a plain RTP phone of another domain sending back what it
+// gets, through a.test's bridge), and hears its own tone.
+func TestDemoBrowserCallsEcho(t *testing.T) {
+	if !webphone.Built() {
+		if testenv.Required() {
+			t.Fatal("the web phone is not built into this test binary: run `make web` first")
+		}
+		t.Skip("the web phone is not built: run `make web` (needs Node.js and npm)")
+	}
+	ports := testenv.FreePorts(t, 5)
+	p := func(i int) string { return strconv.Itoa(ports + i) }
+	demo := exec.Command(sipfedBin, "demo", "--duration", "1s", "--dns-port", p(0), "--a-port", p(1), "--b-port", p(2), "--web-port", p(3), "--ws-port", p(4))
+	out := &testenv.Buffer{}
+	demo.Stdout, demo.Stderr = out, out
+	if err := demo.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { demo.Process.Kill(); demo.Wait() })
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "The two domains stay up") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the demo did not come up:\n%s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b := testenv.Chromium(t)
+	page := b.Open(t, "http://127.0.0.1:"+p(3)+"/phone/?processing=0&video=0")
+	page.WaitFor(t, "window.sipfedPhone && sipfedPhone.ready", 10*time.Second)
+	var state string
+	page.Eval(t, `sipfedPhone.register({uri: 'carol@a.test', password: 'carol-pw'}).catch(e => 'failed: ' + e.message)`, &state)
+	if state != "registered" {
+		t.Fatalf("register: %q\n%s", state, out)
+	}
+	page.Eval(t, "sipfedPhone.call('echo@b.test', {video: false})", nil)
+	page.WaitFor(t, "sipfedPhone.state === 'in-call'", 15*time.Second)
+	page.WaitFor(t, "sipfedPhone.stats().then(s => s.audioIn.packetsReceived > 50 && s.audioIn.audioLevel > 0.01)", 15*time.Second)
+	page.Eval(t, "sipfedPhone.hangup()", nil)
 }
