@@ -84,7 +84,7 @@ func (s *Server) filterUDP(allow func(netip.Addr) bool, pike *sipcore.Pike, guar
 	pool := s.ua.TransportLayer().Pool("udp")
 	for i, so := range s.socks {
 		if so.transport == "udp" {
-			s.socks[i].filter = sipcore.NewPacketConn(so.pc, sipcore.PacketConnConfig{Allow: allow, Pool: pool, SourceTTL: ttl})
+			s.socks[i].filter = sipcore.NewPacketConn(so.pc, sipcore.PacketConnConfig{Allow: allow, Pool: pool, SourceTTL: ttl, Intercept: s.fastReg.intercept(so.pc)})
 		}
 	}
 

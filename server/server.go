@@ -69,9 +69,10 @@ type Server struct {
 	web   *http.Server // --web: the web phone alone, for browsers
 	wl    net.Listener
 
-	tlsst  *tlsState
-	bridge *bridge.Bridge // browsers' media; nil without ws:/wss: listeners
-	phone  webphone.Config
+	tlsst   *tlsState
+	fastReg *statelessRegister // REGISTER over UDP without a server transaction
+	bridge  *bridge.Bridge     // browsers' media; nil without ws:/wss: listeners
+	phone   webphone.Config
 
 	serveErr chan error
 	closing  chan struct{}
@@ -241,6 +242,7 @@ func New(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	s.fastReg = newStatelessRegister()
 	s.filterUDP(allow, pike, guard)
 	client, err := sipgo.NewClient(s.ua)
 	if err != nil {
@@ -261,7 +263,9 @@ func New(cfg Config) (_ *Server, err error) {
 		sipcore.Recover(s.log),
 	}
 	deadlines := sipcore.Deadlines{Invite: 2 * cfg.TimerC, Other: 64 * sip.T1}
-	s.sip.OnRegister(sipcore.Adapt(base, deadlines, sipcore.Chain(rg, mws...)))
+	register := sipcore.Adapt(base, deadlines, sipcore.Chain(rg, mws...))
+	s.sip.OnRegister(register) // over TCP, TLS, WS; UDP mostly without a transaction:
+	s.fastReg.setHandler(register)
 	// Every other method is the proxy's (it answers OPTIONS for itself).
 	s.sip.OnNoRoute(sipcore.Adapt(base, deadlines, sipcore.Chain(px, mws...)))
 

@@ -48,6 +48,10 @@ type PacketConnConfig struct {
 	// RotateAfter is how many new sources sipgo's read loop may record
 	// before it is restarted (default DefaultRotateAfter, about 6 MB).
 	RotateAfter int
+	// Intercept, when set, sees each allowed datagram before sipgo and
+	// may take it (true): it is then not handed on. It runs in the read
+	// loop and must not keep b.
+	Intercept func(b []byte, from netip.AddrPort) bool
 }
 
 // PacketConn is the net.PacketConn handed to sipgo's ServeUDP. It does two
@@ -73,13 +77,14 @@ type PacketConnConfig struct {
 // goroutine at a time, as sipgo does.
 type PacketConn struct {
 	net.PacketConn
-	udp    *net.UDPConn // fast path: addresses without allocation
-	allow  func(netip.Addr) bool
-	pool   *sip.ConnectionPool
-	ttl    int64 // ns
-	rotate int
-	local  string
-	epoch  time.Time
+	udp       *net.UDPConn // fast path: addresses without allocation
+	allow     func(netip.Addr) bool
+	pool      *sip.ConnectionPool
+	ttl       int64 // ns
+	rotate    int
+	intercept func([]byte, netip.AddrPort) bool
+	local     string
+	epoch     time.Time
 
 	// Owned by the reading goroutine.
 	seen      map[netip.AddrPort]int64 // ns since epoch of the last datagram
@@ -99,7 +104,7 @@ func NewPacketConn(pc net.PacketConn, cfg PacketConnConfig) *PacketConn {
 	if cfg.RotateAfter <= 0 {
 		cfg.RotateAfter = DefaultRotateAfter
 	}
-	c := &PacketConn{PacketConn: pc, allow: cfg.Allow, pool: cfg.Pool, ttl: int64(cfg.SourceTTL), rotate: cfg.RotateAfter,
+	c := &PacketConn{PacketConn: pc, allow: cfg.Allow, pool: cfg.Pool, ttl: int64(cfg.SourceTTL), rotate: cfg.RotateAfter, intercept: cfg.Intercept,
 		local: pc.LocalAddr().String(), epoch: time.Now(), seen: make(map[netip.AddrPort]int64)}
 	c.udp, _ = pc.(*net.UDPConn)
 	return c
@@ -138,6 +143,9 @@ func (c *PacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		// sipgo skips these without noting their source: so must the
 		// record of the source it saw last.
 		if len(bytes.Trim(b[:n], "\x00")) == 0 {
+			continue
+		}
+		if c.intercept != nil && c.intercept(b[:n], ap) {
 			continue
 		}
 		if c.pool != nil {
