@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"hash/maphash"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	"github.com/sipfed/sipfed/location"
 )
@@ -33,15 +36,62 @@ var _ location.Store = (*Store)(nil)
 // shard holds the AORs whose hash falls into it.
 type shard struct {
 	mu   sync.Mutex
-	aors map[string]map[string]record // AOR → Binding.Key() → record
+	aors map[string][]record // AOR → its bindings (a few: a slice, not a map)
 }
 
-// record is a stored binding with its expiry and the time of the update
-// that last set it, both in Unix milliseconds.
+// record is a stored binding, compact: a million of them must fit in half
+// a gigabyte. The AOR is the map key; the expiry and the time of the
+// update that last set the binding are Unix milliseconds; the strings
+// that repeat across bindings (transport, node, User-Agent) are interned.
 type record struct {
-	b       location.Binding
-	expires int64
-	updated int64
+	contact, instance, callID, received string
+	path                                []string
+	transport, nodeID, userAgent        unique.Handle[string]
+	expires, updated                    int64
+	regID, q                            int32
+	cseq                                uint32
+	nat                                 bool
+}
+
+func newRecord(b *location.Binding, exp, now int64) record {
+	return record{
+		contact: b.Contact, instance: b.InstanceID, callID: b.CallID, received: b.Received,
+		path:      slices.Clone(b.Path),
+		transport: unique.Make(b.Transport), nodeID: unique.Make(b.NodeID), userAgent: unique.Make(b.UserAgent),
+		expires: exp, updated: now, regID: int32(b.RegID), q: int32(b.Q), cseq: b.CSeq, nat: b.NAT,
+	}
+}
+
+func (r *record) binding(aor string) location.Binding {
+	return location.Binding{
+		AOR: aor, Contact: r.contact, InstanceID: r.instance, RegID: int(r.regID), Q: int(r.q),
+		Expires: time.UnixMilli(r.expires), CallID: r.callID, CSeq: r.cseq, Path: slices.Clone(r.path),
+		Received: r.received, Transport: r.transport.Value(), NAT: r.nat, NodeID: r.nodeID.Value(), UserAgent: r.userAgent.Value(),
+	}
+}
+
+// is reports whether r is the device of key (location.Binding.Key),
+// without building r's key.
+func (r *record) is(key string) bool {
+	if r.instance != "" {
+		rest, ok := strings.CutPrefix(key, "i:")
+		if !ok {
+			return false
+		}
+		inst, reg, ok := strings.Cut(rest, ";")
+		return ok && inst == r.instance && reg == strconv.Itoa(int(r.regID))
+	}
+	c, ok := strings.CutPrefix(key, "c:")
+	return ok && c == r.contact
+}
+
+func find(rs []record, key string) int {
+	for i := range rs {
+		if rs[i].is(key) {
+			return i
+		}
+	}
+	return -1
 }
 
 // Option configures a Store.
@@ -72,7 +122,7 @@ func New(opts ...Option) *Store {
 		o(s)
 	}
 	for i := range s.parts {
-		s.parts[i].aors = make(map[string]map[string]record)
+		s.parts[i].aors = make(map[string][]record)
 	}
 	if s.sweep > 0 {
 		go s.sweeper()
@@ -96,15 +146,14 @@ func (s *Store) Update(ctx context.Context, aor string, u location.Update) ([]lo
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 
-	cur := sh.aors[aor]
-	prune(cur, now)
+	cur := prune(sh.aors[aor], now)
 	stale := func(k string) bool {
-		r, ok := cur[k]
-		return ok && r.b.CallID == u.CallID && u.CSeq <= r.b.CSeq
+		i := find(cur, k)
+		return i >= 0 && cur[i].callID == u.CallID && u.CSeq <= cur[i].cseq
 	}
 	if u.RemoveAll {
-		for k := range cur {
-			if stale(k) {
+		for i := range cur {
+			if cur[i].callID == u.CallID && u.CSeq <= cur[i].cseq {
 				return nil, location.ErrStaleCSeq
 			}
 		}
@@ -120,26 +169,36 @@ func (s *Store) Update(ctx context.Context, aor string, u location.Update) ([]lo
 		}
 	}
 
-	next := make(map[string]record, len(cur)+len(u.Set))
+	// A new slice: an update that fails part-way (too many contacts)
+	// must leave the stored one untouched.
+	var next []record
 	if !u.RemoveAll {
-		for k, r := range cur {
-			next[k] = r
-		}
+		next = make([]record, len(cur), len(cur)+len(u.Set))
+		copy(next, cur)
 	}
-	for _, b := range u.Set {
+	for i := range u.Set {
+		b := &u.Set[i]
 		k := b.Key()
 		exp := b.Expires.UnixMilli()
+		j := find(next, k)
 		if exp <= now {
-			delete(next, k)
+			if j >= 0 {
+				next = slices.Delete(next, j, j+1)
+			}
 			continue
 		}
-		b.AOR, b.CallID, b.CSeq = aor, u.CallID, u.CSeq
-		b.Expires = time.UnixMilli(exp)
-		b.Path = slices.Clone(b.Path)
-		next[k] = record{b: b, expires: exp, updated: now}
+		b.CallID, b.CSeq = u.CallID, u.CSeq
+		r := newRecord(b, exp, now)
+		if j >= 0 {
+			next[j] = r
+		} else {
+			next = append(next, r)
+		}
 	}
 	for _, k := range u.Remove {
-		delete(next, k)
+		if j := find(next, k); j >= 0 {
+			next = slices.Delete(next, j, j+1)
+		}
 	}
 	if u.MaxContacts > 0 && len(next) > u.MaxContacts && len(next) > len(cur) {
 		return nil, location.ErrTooManyContacts
@@ -147,9 +206,9 @@ func (s *Store) Update(ctx context.Context, aor string, u location.Update) ([]lo
 	if len(next) == 0 {
 		delete(sh.aors, aor)
 	} else {
-		sh.aors[aor] = next
+		sh.aors[aor] = slices.Clip(next)
 	}
-	return sorted(next), nil
+	return sorted(aor, next), nil
 }
 
 // Lookup implements location.Store.
@@ -161,10 +220,15 @@ func (s *Store) Lookup(ctx context.Context, aor string) ([]location.Binding, err
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	cur := sh.aors[aor]
-	if prune(cur, s.now().UnixMilli()) && len(cur) == 0 {
-		delete(sh.aors, aor)
+	if kept := prune(cur, s.now().UnixMilli()); len(kept) != len(cur) {
+		if len(kept) == 0 {
+			delete(sh.aors, aor)
+		} else {
+			sh.aors[aor] = kept
+		}
+		cur = kept
 	}
-	return sorted(cur), nil
+	return sorted(aor, cur), nil
 }
 
 // Close stops the sweeper. The store keeps working without it.
@@ -196,52 +260,61 @@ func (s *Store) sweepOnce() {
 		sh.mu.Lock()
 		now := s.now().UnixMilli()
 		for aor, bs := range sh.aors {
-			if prune(bs, now) && len(bs) == 0 {
+			if kept := prune(bs, now); len(kept) == 0 {
 				delete(sh.aors, aor)
+			} else if len(kept) != len(bs) {
+				sh.aors[aor] = kept
 			}
 		}
 		sh.mu.Unlock()
 	}
 }
 
-// prune deletes the records of bs that expire at or before now (Unix ms)
-// and reports whether it deleted any.
-func prune(bs map[string]record, now int64) bool {
-	pruned := false
-	for k, r := range bs {
-		if r.expires <= now {
-			delete(bs, k)
-			pruned = true
+// prune returns the records of rs that expire after now (Unix ms): rs
+// itself when none expired, else a new slice, so that rs is never
+// changed in place.
+func prune(rs []record, now int64) []record {
+	for i := range rs {
+		if rs[i].expires <= now {
+			kept := make([]record, 0, len(rs)-1)
+			for j := range rs {
+				if rs[j].expires > now {
+					kept = append(kept, rs[j])
+				}
+			}
+			return kept
 		}
 	}
-	return pruned
+	return rs
 }
 
-// sorted returns copies of the bindings in bs in Lookup order: highest q
-// first, then most recently updated, then by key so the order is stable.
-func sorted(bs map[string]record) []location.Binding {
-	if len(bs) == 0 {
+// sorted returns the bindings of rs in Lookup order: highest q first,
+// then most recently updated, then by key so the order is stable.
+func sorted(aor string, rs []record) []location.Binding {
+	if len(rs) == 0 {
 		return nil
 	}
-	type keyed struct {
-		key string
-		r   record
-	}
-	rs := make([]keyed, 0, len(bs))
-	for k, r := range bs {
-		rs = append(rs, keyed{k, r})
-	}
-	slices.SortFunc(rs, func(a, b keyed) int {
-		return cmp.Or(
-			cmp.Compare(b.r.b.Q, a.r.b.Q),
-			cmp.Compare(b.r.updated, a.r.updated),
-			cmp.Compare(a.key, b.key),
-		)
-	})
 	out := make([]location.Binding, len(rs))
-	for i, kr := range rs {
-		out[i] = kr.r.b
-		out[i].Path = slices.Clone(kr.r.b.Path)
+	for i := range rs {
+		out[i] = rs[i].binding(aor)
+	}
+	if len(out) > 1 {
+		idx := make([]int, len(rs))
+		for i := range idx {
+			idx[i] = i
+		}
+		slices.SortFunc(idx, func(a, b int) int {
+			return cmp.Or(
+				cmp.Compare(rs[b].q, rs[a].q),
+				cmp.Compare(rs[b].updated, rs[a].updated),
+				cmp.Compare(out[a].Key(), out[b].Key()),
+			)
+		})
+		sortedOut := make([]location.Binding, len(out))
+		for i, j := range idx {
+			sortedOut[i] = out[j]
+		}
+		out = sortedOut
 	}
 	return out
 }
