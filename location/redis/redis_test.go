@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -343,4 +347,50 @@ func BenchmarkUpdate(b *testing.B) {
 
 func BenchmarkLookup(b *testing.B) {
 	storetest.BenchLookup(b, redis.New(client(b, testenv.StartRedis(b))))
+}
+
+// BenchmarkRedisMemoryPerBinding stores 100,000 AORs of one binding each,
+// shaped like real ones, and reports Redis's used_memory per binding.
+func BenchmarkRedisMemoryPerBinding(b *testing.B) {
+	const n = 100_000
+	for range b.N {
+		c := client(b, testenv.StartRedis(b))
+		s := redis.New(c)
+		ctx := context.Background()
+		used := func() float64 {
+			info, err := c.Info(ctx, "memory").Result()
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, l := range strings.Split(info, "\r\n") {
+				if v, ok := strings.CutPrefix(l, "used_memory:"); ok {
+					f, _ := strconv.ParseFloat(v, 64)
+					return f
+				}
+			}
+			b.Fatal("no used_memory")
+			return 0
+		}
+		before := used()
+		now := time.Now()
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < n; i += 8 {
+					aor := fmt.Sprintf("user%06d@a.example", i)
+					if _, err := s.Update(ctx, aor, location.Update{CallID: fmt.Sprintf("%08x-4b1c-9e2f-%012x", i, i), CSeq: 2, Now: now, Set: []location.Binding{{
+						Contact: fmt.Sprintf("sip:user%06d@192.168.1.%d:5060;transport=udp", i, i%250), Q: 1000, Expires: now.Add(time.Hour),
+						Received: fmt.Sprintf("203.0.113.%d:%d", i%250, 40000+i%20000), Transport: "udp", NAT: true, NodeID: "node-1", UserAgent: "baresip v3.10.1",
+					}}}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		b.ReportMetric((used()-before)/n, "redis-B/binding")
+	}
 }
