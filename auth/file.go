@@ -2,13 +2,14 @@ package auth
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,7 +18,7 @@ import (
 )
 
 // fileHeader opens every users file FileStore writes.
-const fileHeader = `# sipfed users file, written by "sipfed user add|del"; edit with care.
+const fileHeader = `# sipfed users file, written by "sipfed user add|del|import"; edit with care.
 # One user per line: AOR md5=HA1 sha-256=HA1, where HA1 is
 # H(user ":" domain ":" password) in lower-case hex (RFC 7616 §3.4.2).
 # Lines starting with '#' and blank lines are ignored; comments are not kept.
@@ -32,9 +33,12 @@ const fileHeader = `# sipfed users file, written by "sipfed user add|del"; edit 
 // modification time or inode changes, checking at most once a second, so
 // users added by "sipfed user add" count on a running server. A file that
 // no longer parses is ignored (the last good contents stay in effect) until
-// it changes again. A missing file is an empty store. Add and Del rewrite
-// the file atomically (temporary file, then rename) with mode 0600; two
-// concurrent writers race, and the last one wins.
+// it changes again. A missing file is an empty store. Add, Del and Import
+// (many users at once) rewrite the file atomically (temporary file, then
+// rename) with mode 0600; two concurrent writers race, and the last one
+// wins. The file is read whole into one string that the users' hashes
+// point into: a million users take about 250 bytes each and half a
+// second to load.
 type FileStore struct {
 	path    string
 	now     func() time.Time
@@ -44,8 +48,12 @@ type FileStore struct {
 	stat    fs.FileInfo  // of the contents in users; nil for a missing file
 }
 
-// fileUsers maps domain, then user, to the credential.
-type fileUsers map[string]map[string]Credential
+// fileUsers maps domain, then user, to the hashes. The strings point into
+// the file's contents, read as one string: no allocation per line.
+type fileUsers map[string]map[string]fileHA1
+
+// fileHA1 holds a user's hashes; either may be "".
+type fileHA1 struct{ md5, sha256 string }
 
 var _ CredentialStore = (*FileStore)(nil)
 
@@ -66,8 +74,8 @@ func OpenFile(path string) (*FileStore, error) {
 // Lookup returns the credential of user@realm, or ErrUnknownUser.
 func (s *FileStore) Lookup(ctx context.Context, user, realm string) (Credential, error) {
 	s.reloadIfChanged()
-	if c, ok := (*s.users.Load())[realm][user]; ok {
-		return c, nil
+	if h, ok := (*s.users.Load())[realm][user]; ok {
+		return Credential{User: user, Realm: realm, HA1MD5: h.md5, HA1SHA256: h.sha256}, nil
 	}
 	return Credential{}, ErrUnknownUser
 }
@@ -99,7 +107,8 @@ func sameFile(a, b fs.FileInfo) bool {
 	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }
 
-// read parses the file; a missing file is empty.
+// read parses the file; a missing file is empty. The file is read whole
+// into one string, which the users' strings then point into.
 func (s *FileStore) read() (fileUsers, fs.FileInfo, error) {
 	f, err := os.Open(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -113,58 +122,147 @@ func (s *FileStore) read() (fileUsers, fs.FileInfo, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("auth: users file: %w", err)
 	}
-	users := fileUsers{}
-	sc := bufio.NewScanner(f)
-	for line := 1; sc.Scan(); line++ {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || text[0] == '#' {
-			continue
-		}
-		c, err := parseUserLine(text)
-		if err != nil {
-			return nil, nil, fmt.Errorf("auth: %s:%d: %w", s.path, line, err)
-		}
-		if users[c.Realm] == nil {
-			users[c.Realm] = map[string]Credential{}
-		}
-		if _, dup := users[c.Realm][c.User]; dup {
-			return nil, nil, fmt.Errorf("auth: %s:%d: %s@%s listed twice", s.path, line, c.User, c.Realm)
-		}
-		users[c.Realm][c.User] = c
+	var b strings.Builder
+	if size := st.Size(); size > 0 && size < 1<<34 {
+		b.Grow(int(size) + 1) // +1: a read that finds EOF
 	}
-	if err := sc.Err(); err != nil {
+	if _, err := io.Copy(&b, f); err != nil {
 		return nil, nil, fmt.Errorf("auth: users file %s: %w", s.path, err)
+	}
+	users, err := parseUsersFile(b.String())
+	if err != nil {
+		return nil, nil, fmt.Errorf("auth: %s:%w", s.path, err)
 	}
 	return users, st, nil
 }
 
-// parseUserLine parses "alice@a.example md5=HEX sha-256=HEX".
-func parseUserLine(text string) (Credential, error) {
-	fields := strings.Fields(text)
-	user, domain, err := ParseAOR(fields[0])
-	if err != nil {
-		return Credential{}, err
+// parseUsersFile parses the contents of a users file. Its errors start
+// with the line number.
+func parseUsersFile(data string) (fileUsers, error) {
+	users := fileUsers{}
+	// Most files serve one domain: size the first domain's map for every
+	// line at once (a third faster than growing it), and shrink it at the
+	// end if the guess was wrong.
+	hint := strings.Count(data, "\n") + 1
+	hint0, first := hint, ""
+	var domain string
+	var m map[string]fileHA1
+	for line := 1; len(data) > 0; line++ {
+		text, rest, _ := strings.Cut(data, "\n")
+		data = rest
+		text = strings.TrimSpace(text)
+		if text == "" || text[0] == '#' {
+			continue
+		}
+		user, realm, h, err := parseUserLine(text)
+		if err != nil {
+			return nil, fmt.Errorf("%d: %w", line, err)
+		}
+		if m == nil || realm != domain {
+			if m = users[realm]; m == nil {
+				if len(users) == 0 {
+					first = realm
+				}
+				m = make(map[string]fileHA1, hint)
+				users[realm] = m
+				hint = 0
+			}
+			domain = realm
+		}
+		n := len(m)
+		if m[user] = h; len(m) == n {
+			return nil, fmt.Errorf("%d: %s@%s listed twice", line, user, realm)
+		}
 	}
-	c := Credential{User: user, Realm: domain}
-	for _, f := range fields[1:] {
+	if big := users[first]; big != nil && len(big) < hint0/2 {
+		small := make(map[string]fileHA1, len(big)) // maps.Clone keeps the size
+		for k, v := range big {
+			small[k] = v
+		}
+		users[first] = small
+	}
+	return users, nil
+}
+
+// parseUserLine parses "alice@a.example md5=HEX sha-256=HEX" (already
+// trimmed), without allocating unless the line has upper-case letters.
+func parseUserLine(text string) (user, domain string, h fileHA1, err error) {
+	aor, fields, _ := cutSpace(text)
+	user, domain, err = ParseAOR(aor)
+	if err != nil {
+		return "", "", h, err
+	}
+	for fields != "" {
+		var f string
+		f, fields, _ = cutSpace(fields)
+		if f == "" {
+			continue
+		}
 		k, v, _ := strings.Cut(f, "=")
 		switch strings.ToLower(k) {
 		case "md5":
-			if !isHex(v, 32) {
-				return c, fmt.Errorf("md5= is not 32 hex digits")
+			var ok bool
+			if h.md5, ok = lowerHex(v, 32); !ok {
+				return "", "", h, fmt.Errorf("md5= is not 32 hex digits")
 			}
-			c.HA1MD5 = strings.ToLower(v)
 		case "sha-256":
-			if !isHex(v, 64) {
-				return c, fmt.Errorf("sha-256= is not 64 hex digits")
+			var ok bool
+			if h.sha256, ok = lowerHex(v, 64); !ok {
+				return "", "", h, fmt.Errorf("sha-256= is not 64 hex digits")
 			}
-			c.HA1SHA256 = strings.ToLower(v)
 		}
 	}
-	if c.HA1MD5 == "" && c.HA1SHA256 == "" {
-		return c, fmt.Errorf("%s@%s has neither md5= nor sha-256=", user, domain)
+	if h.md5 == "" && h.sha256 == "" {
+		return "", "", h, fmt.Errorf("%s@%s has neither md5= nor sha-256=", user, domain)
 	}
-	return c, nil
+	return user, domain, h, nil
+}
+
+// hexClass is 1 for the digits and a-f, 2 for A-F, 4 for other bytes.
+var hexClass = func() (t [256]uint8) {
+	for i := range t {
+		switch {
+		case i >= '0' && i <= '9' || i >= 'a' && i <= 'f':
+			t[i] = 1
+		case i >= 'A' && i <= 'F':
+			t[i] = 2
+		default:
+			t[i] = 4
+		}
+	}
+	return t
+}()
+
+// lowerHex returns s in lower case if it is n hex digits. It is isHex and
+// strings.ToLower in one pass without a branch per byte: random hex
+// digits defeat branch prediction, and a million users' file has 96
+// million of them.
+func lowerHex(s string, n int) (string, bool) {
+	if len(s) != n {
+		return "", false
+	}
+	var class uint8
+	for i := 0; i < len(s); i++ {
+		class |= hexClass[s[i]]
+	}
+	switch {
+	case class&4 != 0:
+		return "", false
+	case class&2 != 0:
+		return strings.ToLower(s), true
+	}
+	return s, true
+}
+
+// cutSpace cuts s around its first space or tab (strings.Fields without
+// the slice).
+func cutSpace(s string) (before, after string, found bool) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == ' ' || c == '\t' || c == '\v' || c == '\f' || c == '\r' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
 }
 
 // Add sets the password of aor (user@domain), adding the user if needed.
@@ -177,13 +275,51 @@ func (s *FileStore) Add(ctx context.Context, aor, password string) error {
 	if err := checkPassword(password); err != nil {
 		return err
 	}
-	return s.update(func(u fileUsers) error {
-		if u[domain] == nil {
-			u[domain] = map[string]Credential{}
+	_, err = s.Import(ctx, []Credential{NewCredential(user, domain, password)})
+	return err
+}
+
+// Import adds or updates the users of creds, each of which must be as
+// ParseAOR returns it with its HA1s in lower-case hex, in one rewrite of
+// the file: it is read once, merged in memory and written once. A user's
+// hashes are replaced whole: a credential without HA1SHA256 leaves the
+// user with MD5 alone. When an AOR is in creds more than once, the last
+// wins. Nothing is written when a credential is invalid.
+func (s *FileStore) Import(ctx context.Context, creds []Credential) (ImportStats, error) {
+	var st ImportStats
+	for i := range creds {
+		if err := creds[i].check(); err != nil {
+			return st, fmt.Errorf("auth: import %d: %w", i+1, err)
 		}
-		u[domain][user] = NewCredential(user, domain, password)
+	}
+	perDomain := map[string]int{}
+	for _, c := range creds {
+		perDomain[c.Realm]++
+	}
+	err := s.update(func(u fileUsers) error {
+		var domain string
+		var m map[string]fileHA1
+		for _, c := range creds {
+			if m == nil || c.Realm != domain {
+				if m = u[c.Realm]; m == nil {
+					m = make(map[string]fileHA1, perDomain[c.Realm])
+					u[c.Realm] = m
+				}
+				domain = c.Realm
+			}
+			if _, ok := m[c.User]; ok {
+				st.Updated++
+			} else {
+				st.Added++
+			}
+			m[c.User] = fileHA1{c.HA1MD5, c.HA1SHA256}
+		}
 		return nil
 	})
+	if err != nil {
+		return ImportStats{}, err
+	}
+	return st, nil
 }
 
 // Del removes aor, or returns ErrUnknownUser.
@@ -246,27 +382,27 @@ func (s *FileStore) update(change func(fileUsers) error) error {
 	return nil
 }
 
-// write replaces the file with users, atomically, mode 0600.
+// write replaces the file with users, sorted, atomically, mode 0600.
 func (s *FileStore) write(users fileUsers) (fs.FileInfo, error) {
-	var b bytes.Buffer
-	b.WriteString(fileHeader)
-	var lines []string
+	type entry struct {
+		user, domain string
+		h            fileHA1
+	}
+	n := 0
 	for _, m := range users {
-		for _, c := range m {
-			l := c.User + "@" + c.Realm
-			if c.HA1MD5 != "" {
-				l += " md5=" + c.HA1MD5
-			}
-			if c.HA1SHA256 != "" {
-				l += " sha-256=" + c.HA1SHA256
-			}
-			lines = append(lines, l+"\n")
+		n += len(m)
+	}
+	entries := make([]entry, 0, n)
+	for d, m := range users {
+		for u, h := range m {
+			entries = append(entries, entry{u, d, h})
 		}
 	}
-	sort.Strings(lines)
-	for _, l := range lines {
-		b.WriteString(l)
-	}
+	// By AOR, as the lines sort: no character of an AOR sorts before the
+	// space that ends it.
+	slices.SortFunc(entries, func(a, b entry) int {
+		return compareAOR(a.user, a.domain, b.user, b.domain)
+	})
 	tmp, err := os.CreateTemp(filepath.Dir(s.path), "."+filepath.Base(s.path)+".tmp*")
 	if err != nil {
 		return nil, fmt.Errorf("auth: users file: %w", err)
@@ -276,7 +412,23 @@ func (s *FileStore) write(users fileUsers) (fs.FileInfo, error) {
 		tmp.Close()
 		return nil, fmt.Errorf("auth: users file: %w", err)
 	}
-	if _, err := tmp.Write(b.Bytes()); err != nil {
+	w := bufio.NewWriterSize(tmp, 1<<20)
+	w.WriteString(fileHeader)
+	for _, e := range entries {
+		w.WriteString(e.user)
+		w.WriteByte('@')
+		w.WriteString(e.domain)
+		if e.h.md5 != "" {
+			w.WriteString(" md5=")
+			w.WriteString(e.h.md5)
+		}
+		if e.h.sha256 != "" {
+			w.WriteString(" sha-256=")
+			w.WriteString(e.h.sha256)
+		}
+		w.WriteByte('\n')
+	}
+	if err := w.Flush(); err != nil {
 		tmp.Close()
 		return nil, fmt.Errorf("auth: users file: %w", err)
 	}
@@ -295,4 +447,26 @@ func (s *FileStore) write(users fileUsers) (fs.FileInfo, error) {
 		return nil, fmt.Errorf("auth: users file: %w", err)
 	}
 	return st, nil
+}
+
+// compareAOR compares user1@domain1 with user2@domain2 as strings,
+// without building them.
+func compareAOR(user1, domain1, user2, domain2 string) int {
+	if c := strings.Compare(user1, user2); c != 0 {
+		// A user that is a prefix of the other is followed by '@', which
+		// sorts before every other character a user part may hold,
+		// except those below it: compare as the whole strings would.
+		short, long, sign := user1, user2, -1
+		if len(user1) > len(user2) {
+			short, long, sign = user2, user1, 1
+		}
+		if strings.HasPrefix(long, short) {
+			if long[len(short)] < '@' {
+				return -sign
+			}
+			return sign
+		}
+		return c
+	}
+	return strings.Compare(domain1, domain2)
 }

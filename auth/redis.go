@@ -17,7 +17,8 @@ import (
 //	sipfed:domains                 set of domains with users, for List
 //	sipfed:nonce-secret            the nonce secret every node shares (SharedSecret)
 //
-// Keys carry hash tags, so it works on Redis Cluster as on a single server
+// Import writes many users in pipelines, with the same keys. Keys carry
+// hash tags, so it works on Redis Cluster as on a single server
 // or Sentinel; no request uses SCAN or KEYS. Errors reaching Redis wrap
 // ErrUnavailable.
 type RedisStore struct {
@@ -92,6 +93,80 @@ func (s *RedisStore) Add(ctx context.Context, aor, password string) error {
 		return redisErr("add", err)
 	}
 	return nil
+}
+
+// importBatch is how many users Import sends per pipeline.
+const importBatch = 1000
+
+// Import adds or updates the users of creds, each of which must be as
+// ParseAOR returns it with its HA1s in lower-case hex, with the keys Add
+// writes, in pipelines of importBatch users: each user's hash, then the
+// domain sets. A user's hashes are replaced whole: a credential without
+// HA1SHA256 leaves the user with MD5 alone. When an AOR is in creds more
+// than once, the last wins (and the counts are off by the repeats).
+// Nothing is written when a credential is invalid; a failure part way
+// leaves the batches before it written, and Import may simply be run
+// again.
+func (s *RedisStore) Import(ctx context.Context, creds []Credential) (ImportStats, error) {
+	var st ImportStats
+	for i := range creds {
+		if err := creds[i].check(); err != nil {
+			return st, fmt.Errorf("auth: import %d: %w", i+1, err)
+		}
+	}
+	domains := map[string]bool{}
+	members := map[string][]any{}
+	for len(creds) > 0 {
+		batch := creds[:min(importBatch, len(creds))]
+		creds = creds[len(batch):]
+		// The hashes first, as Add does, so that a user listed exists.
+		_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for _, c := range batch {
+				key := userKey(c.User + "@" + c.Realm)
+				switch {
+				case c.HA1MD5 == "":
+					p.HSet(ctx, key, "sha-256", c.HA1SHA256)
+					p.HDel(ctx, key, "md5")
+				case c.HA1SHA256 == "":
+					p.HSet(ctx, key, "md5", c.HA1MD5)
+					p.HDel(ctx, key, "sha-256")
+				default:
+					p.HSet(ctx, key, "md5", c.HA1MD5, "sha-256", c.HA1SHA256)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return st, redisErr("import", err)
+		}
+		clear(members)
+		for _, c := range batch {
+			members[c.Realm] = append(members[c.Realm], c.User+"@"+c.Realm)
+		}
+		var added []*goredis.IntCmd
+		_, err = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for d, m := range members {
+				added = append(added, p.SAdd(ctx, domainKey(d), m...))
+				if !domains[d] {
+					p.SAdd(ctx, domainsKey, d)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return st, redisErr("import", err)
+		}
+		for d := range members {
+			domains[d] = true
+		}
+		n := 0
+		for _, a := range added {
+			n += int(a.Val())
+		}
+		st.Added += n
+		st.Updated += len(batch) - n
+	}
+	return st, nil
 }
 
 // Del removes aor, or returns ErrUnknownUser.

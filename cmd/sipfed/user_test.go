@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sipfed/sipfed/auth"
 	"github.com/sipfed/sipfed/internal/testenv"
@@ -178,5 +182,187 @@ func TestUserAddNotesNormalisedAOR(t *testing.T) {
 	}
 	if code, _, stderr := runUserCLI(t, "", "del", "sip:erin@A.example", "--users", users); code != 0 {
 		t.Errorf("del sip:erin@A.example: exit %d: %s", code, stderr)
+	}
+}
+
+// TestUserImport imports AOR:password lines from stdin over an existing
+// user, and checks the summary, the hashes and the file's mode.
+func TestUserImport(t *testing.T) {
+	users := filepath.Join(t.TempDir(), "users.txt")
+	if code, _, stderr := runUserCLI(t, "old\n", "add", "alice@a.example", "--users", users, "--password-stdin"); code != 0 {
+		t.Fatalf("add: exit %d: %s", code, stderr)
+	}
+	in := "# from the old PBX\nalice@a.example:alice-secret\r\nbob@a.example:b:o b\nsip:carol@B.example:c1\ncarol@b.example:c2\n"
+	code, stdout, stderr := runUserCLI(t, in, "import", "--users", users)
+	if code != 0 || stdout != "imported 3 users into "+users+": 2 added, 1 updated; 1 repeated AORs (the last line won)\n" {
+		t.Fatalf("import: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if want := "sipfed user: stdin: format lines\nsipfed user: stdin:5: carol@b.example again, replacing line 4 (the last wins)\n"; stderr != want {
+		t.Errorf("stderr %q, want %q", stderr, want)
+	}
+	fs, err := auth.OpenFile(users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []auth.Credential{
+		auth.NewCredential("alice", "a.example", "alice-secret"),
+		auth.NewCredential("bob", "a.example", "b:o b"),
+		auth.NewCredential("carol", "b.example", "c2"),
+	} {
+		if got, err := fs.Lookup(context.Background(), c.User, c.Realm); err != nil || got != c {
+			t.Errorf("%s: %+v, %v", c.User, got, err)
+		}
+	}
+	if st, _ := os.Stat(users); st.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v", st.Mode())
+	}
+}
+
+// TestUserImportBadLines checks that a bad line refuses the import unless
+// --skip-bad, names its line, and never shows its password.
+func TestUserImportBadLines(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users.txt")
+	input := filepath.Join(dir, "in.txt")
+	writeFile(t, input, "alice@a.example:alice-secret\nbob@a.example:Hunter2\x00\nHunter3:carol@a.example\nal ice@a.example:Hunter4\ndave@a.example:dave-secret\n")
+	code, stdout, stderr := runUserCLI(t, "", "import", input, "--users", users)
+	if code != 1 || stdout != "" {
+		t.Fatalf("exit %d, stdout %q", code, stdout)
+	}
+	for _, want := range []string{
+		input + `:2: "bob@a.example": auth: invalid password: control character '\x00'`,
+		input + ":3: no user@domain before the first ':'",
+		input + `:4: "al ice@a.example": auth: invalid address of record`,
+		"sipfed user: " + input + ": 3 bad of 5 lines: nothing imported (fix them, or import the others with --skip-bad)\n",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if strings.Contains(stderr, "Hunter") || strings.Contains(stderr, "\x00") {
+		t.Errorf("a password shown:\n%s", stderr)
+	}
+	if _, err := os.Stat(users); !os.IsNotExist(err) {
+		t.Errorf("a refused import wrote %s", users)
+	}
+	code, stdout, stderr = runUserCLI(t, "", "import", "--dry-run", "--skip-bad", input, "--users", users)
+	if code != 0 || stdout != "2 users to import, nothing written (--dry-run); 3 bad lines skipped\n" {
+		t.Errorf("--dry-run: exit %d, %q %s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(users); !os.IsNotExist(err) {
+		t.Errorf("--dry-run wrote %s", users)
+	}
+	code, stdout, stderr = runUserCLI(t, "", "import", "--skip-bad", input, "--users", users)
+	if code != 0 || stdout != "imported 2 users into "+users+": 2 added, 0 updated; 3 bad lines skipped\n" || strings.Count(stderr, "\n") != 4 {
+		t.Errorf("--skip-bad: exit %d, %q\n%s", code, stdout, stderr)
+	}
+	if _, out, _ := runUserCLI(t, "", "list", "--users", users); out != "alice@a.example\ndave@a.example\n" {
+		t.Errorf("list: %q", out)
+	}
+}
+
+// TestUserImportFormats imports Kamailio's subscriber CSV and htdigest
+// HA1 lines, and checks that HA1-only users are reported.
+func TestUserImportFormats(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users.txt")
+	ha1 := md5Hex
+	csv := filepath.Join(dir, "subscriber.csv")
+	writeFile(t, csv, "id,username,domain,password,ha1,ha1b\n"+
+		"1,alice,a.example,alice-secret,"+ha1("alice:a.example:alice-secret")+",x\n"+
+		"2,bob,a.example,,"+ha1("bob:a.example:bob-secret")+",x\n")
+	code, stdout, stderr := runUserCLI(t, "", "import", csv, "--users", users)
+	if code != 0 || stdout != "imported 2 users into "+users+": 2 added, 0 updated; 1 users with an MD5 HA1 only: MD5 digest only\n" || !strings.Contains(stderr, "format csv") {
+		t.Fatalf("csv: exit %d, %q\n%s", code, stdout, stderr)
+	}
+	htdigest := filepath.Join(dir, "digest")
+	writeFile(t, htdigest, "carol:b.example:"+ha1("carol:b.example:c")+"\n")
+	if code, stdout, stderr := runUserCLI(t, "", "import", "--format", "ha1", htdigest, "--users", users); code != 0 || !strings.Contains(stdout, "1 added") {
+		t.Fatalf("ha1: exit %d, %q\n%s", code, stdout, stderr)
+	}
+	fs, _ := auth.OpenFile(users)
+	for _, c := range []auth.Credential{
+		auth.NewCredential("alice", "a.example", "alice-secret"),
+		{User: "bob", Realm: "a.example", HA1MD5: ha1("bob:a.example:bob-secret")},
+		{User: "carol", Realm: "b.example", HA1MD5: ha1("carol:b.example:c")},
+	} {
+		if got, err := fs.Lookup(context.Background(), c.User, c.Realm); err != nil || got != c {
+			t.Errorf("%s: %+v, %v; want %+v", c.User, got, err, c)
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"import", "--format", "xml", csv, "--users", users}, 2, `--format "xml": want auto, csv, lines, ha1`},
+		{[]string{"import", csv, htdigest, "--users", users}, 2, "too many arguments"},
+		{[]string{"import", filepath.Join(dir, "nosuch"), "--users", users}, 1, "no such file"},
+		{[]string{"import", "--users", "redis", csv}, 2, "--users redis needs --store"},
+		{[]string{"import", "--help"}, 0, "username,domain,password,ha1,ha1b"},
+	} {
+		if code, stdout, stderr := runUserCLI(t, "", c.args...); code != c.code || !strings.Contains(stdout+stderr, c.want) {
+			t.Errorf("%q: exit %d, want %d with %q\n%s%s", c.args, code, c.code, c.want, stdout, stderr)
+		}
+	}
+	if code, _, stderr := runUserCLI(t, "what is this\n", "import", "--users", users); code != 1 || !strings.Contains(stderr, "cannot detect the import format from line 1") {
+		t.Errorf("undetectable: exit %d: %s", code, stderr)
+	}
+}
+
+func md5Hex(s string) string {
+	h := md5.Sum([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+// TestUserImportRedis imports into a real redis-server, then lists.
+func TestUserImportRedis(t *testing.T) {
+	r := testenv.StartRedis(t)
+	var in strings.Builder
+	for i := range 2345 {
+		fmt.Fprintf(&in, "u%04d@a.example:pw%d\n", i, i)
+	}
+	code, stdout, stderr := runUserCLI(t, in.String(), "import", "-", "--store", r.URL())
+	if code != 0 || stdout != "imported 2345 users into Redis: 2345 added, 0 updated\n" {
+		t.Fatalf("import: exit %d, %q\n%s", code, stdout, stderr)
+	}
+	code, out, stderr := runUserCLI(t, "", "list", "--store", r.URL())
+	if lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n"); code != 0 || len(lines) != 2345 || lines[0] != "u0000@a.example" {
+		t.Fatalf("list: exit %d, %d lines\n%s", code, len(lines), stderr)
+	}
+	if code, stdout, _ := runUserCLI(t, "u0001@a.example:new\n", "import", "--store", r.URL()); code != 0 || stdout != "imported 1 users into Redis: 0 added, 1 updated\n" {
+		t.Errorf("update: exit %d, %q", code, stdout)
+	}
+}
+
+// TestUserAddMany adds thousands of AORs in one command: one rewrite of
+// the file, not one per AOR.
+func TestUserAddMany(t *testing.T) {
+	users := filepath.Join(t.TempDir(), "users.txt")
+	const n = 5000
+	args := []string{"add", "--users", users, "--password-stdin"}
+	var pw strings.Builder
+	for i := range n {
+		args = append(args, fmt.Sprintf("u%05d@a.example", i))
+		fmt.Fprintf(&pw, "pw%d\n", i)
+	}
+	start := time.Now()
+	if code, _, stderr := runUserCLI(t, pw.String(), args...); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	t.Logf("%d AORs added in %v", n, time.Since(start))
+	fs, _ := auth.OpenFile(users)
+	if c, err := fs.Lookup(context.Background(), "u04321", "a.example"); err != nil || c != auth.NewCredential("u04321", "a.example", "pw4321") {
+		t.Errorf("u04321: %+v, %v", c, err)
+	}
+	if _, out, _ := runUserCLI(t, "", "list", "--users", users); strings.Count(out, "\n") != n {
+		t.Errorf("list: %d lines", strings.Count(out, "\n"))
+	}
+	// A missing password writes none of them.
+	if code, _, stderr := runUserCLI(t, "a\n", "add", "--users", users, "--password-stdin", "x@a.example", "y@a.example"); code != 1 || !strings.Contains(stderr, "no password on stdin for y@a.example") {
+		t.Errorf("missing password: exit %d: %s", code, stderr)
+	}
+	if _, err := fs.Lookup(context.Background(), "x", "a.example"); err == nil {
+		t.Error("x@a.example added although y@a.example had no password")
 	}
 }
