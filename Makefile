@@ -59,16 +59,29 @@ fuzz:
 test-unit:
 	$(GO) test -count=1 -short $(PKGS)
 
-# Go benchmarks, then SIPp REGISTER (digest auth) at rising rates against
-# sipfed (memory and Redis stores) and Kamailio 5.6, one run on one machine.
-BENCH_RATES ?= 1000,2000,3000,4000,5000,6000,7000,8000,9000,10000
+# Go benchmarks, then sipfed and Kamailio 5.6 side by side in one sitting
+# (scripts/bench-kamailio.sh → go run ./test/bench -mode compare):
+# REGISTER with digest auth (memory), a call through one proxy with proxy
+# auth, REGISTER with bindings in Redis; same SIPp scenarios and rates,
+# alternating at every rate, up to where both have failed or the top rate.
+# Tables and p99 charts (SVG) go to $(BENCH_OUT)/results.md. Then sipfed
+# alone: calls through two federated proxies, and one phone echoing calls.
+# BENCH_QUICK=1: 2 short rates per workload, a check that it all works.
+BENCH_RATES ?= 500,1000,1500,2000,3000,4000,5000,6000,8000,10000
 BENCH_CALL_RATES ?= 100,250,500,1000,1500,2000,2500,3000
+BENCH_OUT ?= bench-results
+ifneq ($(filter 1 yes true,$(BENCH_QUICK)),)
+BENCH_FLAGS := -quick
+BENCH_GO_FLAGS := -benchtime 100ms
+else
+BENCH_FLAGS := -rates $(BENCH_RATES) -call-rates $(BENCH_CALL_RATES)
+BENCH_GO_FLAGS :=
+endif
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
-	$(GO) run ./test/bench -rates $(BENCH_RATES)
-	$(GO) run ./test/bench -mode call1,call2 -call-rates $(BENCH_CALL_RATES)
-	$(GO) run ./test/bench -mode phone -phone-calls 200
-	RATES=$(BENCH_RATES) ./scripts/bench-kamailio.sh
+	$(GO) test -run '^$$' -bench . -benchmem $(BENCH_GO_FLAGS) $(PKGS)
+	./scripts/bench-kamailio.sh $(BENCH_FLAGS) -out $(BENCH_OUT)
+	$(GO) run ./test/bench -mode call2 $(BENCH_FLAGS)
+	$(GO) run ./test/bench -mode phone $(BENCH_FLAGS)
 
 # Also the generated web phone bundles (not web/node_modules: `make web` reuses it).
 clean:

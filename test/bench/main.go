@@ -4,8 +4,15 @@
 // redis-server, SIPp), all on loopback, each run bounded in count and time.
 //
 //	go run ./test/bench [-mode register,call1,call2] [-rates 500,1000,...] [-call-rates 100,200,...] [-seconds 5]
+//	go run ./test/bench -mode compare [-workloads register,call1,register-redis] [-out bench-results] [-quick]
 //
 // Modes:
+//   - compare: sipfed and Kamailio 5.6 side by side in one sitting, with
+//     the same SIPp scenarios, users and rates, alternating between the
+//     two at every rate (see compare.go); writes results.md, results.json
+//     and one SVG chart per workload to -out.
+//   - replot: rewrites results.md and the charts in -out from its
+//     results.json.
 //   - register: REGISTER with digest auth, per store (-stores).
 //   - call1: call setup through one proxy: alice@a.test calls bob@a.test
 //     (INVITE, 407, ACK, INVITE with credentials, 180, 200, ACK, BYE, 200),
@@ -50,7 +57,29 @@ func main() {
 	phoneCalls := flag.Int("phone-calls", 200, "calls the phone holds at once (phone)")
 	flag.StringVar(&procName, "proc", "sipfed", "`name` of the server processes whose CPU time is reported per call (summed over all of them)")
 	callRates := flag.String("call-rates", "100,250,500,1000,1500,2000,2500,3000", "call `rates` per second to try, in order (call1, call2)")
+	workloads := flag.String("workloads", "register,call1,register-redis", "what -mode compare measures, comma-separated: register (memory), call1 (one proxy), register-redis")
+	out := flag.String("out", "bench-results", "`directory` for -mode compare's results.md, results.json and SVG charts")
+	quick := flag.Bool("quick", false, "2 short rates per workload, 2 s each (unless -rates, -call-rates or -seconds are given), to check the whole run works")
+	kamailio := flag.String("kamailio", "kamailio", "Kamailio `binary` (-mode compare)")
+	kamChildren := flag.Int("kamailio-children", 4, "Kamailio UDP worker `processes` (-mode compare)")
+	kamShm := flag.Int("kamailio-shm", 1024, "Kamailio shared memory in `MB` (-mode compare)")
 	flag.Parse()
+	if *quick {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["rates"] {
+			*rates = "200,500"
+		}
+		if !set["call-rates"] {
+			*callRates = "20,50"
+		}
+		if !set["seconds"] {
+			*seconds = 2
+		}
+		if !set["phone-calls"] {
+			*phoneCalls = 20
+		}
+	}
 	for _, mode := range strings.Split(*modes, ",") {
 		var err error
 		switch mode {
@@ -68,6 +97,13 @@ func main() {
 			err = runCalls(*bin, hops, *callRates, *seconds)
 		case "phone":
 			err = runPhoneLoad(*bin, *phoneCalls, 40)
+		case "replot":
+			err = replot(*out)
+		case "compare":
+			err = runCompare(compareConfig{
+				sipfed: *bin, kamailio: *kamailio, children: *kamChildren, shm: *kamShm,
+				workloads: *workloads, rates: *rates, callRates: *callRates, seconds: *seconds, out: *out, quick: *quick,
+			})
 		default:
 			err = fmt.Errorf("unknown -mode %q", mode)
 		}
@@ -125,6 +161,42 @@ func cpuSeconds(name string) float64 {
 		}
 		fields := strings.Fields(s[close+1:])
 		if len(fields) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(fields[11], 10, 64)
+		k, _ := strconv.ParseInt(fields[12], 10, 64)
+		ticks += u + k
+	}
+	return float64(ticks) / 100
+}
+
+// treeCPUSeconds sums the user and system CPU time of the processes pids
+// and of their children (Kamailio's workers are children of its main
+// process), so that other servers running on the machine do not count.
+func treeCPUSeconds(pids ...int) float64 {
+	want := map[int]bool{}
+	for _, p := range pids {
+		want[p] = true
+	}
+	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var ticks int64
+	for _, f := range dirs {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		s := string(data)
+		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || close < open {
+			continue
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(s[:open]))
+		fields := strings.Fields(s[close+1:])
+		if len(fields) < 13 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(fields[1])
+		if !want[pid] && !want[ppid] {
 			continue
 		}
 		u, _ := strconv.ParseInt(fields[11], 10, 64)
@@ -253,6 +325,19 @@ func ms(v float64) string {
 // sippRun runs rate×seconds calls of the client scenario at rate per
 // second and reads SIPp's counters and per-call response times.
 func sippRun(work, file, addr, inf string, rate, seconds int) (result, error) {
+	return sippRunFrom(work, file, addr, inf, rate, seconds, 0)
+}
+
+// sippRunFrom is sippRun with SIPp on UDP port (0: any free one).
+func sippRunFrom(work, file, addr, inf string, rate, seconds, port int) (result, error) {
+	return sippRunOpts(work, file, addr, inf, rate, seconds, port, "127.0.0.1")
+}
+
+// sippRunOpts is sippRunFrom with SIPp on address ip.
+func sippRunOpts(work, file, addr, inf string, rate, seconds, port int, ip string) (result, error) {
+	if port == 0 {
+		port = freePort()
+	}
 	dir, err := os.MkdirTemp(work, "run")
 	if err != nil {
 		return result{}, err
@@ -266,7 +351,7 @@ func sippRun(work, file, addr, inf string, rate, seconds int) (result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+40)*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sipp", addr, "-sf", scenario, "-inf", inf,
-		"-i", "127.0.0.1", "-p", strconv.Itoa(freePort()), "-m", strconv.Itoa(n), "-r", strconv.Itoa(rate), "-rp", "1000",
+		"-i", ip, "-p", strconv.Itoa(port), "-m", strconv.Itoa(n), "-r", strconv.Itoa(rate), "-rp", "1000",
 		"-l", strconv.Itoa(rate*2), "-buff_size", "4194304", "-timeout", strconv.Itoa(seconds+30)+"s",
 		"-recv_timeout", "5000", "-nostdin", "-trace_rtt", "-rtt_freq", "1", "-trace_stat", "-fd", "1")
 	cmd.Dir = dir
