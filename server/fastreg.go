@@ -33,9 +33,11 @@ import (
 // retransmissions: Kamailio keeps a finished transaction as long.
 const responseTTL = 5 * time.Second
 
-// maxCachedResponses bounds the cache: about 600 bytes each, so 60 MB;
-// beyond it REGISTERs take sipgo's transactions again.
-const maxCachedResponses = 100_000
+// maxCachedResponses bounds the cache: about 700 bytes each, so 140 MB;
+// beyond it REGISTERs take sipgo's transactions again. Only final
+// answers other than challenges are kept 5 s: 50,000 at 10,000
+// registrations a second.
+const maxCachedResponses = 200_000
 
 type statelessRegister struct {
 	parser *sip.Parser
@@ -133,7 +135,15 @@ func (t *udpTx) Respond(res *sip.Response) error {
 	}
 	if res.StatusCode >= 200 {
 		t.final = true
-		t.cache.Finish(t.key, data, time.Now())
+		if res.StatusCode == 401 || res.StatusCode == 407 {
+			// A challenge is not kept: a retransmission answered afresh
+			// gets another nonce, which is as good. Only an answer that
+			// changed something (a 200 that updated bindings) must come
+			// back the same. Half the cache, at a registrar's mix.
+			t.cache.Forget(t.key)
+		} else {
+			t.cache.Finish(t.key, data, time.Now())
+		}
 	}
 	return nil
 }

@@ -53,7 +53,7 @@ func main() {
 	stores := flag.String("stores", "memory,redis", "stores to measure")
 	target := flag.String("target", "", "measure the SIP server at UDP `host:port` instead of sipfed; it must accept users u0001…u2000@a.test with passwords pw-uNNNN")
 	label := flag.String("label", "external", "name of -target in the results")
-	modes := flag.String("mode", "register", "what to measure, comma-separated: register, call1 (one proxy), call2 (two federated proxies), phone (one sipfed phone echoing many calls)")
+	modes := flag.String("mode", "register", "what to measure, comma-separated: register, call1 (one proxy), call2 (two federated proxies), phone (one sipfed phone echoing many calls), soak (REGISTER at -soak-rate for -soak-for, heap and goroutines sampled), compare (sipfed and Kamailio side by side)")
 	phoneCalls := flag.Int("phone-calls", 200, "calls the phone holds at once (phone)")
 	flag.StringVar(&procName, "proc", "sipfed", "`name` of the server processes whose CPU time is reported per call (summed over all of them)")
 	callRates := flag.String("call-rates", "100,250,500,1000,1500,2000,2500,3000", "call `rates` per second to try, in order (call1, call2)")
@@ -63,6 +63,8 @@ func main() {
 	kamailio := flag.String("kamailio", "kamailio", "Kamailio `binary` (-mode compare)")
 	kamChildren := flag.Int("kamailio-children", 4, "Kamailio UDP worker `processes` (-mode compare)")
 	kamShm := flag.Int("kamailio-shm", 1024, "Kamailio shared memory in `MB` (-mode compare)")
+	soakRate := flag.Int("soak-rate", 10000, "REGISTER `rate` per second of -mode soak")
+	soakFor := flag.Duration("soak-for", 5*time.Minute, "how long -mode soak keeps the load on")
 	flag.Parse()
 	if *quick {
 		set := map[string]bool{}
@@ -97,6 +99,12 @@ func main() {
 			err = runCalls(*bin, hops, *callRates, *seconds)
 		case "phone":
 			err = runPhoneLoad(*bin, *phoneCalls, 40)
+		case "soak":
+			d := *soakFor
+			if *quick {
+				d = 30 * time.Second
+			}
+			err = soak(*bin, *out, *soakRate, d, 10*time.Second)
 		case "replot":
 			err = replot(*out)
 		case "compare":
