@@ -836,27 +836,23 @@ func bumpVersion(s string) string {
 }
 
 // iceUfrag returns the first a=ice-ufrag value of an SDP.
-func iceUfrag(s string) string {
-	if i := strings.Index(s, "a=ice-ufrag:"); i >= 0 {
-		v := s[i+len("a=ice-ufrag:"):]
-		if j := strings.IndexAny(v, "\r\n"); j >= 0 {
-			v = v[:j]
-		}
-		return v
-	}
-	return ""
-}
+func iceUfrag(s string) string { return attr(s, "a=ice-ufrag:") }
 
-// setupOf returns the a=setup value of an SDP.
-func setupOf(s string) string {
-	if i := strings.Index(s, "a=setup:"); i >= 0 {
-		v := s[i+len("a=setup:"):]
-		if j := strings.IndexAny(v, "\r\n"); j >= 0 {
-			v = v[:j]
-		}
-		return v
+// setupOf returns the first a=setup value of an SDP.
+func setupOf(s string) string { return attr(s, "a=setup:") }
+
+// attr returns the value of the first line of s that starts with prefix
+// (an "a=name:" attribute), or "".
+func attr(s, prefix string) string {
+	i := strings.Index(s, prefix)
+	if i < 0 {
+		return ""
 	}
-	return ""
+	v := s[i+len(prefix):]
+	if j := strings.IndexAny(v, "\r\n"); j >= 0 {
+		v = v[:j]
+	}
+	return v
 }
 
 func opposite(role string) string {

@@ -214,27 +214,35 @@ func treeCPUSeconds(pids ...int) float64 {
 	return float64(ticks) / 100
 }
 
-func run(bin, stores, rates string, seconds int, target, label string) error {
-	work, err := os.MkdirTemp("", "sipfed-bench")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
+// registerUsers writes the SIPp injection file of the REGISTER
+// scenarios (users u0001…u2000@a.test, passwords pw-uNNNN) into work and
+// returns it with the AORs and their passwords, one per line, for `user
+// add --password-stdin`.
+func registerUsers(work string) (inf string, aors []string, passwords string, err error) {
 	const users = 2000
-	inf := filepath.Join(work, "users.csv")
+	inf = filepath.Join(work, "users.csv")
 	var csv, pw strings.Builder
 	csv.WriteString("SEQUENTIAL\n")
-	var aors []string
 	for i := 1; i <= users; i++ {
 		u := fmt.Sprintf("u%04d", i)
 		fmt.Fprintf(&csv, "%s;pw-%s;a.test\n", u, u)
 		fmt.Fprintf(&pw, "pw-%s\n", u)
 		aors = append(aors, u+"@a.test")
 	}
-	if err := os.WriteFile(inf, []byte(csv.String()), 0o600); err != nil {
+	return inf, aors, pw.String(), os.WriteFile(inf, []byte(csv.String()), 0o600)
+}
+
+func run(bin, stores, rates string, seconds int, target, label string) error {
+	work, err := os.MkdirTemp("", "sipfed-bench")
+	if err != nil {
 		return err
 	}
-	fmt.Printf("REGISTER with digest auth (401 + 200 per call), SIPp 3.6 over UDP on loopback, %d s per rate, %d users\n", seconds, users)
+	defer os.RemoveAll(work)
+	inf, aors, pw, err := registerUsers(work)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("REGISTER with digest auth (401 + 200 per call), SIPp 3.6 over UDP on loopback, %d s per rate, %d users\n", seconds, len(aors))
 	printHeader("store")
 	if target != "" {
 		return measure(work, registerScenario, label, target, inf, rates, seconds)
@@ -263,7 +271,7 @@ func run(bin, stores, rates string, seconds int, target, label string) error {
 			return fmt.Errorf("unknown store %q", store)
 		}
 		add := exec.Command(bin, append(append([]string{"user", "add", "--password-stdin"}, userArgs...), aors...)...)
-		add.Stdin = strings.NewReader(pw.String())
+		add.Stdin = strings.NewReader(pw)
 		if out, err := add.CombinedOutput(); err != nil {
 			return fmt.Errorf("user add: %v: %s", err, out)
 		}

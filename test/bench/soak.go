@@ -25,23 +25,13 @@ func soak(bin, dir string, rate int, duration, interval time.Duration) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	const users = 2000
-	inf := filepath.Join(work, "users.csv")
-	var csv, pw strings.Builder
-	csv.WriteString("SEQUENTIAL\n")
-	var aors []string
-	for i := 1; i <= users; i++ {
-		u := fmt.Sprintf("u%04d", i)
-		fmt.Fprintf(&csv, "%s;pw-%s;a.test\n", u, u)
-		fmt.Fprintf(&pw, "pw-%s\n", u)
-		aors = append(aors, u+"@a.test")
-	}
-	if err := os.WriteFile(inf, []byte(csv.String()), 0o600); err != nil {
+	inf, aors, pw, err := registerUsers(work)
+	if err != nil {
 		return err
 	}
 	usersFile := filepath.Join(work, "users.txt")
 	add := exec.Command(bin, append([]string{"user", "add", "--password-stdin", "--users", usersFile}, aors...)...)
-	add.Stdin = strings.NewReader(pw.String())
+	add.Stdin = strings.NewReader(pw)
 	if out, err := add.CombinedOutput(); err != nil {
 		return fmt.Errorf("user add: %v: %s", err, out)
 	}
