@@ -10,7 +10,6 @@
 package bridge
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -225,15 +224,4 @@ func (b *Bridge) newAPI(codecs []sdp.Codec, kinds map[string]bool) (*webrtc.API,
 		return nil, fmt.Errorf("bridge: %w", err)
 	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(b.se), webrtc.WithInterceptorRegistry(ir)), nil
-}
-
-// waitGathered waits for ICE gathering to finish (bounded).
-func (b *Bridge) waitGathered(ctx context.Context, pc *webrtc.PeerConnection, gathered <-chan struct{}) {
-	t := time.NewTimer(b.cfg.GatherTimeout)
-	defer t.Stop()
-	select {
-	case <-gathered:
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }

@@ -78,7 +78,6 @@ type Session struct {
 type pending struct {
 	toWebRTC bool
 	plain    *sdp.Session // a plain offer (toWebRTC) or the plain offer we sent
-	web      string       // the browser's offer (!toWebRTC)
 	initial  bool
 	held     bool
 	retarget []sdp.Media // the plain side's new addresses
@@ -360,12 +359,10 @@ func (s *Session) initialPlainAnswer(ctx context.Context, body []byte) ([]byte, 
 	if err != nil {
 		return nil, fmt.Errorf("bridge: answer: %w", err)
 	}
-	gathered := webrtc.GatheringCompletePromise(s.pc)
-	if err := s.pc.SetLocalDescription(answer); err != nil {
-		return nil, fmt.Errorf("bridge: answer: %w", err)
+	local, err := s.setLocal(ctx, answer)
+	if err != nil {
+		return nil, err
 	}
-	s.b.waitGathered(ctx, s.pc, gathered)
-	local := s.pc.LocalDescription().SDP
 	for _, am := range ans.Media {
 		if am.Port != 0 && am.Direction != sdp.SendRecv {
 			local = setDirection(local, am.Kind, am.Direction.Reverse())
@@ -425,12 +422,9 @@ func (s *Session) initialPlainOffer(ctx context.Context, body []byte) ([]byte, e
 	if err != nil {
 		return nil, fmt.Errorf("bridge: offer: %w", err)
 	}
-	gathered := webrtc.GatheringCompletePromise(s.pc)
-	if err := s.pc.SetLocalDescription(offer); err != nil {
-		return nil, fmt.Errorf("bridge: offer: %w", err)
+	if s.webLocal, err = s.setLocal(ctx, offer); err != nil {
+		return nil, err
 	}
-	s.b.waitGathered(ctx, s.pc, gathered)
-	s.webLocal = s.pc.LocalDescription().SDP
 	s.pending = &pending{initial: true, toWebRTC: true, plain: off}
 	return []byte(s.webLocal), nil
 }
@@ -506,7 +500,7 @@ func (s *Session) webReOffer(body []byte) ([]byte, error) {
 	}
 	s.plainVer++
 	po.Version = s.plainVer
-	s.pending = &pending{plain: &po, web: string(body), held: dir == sdp.SendOnly || dir == sdp.Inactive}
+	s.pending = &pending{plain: &po, held: dir == sdp.SendOnly || dir == sdp.Inactive}
 	return po.Marshal()
 }
 
@@ -599,6 +593,24 @@ func (s *Session) plainConfig() sdp.Config {
 
 // --- plumbing ----------------------------------------------------------
 
+// setLocal applies our description to the PeerConnection and returns it
+// with every ICE candidate in it: JsSIP and SIP.js do not trickle, so the
+// SDP waits for gathering (bounded by GatherTimeout).
+func (s *Session) setLocal(ctx context.Context, d webrtc.SessionDescription) (string, error) {
+	gathered := webrtc.GatheringCompletePromise(s.pc)
+	if err := s.pc.SetLocalDescription(d); err != nil {
+		return "", fmt.Errorf("bridge: %s: %w", d.Type, err)
+	}
+	t := time.NewTimer(s.b.cfg.GatherTimeout)
+	defer t.Stop()
+	select {
+	case <-gathered:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return s.pc.LocalDescription().SDP, nil
+}
+
 func (s *Session) newLeg(kind string) (*leg, error) {
 	conn, rtcpConn, err := s.b.ports.Listen(false)
 	if err != nil {
@@ -608,6 +620,7 @@ func (s *Session) newLeg(kind string) (*leg, error) {
 	l.plain = rtp.NewSession(conn, rtcpConn, rtp.WithSymmetric(true), rtp.WithStrictSource(true), rtp.WithLogger(s.log),
 		rtp.WithFeedback(func(p rtcp.Packet) { s.feedbackToWeb(l, p) }))
 	l.track = &track{kind: kind, id: kind, stream: "sipfed-" + s.callID}
+	l.track.byPT.clear()
 	if s.legs == nil {
 		s.legs = map[string]*leg{}
 	}
@@ -687,6 +700,7 @@ func (s *Session) newPeer(codecs []sdp.Codec, kinds map[string]bool) error {
 // our senders towards the browser.
 func (s *Session) startPlain() {
 	for _, l := range s.legs {
+		l.track.setPlain(l.plainRecv)
 		go s.plainToWeb(l)
 	}
 	if s.pc != nil {
@@ -705,12 +719,9 @@ func (s *Session) plainToWeb(l *leg) {
 		if err := l.plain.ReadRTP(&p); err != nil {
 			return
 		}
-		s.lastPacket.Store(time.Now().UnixNano())
-		key, ok := l.plainRecv[p.PayloadType]
-		if !ok {
-			continue
-		}
-		if l.track.write(&p, key, &l.toWeb, l.clock) {
+		now := time.Now()
+		s.lastPacket.Store(now.UnixNano())
+		if l.track.write(&p, &l.toWeb, l.clock, now) {
 			s.b.forwarded.Add(1)
 		}
 	}
@@ -718,6 +729,15 @@ func (s *Session) plainToWeb(l *leg) {
 
 // webToPlain forwards the browser's RTP to the plain side.
 func (s *Session) webToPlain(l *leg, remote *webrtc.TrackRemote, webRecv map[uint8]string) {
+	// Payload types from the browser's to the plain side's, looked up
+	// once: a packet costs an array index.
+	var types ptMap
+	types.clear()
+	for pt, key := range webRecv {
+		if out, ok := l.plainSend[key]; ok {
+			types[pt&0x7f] = int16(out)
+		}
+	}
 	buf := make([]byte, 1500)
 	var p prtp.Packet
 	for {
@@ -728,13 +748,14 @@ func (s *Session) webToPlain(l *leg, remote *webrtc.TrackRemote, webRecv map[uin
 		if p.Unmarshal(buf[:n]) != nil {
 			continue
 		}
-		s.lastPacket.Store(time.Now().UnixNano())
-		pt, ok := l.plainSend[webRecv[p.PayloadType]]
-		if !ok {
+		now := time.Now()
+		s.lastPacket.Store(now.UnixNano())
+		pt := types[p.PayloadType&0x7f]
+		if pt < 0 {
 			continue
 		}
-		p.PayloadType = pt
-		l.toPlain.apply(&p.Header, l.clock)
+		p.PayloadType = uint8(pt)
+		l.toPlain.apply(&p.Header, l.clock, now)
 		p.Extension = false // the browser's header extensions mean nothing to the phone (the slice is kept for reuse)
 		if l.plain.WriteRTP(&p) == nil {
 			s.b.forwarded.Add(1)
@@ -885,10 +906,9 @@ type continuity struct {
 	lastAt  time.Time
 }
 
-func (c *continuity) apply(h *prtp.Header, clock uint32) {
+func (c *continuity) apply(h *prtp.Header, clock uint32, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := time.Now()
 	switch {
 	case !c.started:
 		c.started, c.ssrc = true, h.SSRC
@@ -923,8 +943,37 @@ type track struct {
 	mu     sync.Mutex
 	w      webrtc.TrackLocalWriter
 	ssrc   uint32
-	types  map[string]uint8 // codec key → the browser's payload type
+	types  map[string]uint8 // codec key → the browser's payload type (Bind)
+	plain  map[uint8]string // the plain side's payload type → codec key (setPlain)
+	byPT   ptMap            // the plain side's payload type → the browser's
 	header prtp.Header
+}
+
+// ptMap maps a payload type (7 bits) to another; -1: not negotiated.
+type ptMap [128]int16
+
+func (m *ptMap) clear() {
+	for i := range m {
+		m[i] = -1
+	}
+}
+
+// setPlain gives the track the plain side's payload types.
+func (t *track) setPlain(recv map[uint8]string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.plain = recv
+	t.remap()
+}
+
+// remap rebuilds byPT from both sides' payload types; mu is held.
+func (t *track) remap() {
+	t.byPT.clear()
+	for pt, key := range t.plain {
+		if out, ok := t.types[key]; ok {
+			t.byPT[pt&0x7f] = int16(out)
+		}
+	}
 }
 
 func (t *track) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
@@ -950,6 +999,7 @@ func (t *track) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, e
 		first = &params[0]
 	}
 	t.w, t.ssrc = ctx.WriteStream(), uint32(ctx.SSRC())
+	t.remap()
 	return *first, nil
 }
 
@@ -966,20 +1016,17 @@ func (t *track) StreamID() string          { return t.stream }
 func (t *track) Kind() webrtc.RTPCodecType { return webrtc.NewRTPCodecType(t.kind) }
 func (t *track) String() string            { return t.kind + " track " + t.stream }
 
-// write sends p (the codec with key) to the browser; false when it
+// write sends p, from the plain side, to the browser; false when it
 // cannot go (not bound yet, codec not negotiated).
-func (t *track) write(p *prtp.Packet, key string, c *continuity, clock uint32) bool {
+func (t *track) write(p *prtp.Packet, c *continuity, clock uint32, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.w == nil {
+	pt := t.byPT[p.PayloadType&0x7f]
+	if t.w == nil || pt < 0 {
 		return false
 	}
-	pt, ok := t.types[key]
-	if !ok {
-		return false
-	}
-	c.apply(&p.Header, clock)
-	t.header = prtp.Header{Version: 2, Marker: p.Marker, PayloadType: pt, SequenceNumber: p.SequenceNumber, Timestamp: p.Timestamp, SSRC: t.ssrc}
+	c.apply(&p.Header, clock, now)
+	t.header = prtp.Header{Version: 2, Marker: p.Marker, PayloadType: uint8(pt), SequenceNumber: p.SequenceNumber, Timestamp: p.Timestamp, SSRC: t.ssrc}
 	_, err := t.w.WriteRTP(&t.header, p.Payload)
 	return err == nil
 }
