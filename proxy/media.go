@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -58,6 +59,10 @@ func dialogKey(callID, tagA, tagB string) string {
 	return callID + "\x00" + tagA + "\x00" + tagB
 }
 
+// MaxBridgedPerUser is how many calls of one browser (its AOR) the bridge
+// joins at once, ringing ones included; a call beyond gets 486.
+const MaxBridgedPerUser = 8
+
 // WithMediaAnchor sets the bridge for calls between browsers and plain
 // RTP endpoints. Without one, such calls are relayed unchanged (and their
 // media fails).
@@ -79,13 +84,36 @@ func (p *Proxy) anchorBranch(ctx context.Context, c *collector, b *branch) *sip.
 	if p.anchor.IsWebRTC(body) == b.target.browser {
 		return nil
 	}
+	// The browser's AOR: the target's, or the caller's. Each one holds at
+	// most MaxBridgedPerUser bridges at once, so that nobody can take the
+	// bridge's ports for a whole domain by calling one browser that does
+	// not answer (a ringing branch lasts Timer C).
+	who := c.req.From().Address
+	if b.target.browser {
+		who = c.req.Recipient
+	}
+	user := strings.ToLower(who.User + "@" + who.Host)
+	n, _ := p.bridgedUsers.LoadOrStore(user, new(atomic.Int32))
+	count := n.(*atomic.Int32)
+	if count.Add(1) > MaxBridgedPerUser {
+		count.Add(-1)
+		p.log.Info("call not bridged: too many for one user", "call_id", sipcore.CallID(c.req), "user", sipcore.Sanitize(user), "max", MaxBridgedPerUser)
+		return synth(c.req, 486, "Busy Here")
+	}
 	s, err := p.anchor.Open(c.req.CallID().Value())
 	if err != nil {
+		count.Add(-1)
 		p.log.Warn("media bridge", "call_id", sipcore.CallID(c.req), "error", err)
 		res := synth(c.req, 503, "Service Unavailable")
 		res.AppendHeader(sip.NewHeader("Retry-After", "10"))
 		return res
 	}
+	go func() {
+		<-s.Done()
+		if count.Add(-1) == 0 {
+			p.bridgedUsers.CompareAndDelete(user, count)
+		}
+	}()
 	out, err := s.Offer(ctx, body, b.target.browser)
 	if err != nil {
 		s.Close()
@@ -100,8 +128,8 @@ func (p *Proxy) anchorBranch(ctx context.Context, c *collector, b *branch) *sip.
 
 // dialogMedia returns the bridged dialog an in-dialog request belongs to.
 func (p *Proxy) dialogMedia(req *sip.Request) (*bridgedDialog, string) {
-	if p.anchor == nil {
-		return nil, ""
+	if p.anchor == nil || p.bridgedDialogs.Load() == 0 {
+		return nil, "" // no bridged call: no key to build for every in-dialog request
 	}
 	key := dialogKey(req.CallID().Value(), fromTag(req), toTag(req))
 	if v, ok := p.mediaDialogs.Load(key); ok {
@@ -189,9 +217,11 @@ func (p *Proxy) keepMedia(req *sip.Request, res *sip.Response, b *branch) {
 	d := &bridgedDialog{s: b.media, callerTag: fromTag(req), callerWeb: b.callerWeb}
 	key := dialogKey(req.CallID().Value(), d.callerTag, toTag(res))
 	p.mediaDialogs.Store(key, d)
+	p.bridgedDialogs.Add(1)
 	go func() {
 		<-d.s.Done()
 		p.mediaDialogs.CompareAndDelete(key, d)
+		p.bridgedDialogs.Add(-1)
 	}()
 }
 

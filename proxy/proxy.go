@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -85,7 +86,9 @@ type Proxy struct {
 	invites         *inviteBranches // INVITEs over TCP/TLS, for their hop-by-hop ACK
 	inviteTxs       sync.Map        // key (inviteKey) → *inviteTx: our INVITE client transactions
 	anchor          MediaAnchor     // the media bridge for browsers; nil: none
-	mediaDialogs    sync.Map        // Call-ID → MediaSession of a bridged call
+	mediaDialogs    sync.Map        // dialogKey → *bridgedDialog
+	bridgedDialogs  atomic.Int64    // entries of mediaDialogs
+	bridgedUsers    sync.Map        // a browser's AOR → *atomic.Int32: its bridges open now
 	log             *slog.Logger
 }
 

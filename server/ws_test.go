@@ -21,6 +21,7 @@ import (
 	"github.com/icholy/digest"
 
 	"github.com/sipfed/sipfed/internal/testenv"
+	"github.com/sipfed/sipfed/proxy"
 	"github.com/sipfed/sipfed/server"
 )
 
@@ -372,5 +373,86 @@ func TestWebListenerServesOnlyThePhone(t *testing.T) {
 		if path == "/phone/config.json" && !strings.Contains(string(body), `"wss://127.0.0.1:`) {
 			t.Errorf("config.json over HTTPS: %s, want the wss listener", body)
 		}
+	}
+}
+
+// TestBridgeBoundsAgainstUnansweredCalls attacks the bridge from another
+// domain (no authentication needed to call a user of ours): INVITEs with
+// a plain offer to a registered browser that never answers each open a
+// bridge session until Timer C. One browser holds at most
+// proxy.MaxBridgedPerUser of them (486 beyond), and the whole bridge
+// MediaMaxCalls (503 with Retry-After beyond), so the ports of the domain
+// cannot be taken by calling one browser.
+func TestBridgeBoundsAgainstUnansweredCalls(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		maxCalls int
+		calls    int
+		want     string
+	}{
+		{"per user", 100, proxy.MaxBridgedPerUser + 1, "SIP/2.0 486"},
+		{"whole bridge", 3, 4, "SIP/2.0 503"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := start(t, server.Config{
+				Domains:       []string{"a.test"},
+				Listen:        []string{"udp:127.0.0.1:0", "ws:127.0.0.1:0"},
+				Users:         usersFile(t, "a.test", "carol"),
+				MediaMaxCalls: c.maxCalls,
+				PikeRate:      -1,
+			})
+			carol, err := dialWSPhone(t, srv.Addr("ws").String(), "carol", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			carol.register("a.test")
+			conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			port := conn.LocalAddr().(*net.UDPAddr).Port
+			to := srv.Addr("udp").(*net.UDPAddr)
+			sdpBody := fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n", port+2)
+			for i := range c.calls {
+				conn.WriteToUDP([]byte("INVITE sip:carol@a.test SIP/2.0\r\n"+
+					fmt.Sprintf("Via: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bKatt%d;rport\r\n", port, i)+
+					"Max-Forwards: 70\r\nTo: <sip:carol@a.test>\r\n"+
+					fmt.Sprintf("From: <sip:mallory@evil.test>;tag=m%d\r\nCall-ID: attack-%d\r\nCSeq: 1 INVITE\r\n", i, i)+
+					fmt.Sprintf("Contact: <sip:mallory@127.0.0.1:%d>\r\nContent-Type: application/sdp\r\n", port)+
+					fmt.Sprintf("Content-Length: %d\r\n\r\n%s", len(sdpBody), sdpBody)), to)
+			}
+			// The browser gets the calls the bridge takes, and answers none.
+			var invites []*sip.Request
+			for range c.calls - 1 {
+				m := carol.next("INVITE")
+				if req, ok := m.(*sip.Request); ok && req.IsInvite() {
+					invites = append(invites, req)
+				}
+			}
+			// The attacker: 100 Trying for each, and one final refusal.
+			buf := make([]byte, 4096)
+			var final string
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			for final == "" {
+				n, _, err := conn.ReadFromUDP(buf)
+				if err != nil {
+					t.Fatalf("no final response to the call over the bound: %v", err)
+				}
+				if line, _, _ := strings.Cut(string(buf[:n]), "\r\n"); !strings.HasPrefix(line, "SIP/2.0 1") {
+					final = string(buf[:n])
+				}
+			}
+			if !strings.HasPrefix(final, c.want) {
+				t.Fatalf("the call over the bound got:\n%s\nwant %s", final, c.want)
+			}
+			if c.want == "SIP/2.0 503" && !strings.Contains(final, "Retry-After:") {
+				t.Fatalf("503 without Retry-After:\n%s", final)
+			}
+			// The browser refuses the rest, so the server can stop.
+			for _, req := range invites {
+				carol.send(sip.NewResponseFromRequest(req, 486, "Busy Here", nil).String())
+			}
+		})
 	}
 }
