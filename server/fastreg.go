@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"strings"
@@ -54,6 +55,21 @@ func (r *statelessRegister) setHandler(h func(*sip.Request, sip.ServerTransactio
 	r.mu.Lock()
 	r.handle = h
 	r.mu.Unlock()
+}
+
+// sweep drops expired cached answers every second until ctx ends, so an
+// idle server keeps none.
+func (r *statelessRegister) sweep(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			r.cache.Sweep(now)
+		}
+	}
 }
 
 // intercept returns the sipcore.PacketConn hook of the UDP listener conn.

@@ -264,6 +264,7 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	deadlines := sipcore.Deadlines{Invite: 2 * cfg.TimerC, Other: 64 * sip.T1}
 	register := sipcore.Adapt(base, deadlines, sipcore.Chain(rg, mws...))
+	go s.fastReg.sweep(base)
 	s.sip.OnRegister(register) // over TCP, TLS, WS; UDP mostly without a transaction:
 	s.fastReg.setHandler(register)
 	// Every other method is the proxy's (it answers OPTIONS for itself).

@@ -91,6 +91,18 @@ func (c *ResponseCache) Forget(key string) {
 	s.mu.Unlock()
 }
 
+// Sweep drops the expired entries of every shard: Begin sweeps only the
+// shard it touches, so a cache that traffic no longer reaches would keep
+// its last entries.
+func (c *ResponseCache) Sweep(now time.Time) {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		s.sweep(now)
+		s.mu.Unlock()
+	}
+}
+
 // Len returns the number of entries.
 func (c *ResponseCache) Len() int {
 	n := 0
