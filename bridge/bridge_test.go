@@ -254,26 +254,9 @@ func TestBrowserCallsPlainPhone(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 
-	// The phone puts the browser on hold: the re-offer to the browser is
-	// our last description, sendonly, and it answers recvonly.
-	hold := ph.config(sdp.PCMU, sdp.TelephoneEvent)
-	hold.Direction = sdp.SendOnly
-	ho, _ := sdp.NewOffer(hold)
-	hb, _ := ho.Marshal()
-	reoffer, err := s.Offer(ctx, hb, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(reoffer), "a=sendonly") {
-		t.Fatalf("re-offer to the browser:\n%s", reoffer)
-	}
-	reans, err := s.Answer(ctx, br.answer(t, reoffer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(reans), "a=recvonly") {
-		t.Fatalf("answer to the phone's hold:\n%s", reans)
-	}
+	// The phone puts the browser on hold (the bridge answered the
+	// browser's offer: its re-offer is built from that answer).
+	phoneHolds(t, s, br, ph, nil)
 	s.Close()
 	if st := b.Stats(); st.Sessions != 0 {
 		t.Fatalf("after close: %+v", st)
@@ -315,12 +298,23 @@ func TestPlainPhoneCallsBrowser(t *testing.T) {
 	go br.send(50)
 	waitFor(t, "media both ways", func() bool { return br.got["audio"].Load() >= 20 && ph.got.Load() >= 20 })
 
-	// Hold from the phone: a sendonly re-offer reaches the browser as
-	// sendonly; its answer goes back as recvonly.
+	// Hold from the phone (its own offer's session, next version).
+	phoneHolds(t, s, br, ph, off)
+}
+
+// phoneHolds puts the browser on hold from the phone: a sendonly
+// re-offer (of session prev when given) reaches the browser as sendonly,
+// and the browser's answer goes back to the phone as recvonly.
+func phoneHolds(t *testing.T, s *bridge.Session, br *browser, ph *phone, prev *sdp.Session) {
+	t.Helper()
 	hold := ph.config(sdp.PCMU, sdp.TelephoneEvent)
-	hold.Direction, hold.SessionID, hold.Version = sdp.SendOnly, off.SessionID, off.Version+1
+	hold.Direction = sdp.SendOnly
+	if prev != nil {
+		hold.SessionID, hold.Version = prev.SessionID, prev.Version+1
+	}
 	ho, _ := sdp.NewOffer(hold)
 	hb, _ := ho.Marshal()
+	ctx := context.Background()
 	reoffer, err := s.Offer(ctx, hb, true)
 	if err != nil {
 		t.Fatal(err)
@@ -333,7 +327,7 @@ func TestPlainPhoneCallsBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(reans), "a=recvonly") {
-		t.Fatalf("plain answer to hold:\n%s", reans)
+		t.Fatalf("the phone's answer to its hold:\n%s", reans)
 	}
 }
 

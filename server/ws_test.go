@@ -318,13 +318,7 @@ func TestSecureWebSocket(t *testing.T) {
 		Users:   usersFile(t, "a.test", "carol", "alice"),
 		TLSCert: cert, TLSKey: key,
 	})
-	pem, err := os.ReadFile(ca.File)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
-	carol, err := dialWSPhoneWith(t, "wss://"+srv.Addr("wss").String()+"/", &tls.Config{RootCAs: roots, ServerName: "a.test"}, "carol", "")
+	carol, err := dialWSPhoneWith(t, "wss://"+srv.Addr("wss").String()+"/", &tls.Config{RootCAs: roots(t, ca), ServerName: "a.test"}, "carol", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,10 +349,7 @@ func TestWebListenerServesOnlyThePhone(t *testing.T) {
 		TLSCert: cert, TLSKey: key,
 		Web: "127.0.0.1:0",
 	})
-	pem, _ := os.ReadFile(ca.File)
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}, Timeout: 5 * time.Second}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots(t, ca)}}, Timeout: 5 * time.Second}
 	base := "https://" + srv.WebAddr().String()
 	for path, want := range map[string]int{"/phone/": 200, "/phone/config.json": 200, "/metrics": 404, "/debug/pprof/": 404, "/healthz": 404} {
 		res, err := c.Get(base + path)
@@ -455,4 +446,18 @@ func TestBridgeBoundsAgainstUnansweredCalls(t *testing.T) {
 			}
 		})
 	}
+}
+
+// roots is a pool that trusts ca alone.
+func roots(t *testing.T, ca *testenv.CA) *x509.CertPool {
+	t.Helper()
+	pem, err := os.ReadFile(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatal("no certificate in the CA file")
+	}
+	return pool
 }
