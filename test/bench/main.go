@@ -155,27 +155,7 @@ func printHeader(first string) {
 // cpuSeconds sums the user and system CPU time of every process named
 // name, from /proc (clock ticks of 10 ms).
 func cpuSeconds(name string) float64 {
-	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
-	var ticks int64
-	for _, f := range dirs {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		s := string(data)
-		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || close < open || s[open+1:close] != name {
-			continue
-		}
-		fields := strings.Fields(s[close+1:])
-		if len(fields) < 13 {
-			continue
-		}
-		u, _ := strconv.ParseInt(fields[11], 10, 64)
-		k, _ := strconv.ParseInt(fields[12], 10, 64)
-		ticks += u + k
-	}
-	return float64(ticks) / 100
+	return procCPUSeconds(func(_, _ int, comm string) bool { return comm == name })
 }
 
 // treeCPUSeconds sums the user and system CPU time of the processes pids
@@ -186,6 +166,12 @@ func treeCPUSeconds(pids ...int) float64 {
 	for _, p := range pids {
 		want[p] = true
 	}
+	return procCPUSeconds(func(pid, ppid int, _ string) bool { return want[pid] || want[ppid] })
+}
+
+// procCPUSeconds sums the user and system CPU time, from /proc (clock
+// ticks of 10 ms), of the processes that match says to count.
+func procCPUSeconds(match func(pid, ppid int, comm string) bool) float64 {
 	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
 	var ticks int64
 	for _, f := range dirs {
@@ -198,13 +184,13 @@ func treeCPUSeconds(pids ...int) float64 {
 		if open < 0 || close < open {
 			continue
 		}
-		pid, _ := strconv.Atoi(strings.TrimSpace(s[:open]))
 		fields := strings.Fields(s[close+1:])
 		if len(fields) < 13 {
 			continue
 		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(s[:open]))
 		ppid, _ := strconv.Atoi(fields[1])
-		if !want[pid] && !want[ppid] {
+		if !match(pid, ppid, s[open+1:close]) {
 			continue
 		}
 		u, _ := strconv.ParseInt(fields[11], 10, 64)
