@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -43,18 +44,21 @@ const maxCachedResponses = 200_000
 type statelessRegister struct {
 	parser *sip.Parser
 	cache  *sipcore.ResponseCache
-	mu     sync.RWMutex
-	handle func(*sip.Request, sip.ServerTransaction) // the REGISTER pipeline, set once the server is wired
+	handle atomic.Pointer[func(*sip.Request, sip.ServerTransaction)] // the REGISTER pipeline, set once the server is wired
 }
 
 func newStatelessRegister() *statelessRegister {
 	return &statelessRegister{parser: sipcore.NewParser(), cache: sipcore.NewResponseCache(responseTTL, maxCachedResponses)}
 }
 
+// setHandler sets the pipeline; nil sends every REGISTER to sipgo's
+// transactions (as the benchmark compares).
 func (r *statelessRegister) setHandler(h func(*sip.Request, sip.ServerTransaction)) {
-	r.mu.Lock()
-	r.handle = h
-	r.mu.Unlock()
+	if h == nil {
+		r.handle.Store(nil)
+		return
+	}
+	r.handle.Store(&h)
 }
 
 // sweep drops expired cached answers every second until ctx ends, so an
@@ -78,12 +82,11 @@ func (r *statelessRegister) intercept(conn net.PacketConn) func([]byte, netip.Ad
 		if len(b) < 9 || string(b[:9]) != "REGISTER " {
 			return false
 		}
-		r.mu.RLock()
-		handle := r.handle
-		r.mu.RUnlock()
-		if handle == nil {
+		hp := r.handle.Load()
+		if hp == nil {
 			return false
 		}
+		handle := *hp
 		msg, err := r.parser.ParseSIP(b)
 		if err != nil {
 			return false // sipgo logs and counts it

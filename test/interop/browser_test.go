@@ -31,7 +31,9 @@ type webLab struct {
 	ws   int
 }
 
-func startWebLab(t *testing.T) *webLab {
+// needWebPhone skips a test when the web phone was not built into this
+// binary (`make web`), loudly, and fails it when tools are required (CI).
+func needWebPhone(t *testing.T) {
 	t.Helper()
 	if !webphone.Built() {
 		if testenv.Required() {
@@ -39,6 +41,11 @@ func startWebLab(t *testing.T) *webLab {
 		}
 		t.Skip("the web phone is not built: run `make web` (needs Node.js and npm)")
 	}
+}
+
+func startWebLab(t *testing.T) *webLab {
+	t.Helper()
+	needWebPhone(t)
 	ports := testenv.FreePorts(t, 2)
 	l := &webLab{http: "127.0.0.1:" + strconv.Itoa(ports), ws: ports + 1}
 	l.federation = startFederation(t, fedOptions{
@@ -369,12 +376,7 @@ func TestCanceledCallToBrowser(t *testing.T) {
 // echo@b.test (a plain RTP phone of another domain sending back what it
 // gets, through a.test's bridge), and hears its own tone.
 func TestDemoBrowserCallsEcho(t *testing.T) {
-	if !webphone.Built() {
-		if testenv.Required() {
-			t.Fatal("the web phone is not built into this test binary: run `make web` first")
-		}
-		t.Skip("the web phone is not built: run `make web` (needs Node.js and npm)")
-	}
+	needWebPhone(t)
 	ports := testenv.FreePorts(t, 5)
 	p := func(i int) string { return strconv.Itoa(ports + i) }
 	demo := exec.Command(sipfedBin, "demo", "--duration", "1s", "--dns-port", p(0), "--a-port", p(1), "--b-port", p(2), "--web-port", p(3), "--ws-port", p(4))
