@@ -287,10 +287,14 @@ func New(cfg Config) (_ *Server, err error) {
 		s.http = &http.Server{Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 	}
 	if cfg.Web != "" {
-		s.wl, err = net.Listen("tcp", cfg.Web)
+		wl, err := net.Listen("tcp", cfg.Web)
 		if err != nil {
 			return nil, fmt.Errorf("server: web: %w", err)
 		}
+		// Public: the same connection bounds as the SIP TCP listeners (per
+		// source, in all, idle), so idle connections cannot use up the
+		// process's descriptors.
+		s.wl = sipcore.LimitListener(wl, tcpLimits, s.log)
 		mux := http.NewServeMux()
 		mux.Handle("/phone/", webphone.Handler(s.phone))
 		mux.Handle("/phone", webphone.Handler(s.phone))

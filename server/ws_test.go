@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -460,4 +461,53 @@ func roots(t *testing.T, ca *testenv.CA) *x509.CertPool {
 		t.Fatal("no certificate in the CA file")
 	}
 	return pool
+}
+
+// TestWebListenerBoundsConnections: idle connections to --web beyond
+// the per-source bound are closed at once; the page is still served to
+// another client.
+func TestWebListenerBoundsConnections(t *testing.T) {
+	srv := start(t, server.Config{
+		Domains:         []string{"a.test"},
+		Listen:          []string{"udp:127.0.0.1:0", "ws:127.0.0.1:0"},
+		Users:           usersFile(t, "a.test", "carol"),
+		Web:             "127.0.0.1:0",
+		TCPMaxPerSource: 4,
+	})
+	addr := srv.WebAddr().String()
+	var idle []net.Conn
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	for range 4 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	extra, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	extra.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the fifth idle connection from one source: %v, want it closed", err)
+	}
+	for _, c := range idle {
+		c.Close()
+	}
+	idle = nil
+	time.Sleep(200 * time.Millisecond)
+	res, err := (&http.Client{Timeout: 3 * time.Second}).Get("http://" + addr + "/phone/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("GET /phone/ after the idle ones left: %d", res.StatusCode)
+	}
 }
