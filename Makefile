@@ -65,7 +65,9 @@ test-unit:
 # auth, REGISTER with bindings in Redis; same SIPp scenarios and rates,
 # alternating at every rate, up to where both have failed or the top rate.
 # Tables and p99 charts (SVG) go to $(BENCH_OUT)/results.md. Then sipfed
-# alone: calls through two federated proxies, and one phone echoing calls.
+# alone: calls through two federated proxies, one phone echoing calls,
+# Redis memory per binding at a million bindings, and the 5-minute soak at
+# 10,000 REGISTER/s (heap and goroutines every 10 s, docs/bench/soak.svg).
 # BENCH_QUICK=1: 2 short rates per workload, a check that it all works.
 BENCH_RATES ?= 500,1000,1500,2000,3000,4000,5000,6000,8000,10000
 BENCH_CALL_RATES ?= 100,250,500,1000,1500,2000,2500,3000
@@ -73,15 +75,19 @@ BENCH_OUT ?= bench-results
 ifneq ($(filter 1 yes true,$(BENCH_QUICK)),)
 BENCH_FLAGS := -quick
 BENCH_GO_FLAGS := -benchtime 100ms
+BENCH_REDIS_BINDINGS := 100000
 else
 BENCH_FLAGS := -rates $(BENCH_RATES) -call-rates $(BENCH_CALL_RATES)
 BENCH_GO_FLAGS :=
+BENCH_REDIS_BINDINGS := 1000000
 endif
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem $(BENCH_GO_FLAGS) $(PKGS)
 	./scripts/bench-kamailio.sh $(BENCH_FLAGS) -out $(BENCH_OUT)
 	$(GO) run ./test/bench -mode call2 $(BENCH_FLAGS)
 	$(GO) run ./test/bench -mode phone $(BENCH_FLAGS)
+	$(GO) test -run '^$$' -bench RedisMemory -benchtime 1x ./location/redis -redis-bindings $(BENCH_REDIS_BINDINGS)
+	$(GO) run ./test/bench -mode soak $(BENCH_FLAGS) -out $(BENCH_OUT)
 
 # Also the generated web phone bundles (not web/node_modules: `make web` reuses it).
 clean:

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,8 +35,8 @@ var updateScript = goredis.NewScript(updateLua)
 // Store is a location.Store in Redis: single server, Sentinel or Cluster.
 //
 // Each AOR is a hash (Key) with one field per device (Binding.Key) whose
-// value is the binding's JSON, with expires in Unix milliseconds and the
-// time of the update that set it. The key expires with its last binding.
+// value is the rest of the binding as short JSON (wire), with expires in
+// Unix milliseconds and the time of the update that set it. The key expires with its last binding.
 // Errors talking to Redis wrap location.ErrUnavailable.
 type Store struct {
 	c   goredis.UniversalClient
@@ -63,12 +64,125 @@ func New(client goredis.UniversalClient, opts ...Option) *Store {
 	return s
 }
 
-// record is the JSON value of a hash field. Its Expires shadows
-// Binding.Expires so that the Lua script reads a number.
+// record is a binding read back, with the time of the update that set it
+// (Lookup's order).
 type record struct {
 	location.Binding
-	Expires int64 `json:"expires"` // Unix ms
-	Updated int64 `json:"updated"` // Unix ms of the Update.Now that set it
+	Updated int64 // Unix ms
+}
+
+// wire is the JSON value of a hash field, kept short because Redis keeps
+// one per device: at a million registrations every byte is a megabyte.
+// The AOR is the key's, and what the field says (Binding.Key: the
+// contact, or the instance and reg-id) is not repeated. Q is absent when
+// it is 1000 (a pointer, since 0 is a valid q), Transport when "udp".
+//
+// Values written before this format (a Binding's JSON with "aor",
+// "contact", "expires" in Unix ms, "updated"…) are still read, through
+// the long names below, so bindings outlive an upgrade; nodes older than
+// this format do not read the new values, so every node of a domain is
+// upgraded together.
+type wire struct {
+	Contact   string   `json:"c,omitempty"`
+	Q         *int     `json:"q,omitempty"`
+	Expires   int64    `json:"e,omitempty"` // Unix ms
+	CallID    string   `json:"ci,omitempty"`
+	CSeq      uint32   `json:"s,omitempty"`
+	Path      []string `json:"p,omitempty"`
+	Received  string   `json:"r,omitempty"`
+	Transport string   `json:"t,omitempty"`
+	NAT       bool     `json:"n,omitempty"`
+	NodeID    string   `json:"o,omitempty"`
+	UserAgent string   `json:"ua,omitempty"`
+	Updated   int64    `json:"u,omitempty"` // Unix ms
+
+	// The long names of the first format.
+	OldContact  string   `json:"contact,omitempty"`
+	OldInstance string   `json:"instance,omitempty"`
+	OldRegID    int      `json:"reg_id,omitempty"`
+	OldExpires  int64    `json:"expires,omitempty"`
+	OldCallID   string   `json:"call_id,omitempty"`
+	OldCSeq     uint32   `json:"cseq,omitempty"`
+	OldPath     []string `json:"path,omitempty"`
+	OldReceived string   `json:"received,omitempty"`
+	OldTranspt  string   `json:"transport,omitempty"`
+	OldNAT      bool     `json:"nat,omitempty"`
+	OldNodeID   string   `json:"node,omitempty"`
+	OldUpdated  int64    `json:"updated,omitempty"`
+}
+
+// encode returns the value of b's field, set at now by the REGISTER
+// callID, cseq.
+func encode(b *location.Binding, callID string, cseq uint32, now int64) ([]byte, error) {
+	w := wire{
+		Expires: b.Expires.UnixMilli(), CallID: callID, CSeq: cseq, Path: b.Path,
+		Received: b.Received, NAT: b.NAT, NodeID: b.NodeID, UserAgent: b.UserAgent, Updated: now,
+	}
+	if b.InstanceID != "" {
+		w.Contact = b.Contact
+	}
+	if b.Q != 1000 {
+		q := b.Q
+		w.Q = &q
+	}
+	if b.Transport != "udp" {
+		w.Transport = b.Transport
+		if w.Transport == "" {
+			w.Transport = "-"
+		}
+	}
+	return json.Marshal(&w)
+}
+
+// decode returns the binding of aor in field f with value v, and false
+// when v does not decode.
+func decode(aor, f, v string) (record, bool) {
+	var w wire
+	if err := json.Unmarshal([]byte(v), &w); err != nil {
+		return record{}, false
+	}
+	b := location.Binding{AOR: aor, Q: 1000}
+	if w.OldExpires != 0 || w.OldContact != "" { // the first format: every field long-named
+		b.Contact, b.InstanceID, b.RegID = w.OldContact, w.OldInstance, w.OldRegID
+		b.CallID, b.CSeq, b.Path = w.OldCallID, w.OldCSeq, w.OldPath
+		b.Received, b.Transport, b.NAT, b.NodeID = w.OldReceived, w.OldTranspt, w.OldNAT, w.OldNodeID
+		if w.Q != nil {
+			b.Q = *w.Q
+		}
+		b.UserAgent = w.UserAgent
+		b.Expires = time.UnixMilli(w.OldExpires)
+		return record{Binding: b, Updated: w.OldUpdated}, true
+	}
+	switch {
+	case strings.HasPrefix(f, "c:"):
+		b.Contact = f[2:]
+	case strings.HasPrefix(f, "i:"):
+		i := strings.LastIndexByte(f, ';')
+		if i < 0 || w.Contact == "" {
+			return record{}, false
+		}
+		id, err := strconv.Atoi(f[i+1:])
+		if err != nil {
+			return record{}, false
+		}
+		b.Contact, b.InstanceID, b.RegID = w.Contact, f[2:i], id
+	default:
+		return record{}, false
+	}
+	if w.Q != nil {
+		b.Q = *w.Q
+	}
+	b.Expires = time.UnixMilli(w.Expires)
+	b.CallID, b.CSeq, b.Path = w.CallID, w.CSeq, w.Path
+	b.Received, b.NAT, b.NodeID, b.UserAgent = w.Received, w.NAT, w.NodeID, w.UserAgent
+	switch w.Transport {
+	case "":
+		b.Transport = "udp"
+	case "-":
+	default:
+		b.Transport = w.Transport
+	}
+	return record{Binding: b, Updated: w.Updated}, true
 }
 
 // Update implements location.Store with one script run.
@@ -83,22 +197,21 @@ func (s *Store) Update(ctx context.Context, aor string, u location.Update) ([]lo
 	for _, k := range u.Remove {
 		args = append(args, k)
 	}
-	for _, b := range u.Set {
-		r := record{Binding: b, Expires: b.Expires.UnixMilli(), Updated: now}
-		r.AOR, r.CallID, r.CSeq = aor, u.CallID, u.CSeq
-		v, err := json.Marshal(&r)
+	for i := range u.Set {
+		b := &u.Set[i]
+		v, err := encode(b, u.CallID, u.CSeq, now)
 		if err != nil {
 			return nil, fmt.Errorf("location/redis: encode binding: %w", err)
 		}
-		args = append(args, b.Key(), r.Expires, v)
+		args = append(args, b.Key(), b.Expires.UnixMilli(), v)
 	}
 	vals, err := updateScript.Run(ctx, s.c, []string{Key(aor)}, args...).StringSlice()
 	if err != nil {
 		return nil, fail(err)
 	}
-	rs := make([]record, 0, len(vals))
-	for _, v := range vals {
-		if r, ok := decode(v); ok {
+	rs := make([]record, 0, len(vals)/2)
+	for i := 0; i+1 < len(vals); i += 2 {
+		if r, ok := decode(aor, vals[i], vals[i+1]); ok {
 			rs = append(rs, r)
 		}
 	}
@@ -114,8 +227,8 @@ func (s *Store) Lookup(ctx context.Context, aor string) ([]location.Binding, err
 	}
 	now := s.now().UnixMilli()
 	rs := make([]record, 0, len(vals))
-	for _, v := range vals {
-		if r, ok := decode(v); ok && r.Expires > now {
+	for f, v := range vals {
+		if r, ok := decode(aor, f, v); ok && r.Expires.UnixMilli() > now {
 			rs = append(rs, r)
 		}
 	}
@@ -157,15 +270,6 @@ func (s *Store) Watch(ctx context.Context) (<-chan string, error) {
 		}
 	}()
 	return out, nil
-}
-
-func decode(v string) (record, bool) {
-	var r record
-	if err := json.Unmarshal([]byte(v), &r); err != nil {
-		return record{}, false
-	}
-	r.Binding.Expires = time.UnixMilli(r.Expires)
-	return r, true
 }
 
 // sorted returns the bindings of rs in Lookup order: highest q first, then

@@ -1,10 +1,12 @@
 -- Applies one location.Update to the hash of one AOR, atomically.
 -- KEYS[1]  the AOR's hash: field = Binding.Key(), value = JSON with
---          "expires" (Unix ms), "call_id" and "cseq".
+--          "e" (expires, Unix ms), "ci" (Call-ID) and "s" (CSeq); values
+--          written before the compact format have "expires", "call_id"
+--          and "cseq" instead, and are read as well.
 -- ARGV     now (Unix ms), Call-ID, CSeq, remove all (0|1), max contacts
 --          (0: none), channel, AOR, number of removed keys, the removed
 --          keys, then field, expires (Unix ms), value for each set binding.
--- Returns the values of the bindings current afterwards, or the error
+-- Returns field, value, field, value… of the bindings current afterwards, or the error
 -- STALE_CSEQ (RFC 3261 §10.3 steps 6-7) or TOO_MANY_CONTACTS, having
 -- changed nothing. (Each error has a message after its code: Redis
 -- prefixes ERR to an error reply without one.)
@@ -36,11 +38,12 @@ local live, nlive, del = {}, 0, {}
 for i = 1, #cur, 2 do
   local f, v = cur[i], cur[i + 1]
   local ok, b = pcall(cjson.decode, v)
-  if ok and type(b) == 'table' and type(b.expires) == 'number' and b.expires > now then
-    if (removeAll or touched[f]) and b.call_id == callid and cseq <= (tonumber(b.cseq) or 0) then
+  local exp = ok and type(b) == 'table' and (b.e or b.expires)
+  if type(exp) == 'number' and exp > now then
+    if (removeAll or touched[f]) and (b.ci or b.call_id) == callid and cseq <= (tonumber(b.s or b.cseq) or 0) then
       return redis.error_reply('STALE_CSEQ ' .. f)
     end
-    live[f] = { b.expires, v }
+    live[f] = { exp, v }
     nlive = nlive + 1
   else
     del[#del + 1] = f
@@ -87,7 +90,8 @@ else
 end
 
 local out, latest = {}, 0
-for _, v in pairs(final) do
+for f, v in pairs(final) do
+  out[#out + 1] = f
   out[#out + 1] = v[2]
   if v[1] > latest then
     latest = v[1]
