@@ -678,3 +678,44 @@ func TestRFC3261_17_1_1_3_ACKForNon2xxOneVia(t *testing.T) {
 		t.Fatalf("caller got %d, want 486", res.StatusCode)
 	}
 }
+
+// TestRFC3261_17_1_1_2_TimerA: over UDP the proxy retransmits the INVITE
+// it forwarded (Timer A, T1 then 2*T1…) until the first response, then
+// never again; a non-2xx that follows the 2xx (forged, or a broken
+// device) is neither ACKed nor passed on, and the transaction goes on
+// relaying the 2xx's retransmissions.
+func TestRFC3261_17_1_1_2_TimerA(t *testing.T) {
+	d := startProxy(t)
+	callee := udpEndpoint(t, "127.0.0.1")
+	d.bind(t, "bob@a.test", "sip:bob@"+callee.addr(), 1000)
+	caller := udpEndpoint(t, "127.0.0.1")
+	caller.send(d.addr, fmt.Sprintf(`
+INVITE sip:bob@a.test SIP/2.0
+Via: SIP/2.0/UDP %s;branch=z9hG4bK-timer-a;rport
+Max-Forwards: 70
+From: <sip:carol@c.test>;tag=carol1
+To: <sip:bob@a.test>
+Call-ID: timer-a
+CSeq: 1 INVITE
+Contact: <sip:carol@%s>
+
+`, caller.addr(), caller.addr()))
+	first := callee.request(sip.INVITE, 5*time.Second)
+	again := callee.request(sip.INVITE, 2*time.Second) // T1 = 500 ms later
+	if again.Via().Value() != first.Via().Value() {
+		t.Fatalf("retransmission's Via %q, want the first's %q", again.Via().Value(), first.Via().Value())
+	}
+	callee.reply(d.addr, first, 200, "bob0", "Contact: <sip:bob@"+callee.addr()+">")
+	caller.response(sip.INVITE, 200, 5*time.Second)
+	if !callee.quiet(sip.INVITE, 2500*time.Millisecond) {
+		t.Fatal("the INVITE was retransmitted after its 200")
+	}
+	callee.reply(d.addr, first, 486, "bob0")
+	if !callee.quiet(sip.ACK, time.Second) {
+		t.Fatal("a 486 after the 200 was ACKed")
+	}
+	callee.reply(d.addr, first, 200, "bob0", "Contact: <sip:bob@"+callee.addr()+">")
+	if res := caller.response(sip.INVITE, 200, 5*time.Second); res.StatusCode != 200 {
+		t.Fatalf("caller got %d after the 200's retransmission, want 200", res.StatusCode)
+	}
+}

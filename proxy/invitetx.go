@@ -31,6 +31,12 @@ type clientTx interface {
 // transaction nobody answered. After a final response the transaction
 // lingers 64*T1 so that a retransmitted non-2xx is ACKed again and a
 // retransmitted 2xx still reaches the caller.
+//
+// A proxy has tens of thousands of these lingering at a few thousand
+// calls a second, so the timers are runtime timers, not a goroutine each,
+// and the first response drops the request (nothing is retransmitted any
+// more) and keeps of the final response only that it came: the lingering
+// state is the struct, the prepared ACK and the connection reference.
 type inviteTx struct {
 	p        *Proxy
 	req      *sip.Request
@@ -42,9 +48,12 @@ type inviteTx struct {
 	done      chan struct{}
 
 	mu        sync.Mutex
-	got       bool          // a response came: no more retransmissions
-	final     *sip.Response // the first final response
-	ack       *sip.Request  // the ACK of a non-2xx final response
+	got       bool         // a response came: no more retransmissions
+	final     bool         // the first final response came
+	ack       *sip.Request // the ACK of a non-2xx final response
+	timerA    *time.Timer  // UDP retransmission, until a response
+	timerB    *time.Timer  // no response at all, until a response
+	interval  time.Duration
 	onRetrans func(*sip.Response)
 	over      bool // Terminate was called: the branch no longer listens
 	err       error
@@ -81,54 +90,58 @@ func (p *Proxy) sendInvite(ctx context.Context, r *sip.Request) (*inviteTx, erro
 		return nil, err
 	}
 	tx := &inviteTx{p: p, req: r, key: key, conn: conn, reliable: reliable(r.Transport()),
-		responses: make(chan *sip.Response, 8), done: make(chan struct{})}
+		responses: make(chan *sip.Response, 8), done: make(chan struct{}), interval: sip.T1}
 	p.inviteTxs.Store(key, tx)
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
 	if err := conn.WriteMsg(r); err != nil {
 		p.inviteTxs.Delete(key)
 		conn.TryClose()
 		return nil, err
 	}
-	go tx.timers()
+	tx.timerB = time.AfterFunc(64*sip.T1, tx.expireB)
+	if !tx.reliable {
+		tx.timerA = time.AfterFunc(tx.interval, tx.retransmit)
+	}
 	return tx, nil
 }
 
-// timers runs Timer A (UDP retransmissions) and Timer B (no response at
-// all within 64*T1).
-func (tx *inviteTx) timers() {
-	timerB := time.NewTimer(64 * sip.T1)
-	defer timerB.Stop()
-	interval := sip.T1
-	var timerA <-chan time.Time
-	if !tx.reliable {
-		timerA = time.After(interval)
+// retransmit is Timer A: the request again, at doubling intervals, until
+// a response or Terminate.
+func (tx *inviteTx) retransmit() {
+	tx.mu.Lock()
+	if tx.got || tx.over || tx.req == nil {
+		tx.mu.Unlock()
+		return
 	}
-	for {
-		select {
-		case <-timerA:
-			tx.mu.Lock()
-			stop := tx.got || tx.over
-			tx.mu.Unlock()
-			if stop {
-				timerA = nil
-				continue
-			}
-			if err := tx.conn.WriteMsg(tx.req); err != nil {
-				tx.fail(err)
-				return
-			}
-			interval *= 2
-			timerA = time.After(interval)
-		case <-timerB.C:
-			tx.mu.Lock()
-			got := tx.got
-			tx.mu.Unlock()
-			if !got {
-				tx.fail(sip.ErrTransactionTimeout)
-			}
-			return
-		case <-tx.done:
-			return
-		}
+	req := tx.req
+	tx.interval *= 2
+	tx.timerA = time.AfterFunc(tx.interval, tx.retransmit)
+	tx.mu.Unlock()
+	if err := tx.conn.WriteMsg(req); err != nil {
+		tx.fail(err)
+	}
+}
+
+// expireB is Timer B: no response at all within 64*T1.
+func (tx *inviteTx) expireB() {
+	tx.mu.Lock()
+	got := tx.got
+	tx.mu.Unlock()
+	if !got {
+		tx.fail(sip.ErrTransactionTimeout)
+	}
+}
+
+// stopTimers stops Timers A and B and lets the request go; tx.mu is held.
+func (tx *inviteTx) stopTimers() {
+	if tx.timerA != nil {
+		tx.timerA.Stop()
+		tx.timerA = nil
+	}
+	if tx.timerB != nil {
+		tx.timerB.Stop()
+		tx.timerB = nil
 	}
 }
 
@@ -136,6 +149,7 @@ func (tx *inviteTx) timers() {
 func (tx *inviteTx) fail(err error) {
 	tx.mu.Lock()
 	tx.err = err
+	tx.stopTimers()
 	tx.mu.Unlock()
 	tx.doneOnce.Do(func() { close(tx.done) })
 	tx.release()
@@ -144,21 +158,27 @@ func (tx *inviteTx) fail(err error) {
 // receive handles a response of this transaction.
 func (tx *inviteTx) receive(res *sip.Response) {
 	tx.mu.Lock()
-	tx.got = true
+	if !tx.got {
+		tx.got = true
+		tx.stopTimers()
+	}
 	first := false
-	if res.StatusCode >= 200 && tx.final == nil {
-		tx.final, first = res, true
+	if res.StatusCode >= 200 && !tx.final {
+		tx.final, first = true, true
 	}
 	retrans := res.StatusCode >= 200 && !first
-	if res.StatusCode >= 300 && tx.ack == nil {
+	if res.StatusCode >= 300 && tx.ack == nil && tx.req != nil {
 		tx.ack = ackFor(tx.req, res)
+	}
+	if first {
+		tx.req = nil // all a final response's linger needs is the ACK
 	}
 	ack, onRetrans, over := tx.ack, tx.onRetrans, tx.over
 	tx.mu.Unlock()
 
-	if res.StatusCode >= 300 {
+	if res.StatusCode >= 300 && ack != nil {
 		// §17.1.1.2: every final non-2xx, the first and its
-		// retransmissions, is ACKed.
+		// retransmissions, is ACKed (not one that follows a 2xx).
 		if err := tx.conn.WriteMsg(ack); err != nil {
 			tx.p.log.Debug("ack", "call_id", callIDOf(res), "error", err)
 		}
@@ -243,7 +263,13 @@ func (tx *inviteTx) Terminate() {
 	tx.mu.Lock()
 	already := tx.over
 	tx.over = true
-	final := tx.final != nil
+	final := tx.final
+	if !tx.got {
+		if tx.timerA != nil { // no more retransmissions; Timer B still fails it
+			tx.timerA.Stop()
+			tx.timerA = nil
+		}
+	}
 	tx.mu.Unlock()
 	if already {
 		return

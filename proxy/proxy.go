@@ -380,6 +380,15 @@ func removeCredentials(r *sip.Request, realm string) {
 	}
 }
 
+// AnswersAlone reports whether ServeSIP answers req itself with a final
+// response, forwarding nothing and looking nothing up: a new INVITE (no
+// To tag) from a user of ours without credentials gets a 407 (or a 4xx
+// from the checks before the policy). Such a request needs no server
+// transaction: the server answers it statelessly over UDP.
+func (p *Proxy) AnswersAlone(req *sip.Request) bool {
+	return req.IsInvite() && !hasToTag(req) && req.From() != nil && p.challengeOnly(req)
+}
+
 // challengeOnly reports whether policy will answer req with a 407 without
 // any look-up: a request from a domain of ours that carries no credentials.
 func (p *Proxy) challengeOnly(req *sip.Request) bool {

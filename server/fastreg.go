@@ -1,9 +1,12 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"hash/maphash"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,10 +48,59 @@ type statelessRegister struct {
 	parser *sip.Parser
 	cache  *sipcore.ResponseCache
 	handle atomic.Pointer[func(*sip.Request, sip.ServerTransaction)] // the REGISTER pipeline, set once the server is wired
+	invite atomic.Pointer[statelessInvite]                           // the proxy's, for challenges
+	seed   maphash.Seed                                              // of the To tags of stateless answers
 }
 
+// An INVITE from a user of ours without credentials is answered 407 over
+// UDP without a server transaction either, the way Kamailio's sl module
+// challenges: the proxy would only answer it itself (a final response,
+// nothing forwarded, nothing looked up), and a sipgo server transaction
+// for it costs a goroutine, a context timer, Timers G, H and I, and a
+// goroutine holding the ACK for 5 s. Its To tag (statelessTag) is made
+// from the request's branch and Call-ID, so the ACK of the 407, which
+// carries that tag and the INVITE's branch (RFC 3261 §17.1.1.3), is
+// recognised without any state and absorbed; a retransmitted INVITE is
+// simply challenged again. An INVITE that mentions Proxy-Authorization
+// anywhere goes to sipgo unparsed.
+type statelessInvite struct {
+	handle func(*sip.Request, sip.ServerTransaction) // the proxy's pipeline
+	alone  func(*sip.Request) bool                   // proxy.AnswersAlone
+}
+
+// statelessTagPrefix starts the To tag of every stateless answer to an
+// INVITE.
+const statelessTagPrefix = "sfs"
+
 func newStatelessRegister() *statelessRegister {
-	return &statelessRegister{parser: sipcore.NewParser(), cache: sipcore.NewResponseCache(responseTTL, maxCachedResponses)}
+	return &statelessRegister{parser: sipcore.NewParser(), cache: sipcore.NewResponseCache(responseTTL, maxCachedResponses), seed: maphash.MakeSeed()}
+}
+
+// setInvite sets the proxy's pipeline and its AnswersAlone; a nil handle
+// sends every INVITE to sipgo's transactions.
+func (r *statelessRegister) setInvite(handle func(*sip.Request, sip.ServerTransaction), alone func(*sip.Request) bool) {
+	if handle == nil {
+		r.invite.Store(nil)
+		return
+	}
+	r.invite.Store(&statelessInvite{handle: handle, alone: alone})
+}
+
+// statelessTag is the To tag of a stateless answer to req, and of the ACK
+// that answer gets: the prefix and a keyed hash of the top Via's branch
+// and the Call-ID.
+func (r *statelessRegister) statelessTag(req *sip.Request) string {
+	v, cid := req.Via(), req.CallID()
+	if v == nil || cid == nil {
+		return ""
+	}
+	br, _ := v.Params.Get("branch")
+	var h maphash.Hash
+	h.SetSeed(r.seed)
+	h.WriteString(br)
+	h.WriteByte(0)
+	h.WriteString(cid.Value())
+	return statelessTagPrefix + strconv.FormatUint(h.Sum64(), 36)
 }
 
 // setHandler sets the pipeline; nil sends every REGISTER to sipgo's
@@ -79,7 +131,12 @@ func (r *statelessRegister) sweep(ctx context.Context) {
 // intercept returns the sipcore.PacketConn hook of the UDP listener conn.
 func (r *statelessRegister) intercept(conn net.PacketConn) func([]byte, netip.AddrPort) bool {
 	return func(b []byte, from netip.AddrPort) bool {
-		if len(b) < 9 || string(b[:9]) != "REGISTER " {
+		switch {
+		case len(b) > 7 && string(b[:7]) == "INVITE ":
+			return r.challenge(conn, b, from)
+		case len(b) > 4 && string(b[:4]) == "ACK ":
+			return r.absorb(b)
+		case len(b) < 9 || string(b[:9]) != "REGISTER ":
 			return false
 		}
 		hp := r.handle.Load()
@@ -129,20 +186,104 @@ func (r *statelessRegister) intercept(conn net.PacketConn) func([]byte, netip.Ad
 	}
 }
 
+// challenge answers an INVITE that the proxy answers alone (see
+// statelessInvite) from the read loop's goroutine's child, and reports
+// whether it took it.
+func (r *statelessRegister) challenge(conn net.PacketConn, b []byte, from netip.AddrPort) bool {
+	si := r.invite.Load()
+	if si == nil || containsFold(b, "proxy-authorization") {
+		return false
+	}
+	msg, err := r.parser.ParseSIP(b)
+	if err != nil {
+		return false
+	}
+	req, ok := msg.(*sip.Request)
+	if !ok || !req.IsInvite() || !si.alone(req) {
+		return false
+	}
+	tag := r.statelessTag(req)
+	if tag == "" {
+		return false
+	}
+	src := from.String()
+	req.SetTransport("UDP")
+	req.SetSource(src)
+	req.SetDestination(conn.LocalAddr().String())
+	go func() {
+		tx := &udpTx{conn: conn, to: net.UDPAddrFromAddrPort(from), tag: tag}
+		si.handle(req, tx)
+	}()
+	return true
+}
+
+// absorb reports whether b is the ACK of a stateless answer of ours, which
+// ends there.
+func (r *statelessRegister) absorb(b []byte) bool {
+	if !bytes.Contains(b, []byte("tag="+statelessTagPrefix)) {
+		return false
+	}
+	msg, err := r.parser.ParseSIP(b)
+	if err != nil {
+		return false
+	}
+	req, ok := msg.(*sip.Request)
+	if !ok || !req.IsAck() {
+		return false
+	}
+	to := req.To()
+	if to == nil {
+		return false
+	}
+	tag, _ := to.Params.Get("tag")
+	return tag != "" && tag == r.statelessTag(req)
+}
+
+// containsFold reports whether b contains the lower-case ASCII word w in
+// any case.
+func containsFold(b []byte, w string) bool {
+	if len(w) == 0 {
+		return true
+	}
+	for i := 0; i+len(w) <= len(b); i++ {
+		j := 0
+		for ; j < len(w); j++ {
+			c := b[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != w[j] {
+				break
+			}
+		}
+		if j == len(w) {
+			return true
+		}
+	}
+	return false
+}
+
 // udpTx is the sip.ServerTransaction of a stateless REGISTER: Respond
 // writes to the request's source (RFC 3581, as sipgo answers over UDP) and
-// caches the final response.
+// caches the final response. A stateless INVITE's has no cache and a tag:
+// its responses' To tag.
 type udpTx struct {
 	conn  net.PacketConn
 	to    *net.UDPAddr
 	key   string
 	cache *sipcore.ResponseCache
+	tag   string
 
 	mu    sync.Mutex
 	final bool
 }
 
 func (t *udpTx) Respond(res *sip.Response) error {
+	if t.tag != "" && res.StatusCode > 100 {
+		if to := res.To(); to != nil {
+			to.Params.Add("tag", t.tag)
+		}
+	}
 	data := []byte(res.String())
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -154,6 +295,9 @@ func (t *udpTx) Respond(res *sip.Response) error {
 	}
 	if res.StatusCode >= 200 {
 		t.final = true
+		if t.cache == nil {
+			return nil
+		}
 		if res.StatusCode == 401 || res.StatusCode == 407 {
 			// A challenge is not kept: a retransmission answered afresh
 			// gets another nonce, which is as good. Only an answer that
@@ -172,7 +316,7 @@ func (t *udpTx) Respond(res *sip.Response) error {
 func (t *udpTx) finish() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.final {
+	if !t.final && t.cache != nil {
 		t.cache.Forget(t.key)
 	}
 }

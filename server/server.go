@@ -267,8 +267,11 @@ func New(cfg Config) (_ *Server, err error) {
 	go s.fastReg.sweep(base)
 	s.sip.OnRegister(register) // over TCP, TLS, WS; UDP mostly without a transaction:
 	s.fastReg.setHandler(register)
-	// Every other method is the proxy's (it answers OPTIONS for itself).
-	s.sip.OnNoRoute(sipcore.Adapt(base, deadlines, sipcore.Chain(px, mws...)))
+	// Every other method is the proxy's (it answers OPTIONS for itself);
+	// over UDP the INVITEs it would only challenge take no transaction.
+	proxied := sipcore.Adapt(base, deadlines, sipcore.Chain(px, mws...))
+	s.sip.OnNoRoute(proxied)
+	s.fastReg.setInvite(proxied, px.AnswersAlone)
 
 	metrics.TCP(s.reg, s.tcpStats)
 	if s.bridge != nil {

@@ -33,7 +33,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,6 +67,7 @@ func main() {
 	kamShm := flag.Int("kamailio-shm", 1024, "Kamailio shared memory in `MB` (-mode compare)")
 	soakRate := flag.Int("soak-rate", 10000, "REGISTER `rate` per second of -mode soak")
 	soakFor := flag.Duration("soak-for", 5*time.Minute, "how long -mode soak keeps the load on")
+	flag.StringVar(&profileDir, "profile", "", "write a CPU profile of the (first) sipfed server for each rate into `directory` (register, call1, call2), e.g. for default.pgo")
 	flag.Parse()
 	if *quick {
 		set := map[string]bool{}
@@ -264,7 +267,7 @@ func run(bin, stores, rates string, seconds int, target, label string) error {
 		port := freePort()
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		// SIPp sends from one address: no per-source rate limit.
-		srv := exec.Command(bin, append([]string{"serve", "--domain", "a.test", "--listen", "udp:" + addr, "--log-level", "error", "--min-expires", "1", "--pike-rate", "0"}, serveArgs...)...)
+		srv := exec.Command(bin, append(append([]string{"serve", "--domain", "a.test", "--listen", "udp:" + addr, "--log-level", "error", "--min-expires", "1", "--pike-rate", "0"}, serveArgs...), profileFlags()...)...)
 		srv.Stderr = os.Stderr
 		if err := srv.Start(); err != nil {
 			return err
@@ -294,7 +297,11 @@ func measure(work string, sc scenario, label, addr, inf, rates string, seconds i
 			return fmt.Errorf("rate %q: %w", rs, err)
 		}
 		cpu0 := cpuSeconds(procName)
+		prof := profile(fmt.Sprintf("%s-%d", label, rate), seconds)
 		r, err := sippRun(work, sc.file, addr, inf, rate, seconds)
+		if err := prof(); err != nil {
+			return err
+		}
 		if err != nil {
 			return err
 		}
@@ -313,6 +320,53 @@ func measure(work string, sc scenario, label, addr, inf, rates string, seconds i
 	}
 	fmt.Printf("RESULT %s: highest rate with 0 failures %d %s, p99 %s ms\n", label, best.rate, sc.unit, ms(best.p99))
 	return nil
+}
+
+// profileDir is -profile; profileAddr is the --http address of the
+// server being profiled, set by the first profileFlags.
+var profileDir, profileAddr string
+
+// profileFlags returns the flags that open the pprof endpoint of the first
+// server a run starts, when -profile is set.
+func profileFlags() []string {
+	if profileDir == "" || profileAddr != "" {
+		return nil
+	}
+	profileAddr = fmt.Sprintf("127.0.0.1:%d", freePort())
+	return []string{"--http", profileAddr}
+}
+
+// profile starts taking a CPU profile of the server for most of a run of
+// seconds and returns a function that waits for it and writes it to
+// profileDir/name.pprof. Without -profile it does nothing.
+func profile(name string, seconds int) func() error {
+	if profileAddr == "" {
+		return func() error { return nil }
+	}
+	d := max(seconds-1, 1)
+	done := make(chan error, 1)
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", profileAddr, d))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			done <- fmt.Errorf("profile: %s", resp.Status)
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err == nil {
+			err = os.MkdirAll(profileDir, 0o755)
+		}
+		if err == nil {
+			err = os.WriteFile(filepath.Join(profileDir, name+".pprof"), b, 0o644)
+		}
+		done <- err
+	}()
+	return func() error { return <-done }
 }
 
 // ms formats a SIPp response time: SIPp counts whole milliseconds, so 0
@@ -499,8 +553,8 @@ func runCalls(bin string, hops int, rates string, seconds int) error {
 			return fmt.Errorf("user add: %v: %s", err, out)
 		}
 		addr := fmt.Sprintf("127.0.0.1:%d", zones[domain])
-		if err := start(bin, "serve", "--domain", domain, "--listen", "udp:"+addr, "--listen", "tcp:"+addr,
-			"--dns", fmt.Sprintf("127.0.0.1:%d", pdns), "--users", file, "--log-level", "error", "--pike-rate", "0"); err != nil {
+		if err := start(bin, append([]string{"serve", "--domain", domain, "--listen", "udp:" + addr, "--listen", "tcp:" + addr,
+			"--dns", fmt.Sprintf("127.0.0.1:%d", pdns), "--users", file, "--log-level", "error", "--pike-rate", "0"}, profileFlags()...)...); err != nil {
 			return err
 		}
 		if err := waitTCP(addr); err != nil {
