@@ -51,7 +51,11 @@ func TestDemoPortTaken(t *testing.T) {
 	}
 	defer l.Close()
 	port := strconv.Itoa(l.LocalAddr().(*net.UDPAddr).Port)
-	code, _, stderr := runCLI(t, nil, "demo", "--once", "--a-port", port)
+	// The other ports free ones, so that only ours is taken whatever else
+	// runs (another package's test may hold the default DNS port).
+	free := testenv.FreePorts(t, 4)
+	code, _, stderr := runCLI(t, nil, "demo", "--once", "--a-port", port, "--dns-port", strconv.Itoa(free), "--b-port", strconv.Itoa(free+1),
+		"--web-port", strconv.Itoa(free+2), "--ws-port", strconv.Itoa(free+3))
 	if code != 1 || !strings.Contains(stderr, "port "+port+" (a.test's proxy) is taken: choose another with --a-port") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
