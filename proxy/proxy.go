@@ -578,16 +578,23 @@ func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerT
 		c.mu.Unlock()
 	}()
 	for _, group := range plan {
-		var wg sync.WaitGroup
-		for i := range group {
-			b := c.newBranch(fwd, group[i], recordRoute)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				p.runBranch(ctx, c, b)
-			}()
+		if len(group) == 1 {
+			// One device (the usual case): its branch runs here, on the
+			// request's worker, rather than on a goroutine of its own
+			// that would grow a fresh stack.
+			p.runBranch(ctx, c, c.newBranch(fwd, group[0], recordRoute))
+		} else {
+			var wg sync.WaitGroup
+			for i := range group {
+				b := c.newBranch(fwd, group[i], recordRoute)
+				wg.Add(1)
+				sipcore.Go(func() {
+					defer wg.Done()
+					p.runBranch(ctx, c, b)
+				})
+			}
+			wg.Wait()
 		}
-		wg.Wait()
 		if c.done() || ctx.Err() != nil {
 			break
 		}

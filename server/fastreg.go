@@ -25,7 +25,7 @@ import (
 // costs a goroutine, timers and about 4.5 kB kept for 32 s (Timer J) per
 // request: at 10,000 REGISTER/s that is 3 GB of heap and most of the CPU
 // of a registration. Here a REGISTER is parsed in the UDP read loop (as
-// sipgo would), handled in a goroutine of its own by the same pipeline,
+// sipgo would), handled on a worker (sipcore.Go) by the same pipeline,
 // and its final response kept for 5 s by branch and source
 // (sipcore.ResponseCache), which is how RFC 3261 §17.2.3 matches a
 // retransmission: a copy that arrives meanwhile is answered from the
@@ -177,11 +177,11 @@ func (r *statelessRegister) intercept(conn net.PacketConn) func([]byte, netip.Ad
 		req.SetTransport("UDP")
 		req.SetSource(src)
 		req.SetDestination(conn.LocalAddr().String())
-		go func() {
+		sipcore.Go(func() {
 			tx := &udpTx{conn: conn, to: to, key: key, cache: r.cache}
 			handle(req, tx)
 			tx.finish()
-		}()
+		})
 		return true
 	}
 }
@@ -210,10 +210,10 @@ func (r *statelessRegister) challenge(conn net.PacketConn, b []byte, from netip.
 	req.SetTransport("UDP")
 	req.SetSource(src)
 	req.SetDestination(conn.LocalAddr().String())
-	go func() {
+	sipcore.Go(func() {
 		tx := &udpTx{conn: conn, to: net.UDPAddrFromAddrPort(from), tag: tag}
 		si.handle(req, tx)
-	}()
+	})
 	return true
 }
 

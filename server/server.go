@@ -265,12 +265,12 @@ func New(cfg Config) (_ *Server, err error) {
 	deadlines := sipcore.Deadlines{Invite: 2 * cfg.TimerC, Other: 64 * sip.T1}
 	register := sipcore.Adapt(base, deadlines, sipcore.Chain(rg, mws...))
 	go s.fastReg.sweep(base)
-	s.sip.OnRegister(register) // over TCP, TLS, WS; UDP mostly without a transaction:
+	s.sip.OnRegister(sipcore.OnWorker(register)) // over TCP, TLS, WS; UDP mostly without a transaction:
 	s.fastReg.setHandler(register)
 	// Every other method is the proxy's (it answers OPTIONS for itself);
 	// over UDP the INVITEs it would only challenge take no transaction.
 	proxied := sipcore.Adapt(base, deadlines, sipcore.Chain(px, mws...))
-	s.sip.OnNoRoute(proxied)
+	s.sip.OnNoRoute(sipcore.OnWorker(proxied))
 	s.fastReg.setInvite(proxied, px.AnswersAlone)
 
 	metrics.TCP(s.reg, s.tcpStats)
@@ -360,6 +360,7 @@ func (s *Server) httpHandler() http.Handler {
 	mux.Handle("/phone", webphone.Handler(s.phone))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

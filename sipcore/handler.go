@@ -68,7 +68,8 @@ func (d Deadlines) of(req *sip.Request) time.Duration {
 
 // Adapt returns the sipgo request handler that runs h for each request,
 // with a context derived from base (cancel base to cancel every request
-// in flight) bounded by d, and the transaction wrapped in a *Tx.
+// in flight) bounded by d, and the transaction wrapped in a *Tx. It runs
+// h on the calling goroutine: see OnWorker.
 func Adapt(base context.Context, d Deadlines, h Handler) func(*sip.Request, sip.ServerTransaction) {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
 		ctx, cancel := context.WithTimeout(base, d.of(req))
@@ -78,6 +79,21 @@ func Adapt(base context.Context, d Deadlines, h Handler) func(*sip.Request, sip.
 			// No Respond middleware in the chain: answer anyway.
 			tx.Respond(Response(req, err))
 		}
+	}
+}
+
+// OnWorker returns a sipgo request handler that runs h on a worker of the
+// handlers' pool (Workers) rather than on the goroutine sipgo started for
+// the request, which waits for it (sipgo ends the transaction when its
+// handler returns).
+func OnWorker(h func(*sip.Request, sip.ServerTransaction)) func(*sip.Request, sip.ServerTransaction) {
+	return func(req *sip.Request, tx sip.ServerTransaction) {
+		done := make(chan struct{})
+		handlers.Go(func() {
+			defer close(done)
+			h(req, tx)
+		})
+		<-done
 	}
 }
 
