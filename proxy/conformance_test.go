@@ -719,3 +719,42 @@ Contact: <sip:carol@%s>
 		t.Fatalf("caller got %d after the 200's retransmission, want 200", res.StatusCode)
 	}
 }
+
+// TestRFC6026_7_1_RetransmittedINVITEAfter2xxAbsorbed: over UDP the
+// server transaction ends as soon as the 2xx is relayed (the proxy keeps
+// only the branch), yet a retransmission of the INVITE that arrives
+// afterwards is still absorbed as in the Accepted state: the callee gets
+// no second INVITE, and the callee's retransmitted 2xx still reaches the
+// caller.
+func TestRFC6026_7_1_RetransmittedINVITEAfter2xxAbsorbed(t *testing.T) {
+	d := startProxy(t)
+	callee := udpEndpoint(t, "127.0.0.1")
+	d.bind(t, "bob@a.test", "sip:bob@"+callee.addr(), 1000)
+	caller := udpEndpoint(t, "127.0.0.1")
+	invite := fmt.Sprintf(`
+INVITE sip:bob@a.test SIP/2.0
+Via: SIP/2.0/UDP %s;branch=z9hG4bK-accepted;rport
+Max-Forwards: 70
+From: <sip:carol@c.test>;tag=carol1
+To: <sip:bob@a.test>
+Call-ID: accepted-1
+CSeq: 1 INVITE
+Contact: <sip:carol@%s>
+
+`, caller.addr(), caller.addr())
+	caller.send(d.addr, invite)
+	inv := callee.request(sip.INVITE, 5*time.Second)
+	callee.reply(d.addr, inv, 200, "bob0", "Contact: <sip:bob@"+callee.addr()+">")
+	if res := caller.response(sip.INVITE, 200, 5*time.Second); res.StatusCode != 200 {
+		t.Fatalf("caller got %d, want 200", res.StatusCode)
+	}
+	time.Sleep(100 * time.Millisecond) // the transaction ends after the relay
+	caller.send(d.addr, invite)
+	if !callee.quiet(sip.INVITE, time.Second) {
+		t.Fatal("the INVITE retransmitted after the 2xx was forwarded again")
+	}
+	callee.reply(d.addr, inv, 200, "bob0", "Contact: <sip:bob@"+callee.addr()+">")
+	if res := caller.response(sip.INVITE, 200, 5*time.Second); res.StatusCode != 200 {
+		t.Fatalf("the retransmitted 2xx: caller got %d, want 200", res.StatusCode)
+	}
+}

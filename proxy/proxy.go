@@ -84,6 +84,7 @@ type Proxy struct {
 	sign            *signer
 	secret          []byte
 	invites         *inviteBranches // INVITEs over TCP/TLS, for their hop-by-hop ACK
+	accepted        *inviteBranches // INVITEs over UDP answered 2xx, whose transactions ended at once (collector.respondFrom)
 	inviteTxs       sync.Map        // key (inviteKey) → *inviteTx: our INVITE client transactions
 	anchor          MediaAnchor     // the media bridge for browsers; nil: none
 	mediaDialogs    sync.Map        // dialogKey → *bridgedDialog
@@ -150,6 +151,7 @@ func New(domains []string, loc Locator, authn Authenticator, users Users, res Re
 		markDown:        30 * time.Second,
 		maxUDP:          1300,
 		invites:         newInviteBranches(),
+		accepted:        newInviteBranches(),
 		log:             slog.New(slog.DiscardHandler),
 	}
 	for _, d := range domains {
@@ -192,6 +194,10 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 		case req.IsAck() && p.invites.ackOf(req):
 			return nil // the ACK of our non-2xx final response: absorbed
 		}
+	} else if req.IsInvite() && p.accepted.ackOf(req) {
+		// A retransmission of an INVITE we relayed a 2xx for: what the
+		// Accepted state would do (RFC 6026 §7.1), absorb it.
+		return nil
 	}
 	mf := req.MaxForwards()
 	if mf != nil && mf.Val() == 0 {

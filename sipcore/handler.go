@@ -127,6 +127,19 @@ func (t *Tx) Respond(res *sip.Response) error {
 	return nil
 }
 
+// Sent notes res as sent outside the transaction (a 2xx a proxy relays
+// statelessly after ending it).
+func (t *Tx) Sent(res *sip.Response) {
+	if res.StatusCode < 200 {
+		return
+	}
+	t.mu.Lock()
+	if t.status == 0 {
+		t.status, t.finalAt = res.StatusCode, time.Now()
+	}
+	t.mu.Unlock()
+}
+
 // Status returns the first final status sent, or 0.
 func (t *Tx) Status() int {
 	t.mu.Lock()
