@@ -2,7 +2,6 @@ package interop
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -20,6 +19,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/sipfed/sipfed/internal/testenv"
+	locredis "github.com/sipfed/sipfed/location/redis"
 )
 
 // A phone behind NAT, made of network namespaces:
@@ -411,17 +411,12 @@ func natCalls(t *testing.T, lab *natLab, transport string) {
 	bob.waitRegistered(t, 10*time.Second, logs)
 
 	t.Run("alice registered through the NAT", func(t *testing.T) {
-		vals, err := rdb.HVals(context.Background(), "sipfed:loc:{alice@a.test}").Result()
-		if err != nil || len(vals) != 1 {
-			t.Fatalf("alice's bindings: %v, %v", vals, err)
+		// Read as every node reads it: through the Redis store.
+		bs, err := locredis.New(rdb).Lookup(context.Background(), "alice@a.test")
+		if err != nil || len(bs) != 1 {
+			t.Fatalf("alice's bindings: %+v, %v", bs, err)
 		}
-		var b struct {
-			Contact, Received, Transport string
-			NAT                          bool
-		}
-		if err := json.Unmarshal([]byte(vals[0]), &b); err != nil {
-			t.Fatalf("binding %s: %v", vals[0], err)
-		}
+		b := bs[0]
 		t.Logf("binding: contact %s, received %s over %s, nat %v", b.Contact, b.Received, b.Transport, b.NAT)
 		host, p, _ := net.SplitHostPort(b.Received)
 		port, _ := strconv.Atoi(p)
@@ -429,7 +424,7 @@ func natCalls(t *testing.T, lab *natLab, transport string) {
 			t.Errorf("received %q; want the router's %s with a port in %d-%d", b.Received, lab.routerIP, natPortLo, natPortHi)
 		}
 		if !strings.Contains(b.Contact, lab.phoneIP) || !b.NAT || !strings.EqualFold(b.Transport, transport) {
-			t.Errorf("binding %s; want alice's private contact %s, nat, transport %s", vals[0], lab.phoneIP, transport)
+			t.Errorf("binding %+v; want alice's private contact %s, nat, transport %s", b, lab.phoneIP, transport)
 		}
 	})
 
