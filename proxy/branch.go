@@ -291,15 +291,24 @@ func (c *collector) respondFrom(b *branch, res *sip.Response) {
 		if t, ok := c.tx.(*sipcore.Tx); ok {
 			t.Sent(out)
 		}
-		// To where the INVITE came from, as the transaction would have
-		// sent it (a client that left rport out may not listen at its
-		// Via's port).
-		out.SetTransport(c.req.Transport())
-		out.SetDestination(c.req.Source())
-		if err := c.p.client.TransportLayer().WriteMsg(out); err != nil {
-			c.p.log.Debug("stateless 2xx", "call_id", sipcore.CallID(c.req), "error", err)
-		}
+		c.p.sendTo(c.req, out)
 		return
+	}
+	if out.StatusCode >= 200 && !c.req.IsInvite() && !reliable(c.req.Transport()) {
+		// Over UDP a non-INVITE server transaction would linger 64*T1
+		// (Timer J) holding the request and this response; the
+		// response's bytes, kept by branch (finals), answer a
+		// retransmission as well. Over a full cache, the transaction.
+		var buf strings.Builder
+		out.StringWrite(&buf)
+		if c.p.finals.put(c.req, []byte(buf.String())) {
+			c.tx.Terminate()
+			if t, ok := c.tx.(*sipcore.Tx); ok {
+				t.Sent(out)
+			}
+			c.p.sendTo(c.req, out)
+			return
+		}
 	}
 	if err := c.tx.Respond(out); err != nil {
 		// The server transaction is over (upstream CANCEL, or a 2xx from
@@ -618,8 +627,8 @@ func (p *Proxy) prepare(in *sip.Request, loop string, b *branch, hop resolver.Ta
 		transport = resolver.UDP
 	}
 	// RFC 3261 §18.1.1: too large for UDP goes over TCP.
-	if b.size == 0 {
-		b.size = len(b.base.String())
+	if upgrade && transport == resolver.UDP && !b.target.flow && b.size == 0 {
+		b.size = renderedSize(b.base)
 	}
 	// Our Via and Record-Route add up to about 200 bytes.
 	if upgrade && transport == resolver.UDP && !b.target.flow && b.size+200 > p.maxUDP {
@@ -800,6 +809,44 @@ func (p *Proxy) writeResponse(res *sip.Response) {
 	if err := p.client.TransportLayer().WriteMsg(res); err != nil {
 		p.log.Debug("stateless relay", "error", err)
 	}
+}
+
+// sendTo sends res, a response to req, outside any transaction: to where
+// req came from, as its transaction would have (a client that left rport
+// out may not listen at its Via's port).
+func (p *Proxy) sendTo(req *sip.Request, res *sip.Response) {
+	res.SetTransport(req.Transport())
+	res.SetDestination(req.Source())
+	if err := p.client.TransportLayer().WriteMsg(res); err != nil {
+		p.log.Debug("response outside a transaction", "call_id", sipcore.CallID(req), "status", res.StatusCode, "error", err)
+	}
+}
+
+// resend answers a retransmitted req with data, the final response kept
+// for it (finals).
+func (p *Proxy) resend(req *sip.Request, data []byte) {
+	m, err := sip.ParseMessage(data)
+	if err != nil {
+		return
+	}
+	if res, ok := m.(*sip.Response); ok {
+		p.sendTo(req, res)
+	}
+}
+
+// renderedSize is len(r.String()) without building the string.
+func renderedSize(r *sip.Request) int {
+	var n byteCounter
+	r.StringWrite(&n)
+	return int(n)
+}
+
+// byteCounter is an io.StringWriter that only counts.
+type byteCounter int
+
+func (c *byteCounter) WriteString(s string) (int, error) {
+	*c += byteCounter(len(s))
+	return len(s), nil
 }
 
 // viaDest is where a response to the hop that added v goes (RFC 3261

@@ -758,3 +758,40 @@ Contact: <sip:carol@%s>
 		t.Fatalf("the retransmitted 2xx: caller got %d, want 200", res.StatusCode)
 	}
 }
+
+// TestRFC3261_17_2_2_RetransmissionAfterFinalAnsweredAgain: over UDP a
+// non-INVITE server transaction ends once its final response is relayed
+// (the proxy keeps the response's bytes), yet a retransmission of the
+// request that arrives afterwards gets that same response again, as the
+// Completed state would give it, and is not forwarded a second time.
+func TestRFC3261_17_2_2_RetransmissionAfterFinalAnsweredAgain(t *testing.T) {
+	d := startProxy(t)
+	callee := udpEndpoint(t, "127.0.0.1")
+	d.bind(t, "bob@a.test", "sip:bob@"+callee.addr(), 1000)
+	caller := udpEndpoint(t, "127.0.0.1")
+	msg := fmt.Sprintf(`
+MESSAGE sip:bob@a.test SIP/2.0
+Via: SIP/2.0/UDP %s;branch=z9hG4bK-completed;rport
+Max-Forwards: 70
+From: <sip:carol@c.test>;tag=carol1
+To: <sip:bob@a.test>
+Call-ID: completed-1
+CSeq: 1 MESSAGE
+Content-Type: text/plain
+
+hello
+`, caller.addr())
+	caller.send(d.addr, msg)
+	got := callee.request(sip.MESSAGE, 5*time.Second)
+	callee.reply(d.addr, got, 202, "bob0")
+	first := caller.response(sip.MESSAGE, 200, 5*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	caller.send(d.addr, msg)
+	again := caller.response(sip.MESSAGE, 200, 5*time.Second)
+	if again.StatusCode != 202 || again.String() != first.String() {
+		t.Fatalf("the retransmission got\n%s\nafter\n%s", again, first)
+	}
+	if !callee.quiet(sip.MESSAGE, 500*time.Millisecond) {
+		t.Fatal("the retransmitted MESSAGE was forwarded again")
+	}
+}

@@ -85,6 +85,7 @@ type Proxy struct {
 	secret          []byte
 	invites         *inviteBranches // INVITEs over TCP/TLS, for their hop-by-hop ACK
 	accepted        *inviteBranches // INVITEs over UDP answered 2xx, whose transactions ended at once (collector.respondFrom)
+	finals          *finalCache     // non-INVITEs over UDP: their relayed final responses, the transactions ended at once
 	inviteTxs       sync.Map        // key (inviteKey) → *inviteTx: our INVITE client transactions
 	anchor          MediaAnchor     // the media bridge for browsers; nil: none
 	mediaDialogs    sync.Map        // dialogKey → *bridgedDialog
@@ -152,6 +153,7 @@ func New(domains []string, loc Locator, authn Authenticator, users Users, res Re
 		maxUDP:          1300,
 		invites:         newInviteBranches(),
 		accepted:        newInviteBranches(),
+		finals:          newFinalCache(200_000),
 		log:             slog.New(slog.DiscardHandler),
 	}
 	for _, d := range domains {
@@ -198,6 +200,13 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 		// A retransmission of an INVITE we relayed a 2xx for: what the
 		// Accepted state would do (RFC 6026 §7.1), absorb it.
 		return nil
+	} else if !req.IsInvite() && !req.IsAck() {
+		if data := p.finals.get(req); data != nil {
+			// A retransmission of a request we relayed a final response
+			// for: the same answer (what the Completed state would do).
+			p.resend(req, data)
+			return nil
+		}
 	}
 	mf := req.MaxForwards()
 	if mf != nil && mf.Val() == 0 {
