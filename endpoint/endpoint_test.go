@@ -350,10 +350,19 @@ func TestBadInputs(t *testing.T) {
 	t.Run("never answers", func(t *testing.T) {
 		_, bobEv := startPhone(t, l, "bob@b.test", "pw-bob", "", func(c *endpoint.Config) { c.AnswerDelay = time.Minute })
 		alice, _ := startPhone(t, l, "alice@a.test", "pw-alice", "", nil)
-		dctx, dcancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+		// alice gives up once bob's phone rings (not after a fixed time,
+		// which on a loaded machine may fall while her INVITE is still on
+		// its way, where the CANCEL can overtake it).
+		dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
 		defer dcancel()
-		_, err := alice.Dial(dctx, "bob@b.test")
-		if err == nil {
+		dialed := make(chan error, 1)
+		go func() {
+			_, err := alice.Dial(dctx, "bob@b.test")
+			dialed <- err
+		}()
+		bobEv.wait(t, "ringing", 5*time.Second)
+		dcancel()
+		if err := <-dialed; err == nil {
 			t.Fatal("a call nobody answered connected")
 		}
 		if ev := bobEv.wait(t, "hangup", 5*time.Second); ev.Reason != "canceled" {
