@@ -64,8 +64,9 @@ type statelessRegister struct {
 // simply challenged again. An INVITE that mentions Proxy-Authorization
 // anywhere goes to sipgo unparsed.
 type statelessInvite struct {
-	handle func(*sip.Request, sip.ServerTransaction) // the proxy's pipeline
-	alone  func(*sip.Request) bool                   // proxy.AnswersAlone
+	handle  func(*sip.Request, sip.ServerTransaction) // the proxy's pipeline
+	alone   func(*sip.Request) bool                   // proxy.AnswersAlone
+	domains map[string]bool                           // ours, lower-case
 }
 
 // statelessTagPrefix starts the To tag of every stateless answer to an
@@ -78,12 +79,16 @@ func newStatelessRegister() *statelessRegister {
 
 // setInvite sets the proxy's pipeline and its AnswersAlone; a nil handle
 // sends every INVITE to sipgo's transactions.
-func (r *statelessRegister) setInvite(handle func(*sip.Request, sip.ServerTransaction), alone func(*sip.Request) bool) {
+func (r *statelessRegister) setInvite(handle func(*sip.Request, sip.ServerTransaction), alone func(*sip.Request) bool, domains []string) {
 	if handle == nil {
 		r.invite.Store(nil)
 		return
 	}
-	r.invite.Store(&statelessInvite{handle: handle, alone: alone})
+	si := &statelessInvite{handle: handle, alone: alone, domains: map[string]bool{}}
+	for _, d := range domains {
+		si.domains[strings.ToLower(d)] = true
+	}
+	r.invite.Store(si)
 }
 
 // statelessTag is the To tag of a stateless answer to req, and of the ACK
@@ -194,6 +199,13 @@ func (r *statelessRegister) challenge(conn net.PacketConn, b []byte, from netip.
 	if si == nil || containsFold(b, "proxy-authorization") {
 		return false
 	}
+	// Most INVITEs that are not ours to challenge come from other
+	// domains: those are told apart without parsing, which sipgo would
+	// do again. (A From this misreads costs a parse or a transaction,
+	// never a wrong answer: AnswersAlone decides on the parsed request.)
+	if h := fromHost(b); h != "" && !si.domains[h] {
+		return false
+	}
 	msg, err := r.parser.ParseSIP(b)
 	if err != nil {
 		return false
@@ -237,6 +249,50 @@ func (r *statelessRegister) absorb(b []byte) bool {
 	}
 	tag, _ := to.Params.Get("tag")
 	return tag != "" && tag == r.statelessTag(req)
+}
+
+// fromHost returns the lower-case host of the From URI in the raw
+// message b, or "" when it does not find one.
+func fromHost(b []byte) string {
+	for i := 0; i < len(b); {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return ""
+		}
+		line := b[i : i+j]
+		i += j + 1
+		line = bytes.TrimRight(line, "\r")
+		if len(line) == 0 {
+			return "" // the end of the headers
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		name = bytes.TrimSpace(name)
+		if !bytes.EqualFold(name, []byte("from")) && !bytes.EqualFold(name, []byte("f")) {
+			continue
+		}
+		k := bytes.IndexByte(value, ':') // after the scheme
+		if k < 0 {
+			return ""
+		}
+		rest := value[k+1:]
+		if at := bytes.IndexByte(rest, '@'); at >= 0 && bytes.IndexAny(rest[:at], ">;?") < 0 {
+			rest = rest[at+1:]
+		}
+		if len(rest) > 0 && rest[0] == '[' { // an IPv6 reference
+			if end := bytes.IndexByte(rest, ']'); end >= 0 {
+				return strings.ToLower(string(rest[:end+1]))
+			}
+			return ""
+		}
+		if end := bytes.IndexAny(rest, ":;>? \t"); end >= 0 {
+			rest = rest[:end]
+		}
+		return strings.ToLower(string(rest))
+	}
+	return ""
 }
 
 // containsFold reports whether b contains the lower-case ASCII word w in
