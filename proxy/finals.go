@@ -13,23 +13,29 @@ import (
 // state (RFC 3261 §17.2.2, Timer J): a retransmitted BYE gets the same
 // answer again, and the transaction itself ends at once. sipgo's
 // transaction would keep the parsed request and response, several kB a
-// BYE for 32 s; this keeps the response's bytes. Two generations of 32 s
-// and a bound on entries (beyond which the transaction is kept as
-// before) bound the memory.
+// BYE for 32 s; this keeps the response's bytes. Two generations of 32 s,
+// each of at most maxBytes of responses, bound the memory whatever the
+// responses' size (a device may send large ones): beyond it the
+// transaction is kept as before.
 type finalCache struct {
 	mu        sync.Mutex
 	cur, prev map[string][]byte
+	curBytes  int
 	since     time.Time
-	max       int
+	maxBytes  int
 }
 
-func newFinalCache(max int) *finalCache {
-	return &finalCache{cur: map[string][]byte{}, prev: map[string][]byte{}, since: time.Now(), max: max}
+// finalCacheBytes bounds each generation of finalCache: 64 MB, 160,000
+// responses of 400 bytes (a BYE's 200), 5,000 BYEs a second for 32 s.
+const finalCacheBytes = 64 << 20
+
+func newFinalCache(maxBytes int) *finalCache {
+	return &finalCache{cur: map[string][]byte{}, prev: map[string][]byte{}, since: time.Now(), maxBytes: maxBytes}
 }
 
 func (f *finalCache) rotate(now time.Time) {
 	if now.Sub(f.since) >= 64*sip.T1 {
-		f.prev, f.cur, f.since = f.cur, make(map[string][]byte, len(f.cur)), now
+		f.prev, f.cur, f.curBytes, f.since = f.cur, make(map[string][]byte, len(f.cur)), 0, now
 	}
 }
 
@@ -42,10 +48,12 @@ func (f *finalCache) put(req *sip.Request, res []byte) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rotate(time.Now())
-	if len(f.cur) >= f.max {
+	size := len(k) + len(res)
+	if f.curBytes+size > f.maxBytes {
 		return false
 	}
 	f.cur[k] = res
+	f.curBytes += size
 	return true
 }
 

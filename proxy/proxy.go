@@ -153,7 +153,7 @@ func New(domains []string, loc Locator, authn Authenticator, users Users, res Re
 		maxUDP:          1300,
 		invites:         newInviteBranches(),
 		accepted:        newInviteBranches(),
-		finals:          newFinalCache(200_000),
+		finals:          newFinalCache(finalCacheBytes),
 		log:             slog.New(slog.DiscardHandler),
 	}
 	for _, d := range domains {
