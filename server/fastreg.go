@@ -278,7 +278,7 @@ func fromHost(b []byte) string {
 			return ""
 		}
 		rest := value[k+1:]
-		if at := bytes.IndexByte(rest, '@'); at >= 0 && bytes.IndexAny(rest[:at], ">;?") < 0 {
+		if at := bytes.IndexByte(rest, '@'); at >= 0 && !bytes.ContainsAny(rest[:at], ">;?") {
 			rest = rest[at+1:]
 		}
 		if len(rest) > 0 && rest[0] == '[' { // an IPv6 reference
