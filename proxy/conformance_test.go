@@ -679,6 +679,32 @@ func TestRFC3261_17_1_1_3_ACKForNon2xxOneVia(t *testing.T) {
 	}
 }
 
+// carolInvite is carol's INVITE to bob@a.test from caller, without a
+// body, for endpoint.send.
+func carolInvite(caller *endpoint, branch, callID string) string {
+	return fmt.Sprintf(`
+INVITE sip:bob@a.test SIP/2.0
+Via: SIP/2.0/UDP %s;branch=%s;rport
+Max-Forwards: 70
+From: <sip:carol@c.test>;tag=carol1
+To: <sip:bob@a.test>
+Call-ID: %s
+CSeq: 1 INVITE
+Contact: <sip:carol@%s>
+
+`, caller.addr(), branch, callID, caller.addr())
+}
+
+// answer200 has callee answer inv 200 (tag bob0) and waits for what as
+// a 200 at the caller.
+func answer200(t *testing.T, proxyAddr string, callee, caller *endpoint, inv *sip.Request, what string) {
+	t.Helper()
+	callee.reply(proxyAddr, inv, 200, "bob0", "Contact: <sip:bob@"+callee.addr()+">")
+	if res := caller.response(sip.INVITE, 200, 5*time.Second); res.StatusCode != 200 {
+		t.Fatalf("%s: caller got %d, want 200", what, res.StatusCode)
+	}
+}
+
 // TestRFC3261_17_1_1_2_TimerA: over UDP the proxy retransmits the INVITE
 // it forwarded (Timer A, T1 then 2*T1…) until the first response, then
 // never again; a non-2xx that follows the 2xx (forged, or a broken
@@ -689,24 +715,13 @@ func TestRFC3261_17_1_1_2_TimerA(t *testing.T) {
 	callee := udpEndpoint(t, "127.0.0.1")
 	d.bind(t, "bob@a.test", "sip:bob@"+callee.addr(), 1000)
 	caller := udpEndpoint(t, "127.0.0.1")
-	caller.send(d.addr, fmt.Sprintf(`
-INVITE sip:bob@a.test SIP/2.0
-Via: SIP/2.0/UDP %s;branch=z9hG4bK-timer-a;rport
-Max-Forwards: 70
-From: <sip:carol@c.test>;tag=carol1
-To: <sip:bob@a.test>
-Call-ID: timer-a
-CSeq: 1 INVITE
-Contact: <sip:carol@%s>
-
-`, caller.addr(), caller.addr()))
+	caller.send(d.addr, carolInvite(caller, "z9hG4bK-timer-a", "timer-a"))
 	first := callee.request(sip.INVITE, 5*time.Second)
 	again := callee.request(sip.INVITE, 2*time.Second) // T1 = 500 ms later
 	if again.Via().Value() != first.Via().Value() {
 		t.Fatalf("retransmission's Via %q, want the first's %q", again.Via().Value(), first.Via().Value())
 	}
-	callee.reply(d.addr, first, 200, "bob0", "Contact: <sip:bob@"+callee.addr()+">")
-	caller.response(sip.INVITE, 200, 5*time.Second)
+	answer200(t, d.addr, callee, caller, first, "the 200")
 	if !callee.quiet(sip.INVITE, 2500*time.Millisecond) {
 		t.Fatal("the INVITE was retransmitted after its 200")
 	}
@@ -714,10 +729,7 @@ Contact: <sip:carol@%s>
 	if !callee.quiet(sip.ACK, time.Second) {
 		t.Fatal("a 486 after the 200 was ACKed")
 	}
-	callee.reply(d.addr, first, 200, "bob0", "Contact: <sip:bob@"+callee.addr()+">")
-	if res := caller.response(sip.INVITE, 200, 5*time.Second); res.StatusCode != 200 {
-		t.Fatalf("caller got %d after the 200's retransmission, want 200", res.StatusCode)
-	}
+	answer200(t, d.addr, callee, caller, first, "the 200's retransmission")
 }
 
 // TestRFC6026_7_1_RetransmittedINVITEAfter2xxAbsorbed: over UDP the
@@ -731,32 +743,16 @@ func TestRFC6026_7_1_RetransmittedINVITEAfter2xxAbsorbed(t *testing.T) {
 	callee := udpEndpoint(t, "127.0.0.1")
 	d.bind(t, "bob@a.test", "sip:bob@"+callee.addr(), 1000)
 	caller := udpEndpoint(t, "127.0.0.1")
-	invite := fmt.Sprintf(`
-INVITE sip:bob@a.test SIP/2.0
-Via: SIP/2.0/UDP %s;branch=z9hG4bK-accepted;rport
-Max-Forwards: 70
-From: <sip:carol@c.test>;tag=carol1
-To: <sip:bob@a.test>
-Call-ID: accepted-1
-CSeq: 1 INVITE
-Contact: <sip:carol@%s>
-
-`, caller.addr(), caller.addr())
+	invite := carolInvite(caller, "z9hG4bK-accepted", "accepted-1")
 	caller.send(d.addr, invite)
 	inv := callee.request(sip.INVITE, 5*time.Second)
-	callee.reply(d.addr, inv, 200, "bob0", "Contact: <sip:bob@"+callee.addr()+">")
-	if res := caller.response(sip.INVITE, 200, 5*time.Second); res.StatusCode != 200 {
-		t.Fatalf("caller got %d, want 200", res.StatusCode)
-	}
+	answer200(t, d.addr, callee, caller, inv, "the 200")
 	time.Sleep(100 * time.Millisecond) // the transaction ends after the relay
 	caller.send(d.addr, invite)
 	if !callee.quiet(sip.INVITE, time.Second) {
 		t.Fatal("the INVITE retransmitted after the 2xx was forwarded again")
 	}
-	callee.reply(d.addr, inv, 200, "bob0", "Contact: <sip:bob@"+callee.addr()+">")
-	if res := caller.response(sip.INVITE, 200, 5*time.Second); res.StatusCode != 200 {
-		t.Fatalf("the retransmitted 2xx: caller got %d, want 200", res.StatusCode)
-	}
+	answer200(t, d.addr, callee, caller, inv, "the 200's retransmission")
 }
 
 // TestRFC3261_17_2_2_RetransmissionAfterFinalAnsweredAgain: over UDP a

@@ -15,6 +15,18 @@ import (
 	"github.com/sipfed/sipfed/server"
 )
 
+// rawUDP returns a UDP socket on loopback for hand-written messages to
+// srv, srv's UDP address and the socket's port.
+func rawUDP(t *testing.T, srv *server.Server) (*net.UDPConn, *net.UDPAddr, int) {
+	t.Helper()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn, srv.Addr("udp").(*net.UDPAddr), conn.LocalAddr().(*net.UDPAddr).Port
+}
+
 // TestREGISTERRetransmissionGetsTheSameAnswer: REGISTER over UDP is
 // answered without a server transaction; a retransmission (same branch,
 // same source) of an accepted REGISTER gets the very same 200 again, not
@@ -22,13 +34,7 @@ import (
 // count). A challenged one is challenged again.
 func TestREGISTERRetransmissionGetsTheSameAnswer(t *testing.T) {
 	srv := start(t, server.Config{Domains: []string{"a.test"}, Users: usersFile(t, "a.test", "alice")})
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	to := srv.Addr("udp").(*net.UDPAddr)
-	port := conn.LocalAddr().(*net.UDPAddr).Port
+	conn, to, port := rawUDP(t, srv)
 	msg := func(branch string, cseq int, authz string) string {
 		return "REGISTER sip:a.test SIP/2.0\r\n" +
 			fmt.Sprintf("Via: SIP/2.0/UDP 127.0.0.1:%d;branch=%s;rport\r\n", port, branch) +
@@ -97,13 +103,7 @@ func TestINVITEChallengedWithoutTransaction(t *testing.T) {
 		})
 		phone.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { acks.Add(1) })
 	})
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	to := srv.Addr("udp").(*net.UDPAddr)
-	port := conn.LocalAddr().(*net.UDPAddr).Port
+	conn, to, port := rawUDP(t, srv)
 	head := func(method, branch string, cseq int, toTag string) string {
 		if toTag != "" {
 			toTag = ";tag=" + toTag
