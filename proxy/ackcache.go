@@ -19,10 +19,37 @@ type inviteBranches struct {
 	cur, prev map[string]struct{}
 	since     time.Time
 	max       int
+	bySource  bool // the key includes the source address (sourceKey)
 }
 
 func newInviteBranches() *inviteBranches {
 	return &inviteBranches{cur: map[string]struct{}{}, prev: map[string]struct{}{}, since: time.Now(), max: 200000}
+}
+
+// newAcceptedBranches remembers INVITEs over UDP answered 2xx by branch,
+// Call-ID and source (see collector.respondFrom).
+func newAcceptedBranches() *inviteBranches {
+	b := newInviteBranches()
+	b.bySource = true
+	return b
+}
+
+// key is branchKey, or sourceKey when b is bySource.
+func (b *inviteBranches) key(req *sip.Request) (string, bool) {
+	if b.bySource {
+		return sourceKey(req)
+	}
+	return branchKey(req)
+}
+
+// sourceKey is branchKey and the address req came from: a sender who
+// picks another's branch and Call-ID from elsewhere matches nothing.
+func sourceKey(req *sip.Request) (string, bool) {
+	k, ok := branchKey(req)
+	if !ok {
+		return "", false
+	}
+	return k + "\x00" + req.Source(), true
 }
 
 func branchKey(req *sip.Request) (string, bool) {
@@ -45,7 +72,7 @@ func (b *inviteBranches) rotate(now time.Time) {
 
 // add notes an INVITE.
 func (b *inviteBranches) add(req *sip.Request) {
-	k, ok := branchKey(req)
+	k, ok := b.key(req)
 	if !ok {
 		return
 	}
@@ -58,7 +85,7 @@ func (b *inviteBranches) add(req *sip.Request) {
 // ackOf reports whether ack has the branch of a noted INVITE: the ACK of
 // its non-2xx final response.
 func (b *inviteBranches) ackOf(ack *sip.Request) bool {
-	k, ok := branchKey(ack)
+	k, ok := b.key(ack)
 	if !ok {
 		return false
 	}

@@ -200,6 +200,21 @@ func (e *endpoint) wait(timeout time.Duration, match func(sip.Message) bool, wha
 	}
 }
 
+// quietResponse returns a response that arrives within d, or nil.
+func (e *endpoint) quietResponse(d time.Duration) *sip.Response {
+	deadline := time.After(d)
+	for {
+		select {
+		case m := <-e.msgs:
+			if r, ok := m.(*sip.Response); ok {
+				return r
+			}
+		case <-deadline:
+			return nil
+		}
+	}
+}
+
 // quiet reports whether no request of method arrives within d.
 func (e *endpoint) quiet(method sip.RequestMethod, d time.Duration) bool {
 	deadline := time.After(d)
@@ -789,5 +804,13 @@ hello
 	}
 	if !callee.quiet(sip.MESSAGE, 500*time.Millisecond) {
 		t.Fatal("the retransmitted MESSAGE was forwarded again")
+	}
+	// The same branch and Call-ID from another address is not a
+	// retransmission: it does not get carol's response.
+	other := udpEndpoint(t, "127.0.0.1")
+	other.send(d.addr, strings.Replace(msg, caller.addr(), other.addr(), 1))
+	callee.request(sip.MESSAGE, 5*time.Second)
+	if m := other.quietResponse(300 * time.Millisecond); m != nil {
+		t.Fatalf("another address got carol's kept response:\n%s", m)
 	}
 }

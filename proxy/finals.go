@@ -8,8 +8,8 @@ import (
 )
 
 // finalCache keeps, for 64*T1, the final response the proxy relayed to a
-// non-INVITE request that came over UDP, by the request's branch and
-// Call-ID, as bytes. It stands in for the server transaction's Completed
+// non-INVITE request that came over UDP, by the request's branch, Call-ID
+// and source (sourceKey), as bytes. It stands in for the server transaction's Completed
 // state (RFC 3261 §17.2.2, Timer J): a retransmitted BYE gets the same
 // answer again, and the transaction itself ends at once. sipgo's
 // transaction would keep the parsed request and response, several kB a
@@ -41,7 +41,7 @@ func (f *finalCache) rotate(now time.Time) {
 
 // put keeps res for req, and reports false when the cache is full.
 func (f *finalCache) put(req *sip.Request, res []byte) bool {
-	k, ok := branchKey(req)
+	k, ok := sourceKey(req)
 	if !ok {
 		return false
 	}
@@ -59,7 +59,7 @@ func (f *finalCache) put(req *sip.Request, res []byte) bool {
 
 // get returns the response kept for a retransmission of req, or nil.
 func (f *finalCache) get(req *sip.Request) []byte {
-	k, ok := branchKey(req)
+	k, ok := sourceKey(req)
 	if !ok {
 		return nil
 	}

@@ -152,7 +152,7 @@ func New(domains []string, loc Locator, authn Authenticator, users Users, res Re
 		markDown:        30 * time.Second,
 		maxUDP:          1300,
 		invites:         newInviteBranches(),
-		accepted:        newInviteBranches(),
+		accepted:        newAcceptedBranches(),
 		finals:          newFinalCache(finalCacheBytes),
 		log:             slog.New(slog.DiscardHandler),
 	}
