@@ -340,32 +340,44 @@ func (t *udpTx) Respond(res *sip.Response) error {
 			to.Params.Add("tag", t.tag)
 		}
 	}
-	data := []byte(res.String())
+	buf := renderPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 64<<10 {
+			renderPool.Put(buf)
+		}
+	}()
+	buf.Reset()
+	res.StringWrite(buf)
+	data := buf.Bytes()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.final {
 		return nil // one final response per request
 	}
-	if _, err := t.conn.WriteTo(data, t.to); err != nil {
-		return err
-	}
 	if res.StatusCode >= 200 {
 		t.final = true
-		if t.cache == nil {
-			return nil
-		}
-		if res.StatusCode == 401 || res.StatusCode == 407 {
-			// A challenge is not kept: a retransmission answered afresh
-			// gets another nonce, which is as good. Only an answer that
-			// changed something (a 200 that updated bindings) must come
-			// back the same. Half the cache, at a registrar's mix.
-			t.cache.Forget(t.key)
-		} else {
-			t.cache.Finish(t.key, data, time.Now())
+		// The cache first, then the socket: a copy the client sends the
+		// moment it has the answer must find the answer, not an entry
+		// still being handled (which drops it).
+		if t.cache != nil {
+			if res.StatusCode == 401 || res.StatusCode == 407 {
+				// A challenge is not kept: a retransmission answered
+				// afresh gets another nonce, which is as good. Only an
+				// answer that changed something (a 200 that updated
+				// bindings) must come back the same. Half the cache, at
+				// a registrar's mix.
+				t.cache.Forget(t.key)
+			} else {
+				t.cache.Finish(t.key, bytes.Clone(data), time.Now())
+			}
 		}
 	}
-	return nil
+	_, err := t.conn.WriteTo(data, t.to)
+	return err
 }
+
+// renderPool holds the buffers responses are rendered into.
+var renderPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // finish forgets a request that got no final response, so that its
 // retransmission is handled afresh.
