@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"hash/maphash"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,16 +17,20 @@ import (
 // over a reliable transport it ends the transaction as soon as the
 // handler returns, and the ACK would otherwise look like a new request.
 // Two generations of 32 s bound the memory.
+//
+// Entries are 64-bit keyed hashes of the keys (whose length the sender
+// chooses), so each costs the same few bytes.
 type inviteBranches struct {
 	mu        sync.Mutex
-	cur, prev map[string]struct{}
+	cur, prev map[uint64]struct{}
 	since     time.Time
 	max       int
 	bySource  bool // the key includes the source address (sourceKey)
+	seed      maphash.Seed
 }
 
 func newInviteBranches() *inviteBranches {
-	return &inviteBranches{cur: map[string]struct{}{}, prev: map[string]struct{}{}, since: time.Now(), max: 200000}
+	return &inviteBranches{cur: map[uint64]struct{}{}, prev: map[uint64]struct{}{}, since: time.Now(), max: 200000, seed: maphash.MakeSeed()}
 }
 
 // newAcceptedBranches remembers INVITEs over UDP answered 2xx by branch,
@@ -34,22 +41,29 @@ func newAcceptedBranches() *inviteBranches {
 	return b
 }
 
-// key is branchKey, or sourceKey when b is bySource.
-func (b *inviteBranches) key(req *sip.Request) (string, bool) {
+// key is the hash of branchKey, or of sourceKey when b is bySource.
+func (b *inviteBranches) key(req *sip.Request) (uint64, bool) {
+	k, ok := branchKey(req)
 	if b.bySource {
-		return sourceKey(req)
+		k, ok = sourceKey(req)
 	}
-	return branchKey(req)
+	if !ok {
+		return 0, false
+	}
+	return maphash.String(b.seed, k), true
 }
 
-// sourceKey is branchKey and the address req came from: a sender who
-// picks another's branch and Call-ID from elsewhere matches nothing.
+// sourceKey is branchKey, the CSeq and the address req came from, for
+// RFC 3261 branches only: a request matches only its own retransmission
+// (not the next request of a UA that reuses branches, nor a sender who
+// copies another's branch and Call-ID from elsewhere).
 func sourceKey(req *sip.Request) (string, bool) {
 	k, ok := branchKey(req)
-	if !ok {
+	cseq := req.CSeq()
+	if !ok || cseq == nil || !strings.HasPrefix(k, sip.RFC3261BranchMagicCookie) {
 		return "", false
 	}
-	return k + "\x00" + req.Source(), true
+	return k + "\x00" + strconv.FormatUint(uint64(cseq.SeqNo), 10) + " " + string(cseq.MethodName) + "\x00" + req.Source(), true
 }
 
 func branchKey(req *sip.Request) (string, bool) {
@@ -66,7 +80,7 @@ func branchKey(req *sip.Request) (string, bool) {
 
 func (b *inviteBranches) rotate(now time.Time) {
 	if now.Sub(b.since) >= 64*sip.T1 || len(b.cur) >= b.max {
-		b.prev, b.cur, b.since = b.cur, make(map[string]struct{}, len(b.cur)), now
+		b.prev, b.cur, b.since = b.cur, make(map[uint64]struct{}, len(b.cur)), now
 	}
 }
 

@@ -271,10 +271,16 @@ func (c *collector) respondFrom(b *branch, res *sip.Response) {
 	}
 	if out.StatusCode >= 200 {
 		c.mu.Lock()
-		if c.status == 0 {
+		first := c.status == 0
+		if first {
 			c.status = out.StatusCode
 		}
 		c.mu.Unlock()
+		if !first && !c.req.IsInvite() {
+			// §16.7 step 10: one final response to a non-INVITE (a
+			// second fork's 2xx is dropped; only INVITE relays every 2xx).
+			return
+		}
 	}
 	if out.IsSuccess() && c.req.IsInvite() && !reliable(c.req.Transport()) {
 		// A 2xx to an INVITE over UDP ends the server transaction and
@@ -287,11 +293,12 @@ func (c *collector) respondFrom(b *branch, res *sip.Response) {
 		// keep the request and the 2xx, about 10 kB a call for 32 s:
 		// 650 MB of heap at 2,000 calls/s, and a collector that marks it.
 		c.p.accepted.add(c.req)
+		conn := txConn(c.tx)
 		c.tx.Terminate()
 		if t, ok := c.tx.(*sipcore.Tx); ok {
 			t.Sent(out)
 		}
-		c.p.sendTo(c.req, out)
+		c.p.sendTo(c.req, out, conn)
 		return
 	}
 	if out.StatusCode >= 200 && !c.req.IsInvite() && !reliable(c.req.Transport()) {
@@ -302,11 +309,12 @@ func (c *collector) respondFrom(b *branch, res *sip.Response) {
 		var buf strings.Builder
 		out.StringWrite(&buf)
 		if c.p.finals.put(c.req, []byte(buf.String())) {
+			conn := txConn(c.tx)
 			c.tx.Terminate()
 			if t, ok := c.tx.(*sipcore.Tx); ok {
 				t.Sent(out)
 			}
-			c.p.sendTo(c.req, out)
+			c.p.sendTo(c.req, out, conn)
 			return
 		}
 	}
@@ -772,7 +780,7 @@ func (p *Proxy) forwardACK(ctx context.Context, in, fwd *sip.Request, flow *reso
 
 // HandleStrayResponse hands a response of our own INVITE client
 // transactions to it (inviteTx), and relays any other that matches no
-// client transaction (a 2xx retransmitted after ours ended) upstream, statelessly,
+// client transaction (an INVITE's 2xx retransmitted after ours ended) upstream, statelessly,
 // when its top Via is ours and was made for the hop in its second Via
 // (RFC 3261 §16.7, RFC 6026); any other is dropped.
 func (p *Proxy) HandleStrayResponse(res *sip.Response) {
@@ -780,7 +788,10 @@ func (p *Proxy) HandleStrayResponse(res *sip.Response) {
 		return // a response of our own INVITE transaction
 	}
 	vias := res.GetHeaders("Via")
-	if len(vias) < 2 || !res.IsSuccess() {
+	if cseq := res.CSeq(); len(vias) < 2 || !res.IsSuccess() || cseq == nil || cseq.MethodName != sip.INVITE {
+		// RFC 6026 §7.3: only an INVITE's 2xx outlives its transaction;
+		// a non-INVITE answered once (a fork's second 200) is not
+		// answered again.
 		return
 	}
 	ours, ok1 := vias[0].(*sip.ViaHeader)
@@ -813,24 +824,43 @@ func (p *Proxy) writeResponse(res *sip.Response) {
 
 // sendTo sends res, a response to req, outside any transaction: to where
 // req came from, as its transaction would have (a client that left rport
-// out may not listen at its Via's port).
-func (p *Proxy) sendTo(req *sip.Request, res *sip.Response) {
+// out may not listen at its Via's port), on conn, the connection req's
+// transaction answered on (a UDP listener, which ending the transaction
+// does not close). Without conn, or when it fails, through the transport
+// layer, which finds a connection by address: one sipgo may have
+// forgotten (the UDP read loop's restarts clear its pool).
+func (p *Proxy) sendTo(req *sip.Request, res *sip.Response, conn sip.Connection) {
 	res.SetTransport(req.Transport())
 	res.SetDestination(req.Source())
+	if conn != nil && conn.WriteMsg(res) == nil {
+		return
+	}
 	if err := p.client.TransportLayer().WriteMsg(res); err != nil {
 		p.log.Debug("response outside a transaction", "call_id", sipcore.CallID(req), "status", res.StatusCode, "error", err)
 	}
 }
 
-// resend answers a retransmitted req with data, the final response kept
-// for it (finals).
-func (p *Proxy) resend(req *sip.Request, data []byte) {
+// txConn returns the connection of tx, a sipgo server transaction (in a
+// sipcore.Tx or not), or nil.
+func txConn(tx sip.ServerTransaction) sip.Connection {
+	if t, ok := tx.(*sipcore.Tx); ok {
+		tx = t.ServerTransaction
+	}
+	if c, ok := tx.(interface{ Connection() sip.Connection }); ok {
+		return c.Connection()
+	}
+	return nil
+}
+
+// resend answers a retransmitted req, which came in transaction tx, with
+// data, the final response kept for it (finals).
+func (p *Proxy) resend(req *sip.Request, tx sip.ServerTransaction, data []byte) {
 	m, err := sip.ParseMessage(data)
 	if err != nil {
 		return
 	}
 	if res, ok := m.(*sip.Response); ok {
-		p.sendTo(req, res)
+		p.sendTo(req, res, txConn(tx))
 	}
 }
 

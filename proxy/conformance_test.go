@@ -814,3 +814,33 @@ hello
 		t.Fatalf("another address got carol's kept response:\n%s", m)
 	}
 }
+
+// TestRFC3261_16_7_10_OneFinalForNonINVITE: a MESSAGE forked to two
+// devices that both accept it gets one final response upstream, over UDP
+// where its transaction ends at that response.
+func TestRFC3261_16_7_10_OneFinalForNonINVITE(t *testing.T) {
+	d := startProxy(t)
+	one, two := udpEndpoint(t, "127.0.0.1"), udpEndpoint(t, "127.0.0.1")
+	d.bind(t, "bob@a.test", "sip:bob@"+one.addr(), 1000)
+	d.bind(t, "bob@a.test", "sip:bob@"+two.addr(), 1000)
+	caller := udpEndpoint(t, "127.0.0.1")
+	caller.send(d.addr, fmt.Sprintf(`
+MESSAGE sip:bob@a.test SIP/2.0
+Via: SIP/2.0/UDP %s;branch=z9hG4bK-fork-msg;rport
+Max-Forwards: 70
+From: <sip:carol@c.test>;tag=carol1
+To: <sip:bob@a.test>
+Call-ID: fork-msg
+CSeq: 1 MESSAGE
+Content-Type: text/plain
+
+hello
+`, caller.addr()))
+	m1, m2 := one.request(sip.MESSAGE, 5*time.Second), two.request(sip.MESSAGE, 5*time.Second)
+	one.reply(d.addr, m1, 200, "one")
+	two.reply(d.addr, m2, 200, "two")
+	first := caller.response(sip.MESSAGE, 200, 5*time.Second)
+	if res := caller.quietResponse(time.Second); res != nil {
+		t.Fatalf("a second final response upstream:\n%s\nafter\n%s", res, first)
+	}
+}

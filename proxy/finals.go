@@ -49,6 +49,9 @@ func (f *finalCache) put(req *sip.Request, res []byte) bool {
 	defer f.mu.Unlock()
 	f.rotate(time.Now())
 	size := len(k) + len(res)
+	if old, ok := f.cur[k]; ok {
+		f.curBytes -= len(k) + len(old)
+	}
 	if f.curBytes+size > f.maxBytes {
 		return false
 	}

@@ -19,6 +19,8 @@ func TestFinalCacheBounded(t *testing.T) {
 		r.AppendHeader(v)
 		cid := sip.CallIDHeader("c1")
 		r.AppendHeader(&cid)
+		r.AppendHeader(&sip.CSeqHeader{SeqNo: 2, MethodName: sip.BYE})
+		r.SetSource("127.0.0.1:5060")
 		return r
 	}
 	big := []byte(strings.Repeat("x", 4000))
@@ -27,6 +29,9 @@ func TestFinalCacheBounded(t *testing.T) {
 	}
 	if f.put(req("z9hG4bK3"), big) {
 		t.Fatal("a third 4 kB response kept over a 10 kB budget")
+	}
+	if !f.put(req("z9hG4bK2"), big) {
+		t.Fatal("a response kept again for the same request counted twice")
 	}
 	if got := f.get(req("z9hG4bK1")); len(got) != 4000 {
 		t.Fatalf("kept response: %d bytes", len(got))

@@ -92,16 +92,22 @@ func (p *Proxy) sendInvite(ctx context.Context, r *sip.Request) (*inviteTx, erro
 	tx := &inviteTx{p: p, req: r, key: key, conn: conn, reliable: reliable(r.Transport()),
 		responses: make(chan *sip.Response, 8), done: make(chan struct{}), interval: sip.T1}
 	p.inviteTxs.Store(key, tx)
+	// The timers are armed before the write (a response may come back
+	// before it returns and must find them to stop), and no lock is held
+	// across the write: a stalled TCP write must not hold up receive.
 	tx.mu.Lock()
-	defer tx.mu.Unlock()
-	if err := conn.WriteMsg(r); err != nil {
-		p.inviteTxs.Delete(key)
-		conn.TryClose()
-		return nil, err
-	}
 	tx.timerB = time.AfterFunc(64*sip.T1, tx.expireB)
 	if !tx.reliable {
 		tx.timerA = time.AfterFunc(tx.interval, tx.retransmit)
+	}
+	tx.mu.Unlock()
+	if err := conn.WriteMsg(r); err != nil {
+		tx.mu.Lock()
+		tx.stopTimers()
+		tx.mu.Unlock()
+		p.inviteTxs.Delete(key)
+		conn.TryClose()
+		return nil, err
 	}
 	return tx, nil
 }

@@ -3,10 +3,12 @@ package server
 import (
 	"bytes"
 	"context"
-	"hash/maphash"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"net"
 	"net/netip"
-	"strconv"
+
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,7 +51,6 @@ type statelessRegister struct {
 	cache  *sipcore.ResponseCache
 	handle atomic.Pointer[func(*sip.Request, sip.ServerTransaction)] // the REGISTER pipeline, set once the server is wired
 	invite atomic.Pointer[statelessInvite]                           // the proxy's, for challenges
-	seed   maphash.Seed                                              // of the To tags of stateless answers
 }
 
 // An INVITE from a user of ours without credentials is answered 407 over
@@ -67,6 +68,7 @@ type statelessInvite struct {
 	handle  func(*sip.Request, sip.ServerTransaction) // the proxy's pipeline
 	alone   func(*sip.Request) bool                   // proxy.AnswersAlone
 	domains map[string]bool                           // ours, lower-case
+	secret  []byte                                    // the domain's (shared by its nodes, kept across restarts): the To tags
 }
 
 // statelessTagPrefix starts the To tag of every stateless answer to an
@@ -74,17 +76,17 @@ type statelessInvite struct {
 const statelessTagPrefix = "sfs"
 
 func newStatelessRegister() *statelessRegister {
-	return &statelessRegister{parser: sipcore.NewParser(), cache: sipcore.NewResponseCache(responseTTL, maxCachedResponses), seed: maphash.MakeSeed()}
+	return &statelessRegister{parser: sipcore.NewParser(), cache: sipcore.NewResponseCache(responseTTL, maxCachedResponses)}
 }
 
 // setInvite sets the proxy's pipeline and its AnswersAlone; a nil handle
 // sends every INVITE to sipgo's transactions.
-func (r *statelessRegister) setInvite(handle func(*sip.Request, sip.ServerTransaction), alone func(*sip.Request) bool, domains []string) {
+func (r *statelessRegister) setInvite(handle func(*sip.Request, sip.ServerTransaction), alone func(*sip.Request) bool, domains []string, secret []byte) {
 	if handle == nil {
 		r.invite.Store(nil)
 		return
 	}
-	si := &statelessInvite{handle: handle, alone: alone, domains: map[string]bool{}}
+	si := &statelessInvite{handle: handle, alone: alone, domains: map[string]bool{}, secret: secret}
 	for _, d := range domains {
 		si.domains[strings.ToLower(d)] = true
 	}
@@ -92,20 +94,21 @@ func (r *statelessRegister) setInvite(handle func(*sip.Request, sip.ServerTransa
 }
 
 // statelessTag is the To tag of a stateless answer to req, and of the ACK
-// that answer gets: the prefix and a keyed hash of the top Via's branch
-// and the Call-ID.
-func (r *statelessRegister) statelessTag(req *sip.Request) string {
+// that answer gets: the prefix and an HMAC, with the domain's secret, of
+// the top Via's branch and the Call-ID. The secret is the one the
+// domain's nodes share (and keep across restarts), so the ACK is
+// recognised by whichever node it reaches.
+func (si *statelessInvite) statelessTag(req *sip.Request) string {
 	v, cid := req.Via(), req.CallID()
 	if v == nil || cid == nil {
 		return ""
 	}
 	br, _ := v.Params.Get("branch")
-	var h maphash.Hash
-	h.SetSeed(r.seed)
-	h.WriteString(br)
-	h.WriteByte(0)
-	h.WriteString(cid.Value())
-	return statelessTagPrefix + strconv.FormatUint(h.Sum64(), 36)
+	m := hmac.New(sha256.New, si.secret)
+	m.Write([]byte(br))
+	m.Write([]byte{0})
+	m.Write([]byte(cid.Value()))
+	return statelessTagPrefix + hex.EncodeToString(m.Sum(nil)[:10])
 }
 
 // setHandler sets the pipeline; nil sends every REGISTER to sipgo's
@@ -214,7 +217,7 @@ func (r *statelessRegister) challenge(conn net.PacketConn, b []byte, from netip.
 	if !ok || !req.IsInvite() || !si.alone(req) {
 		return false
 	}
-	tag := r.statelessTag(req)
+	tag := si.statelessTag(req)
 	if tag == "" {
 		return false
 	}
@@ -232,7 +235,8 @@ func (r *statelessRegister) challenge(conn net.PacketConn, b []byte, from netip.
 // absorb reports whether b is the ACK of a stateless answer of ours, which
 // ends there.
 func (r *statelessRegister) absorb(b []byte) bool {
-	if !bytes.Contains(b, []byte("tag="+statelessTagPrefix)) {
+	si := r.invite.Load()
+	if si == nil || !bytes.Contains(b, []byte("tag="+statelessTagPrefix)) {
 		return false
 	}
 	msg, err := r.parser.ParseSIP(b)
@@ -248,7 +252,7 @@ func (r *statelessRegister) absorb(b []byte) bool {
 		return false
 	}
 	tag, _ := to.Params.Get("tag")
-	return tag != "" && tag == r.statelessTag(req)
+	return tag != "" && hmac.Equal([]byte(tag), []byte(si.statelessTag(req)))
 }
 
 // fromHost returns the lower-case host of the From URI in the raw

@@ -271,7 +271,7 @@ func New(cfg Config) (_ *Server, err error) {
 	// over UDP the INVITEs it would only challenge take no transaction.
 	proxied := sipcore.Adapt(base, deadlines, sipcore.Chain(px, mws...))
 	s.sip.OnNoRoute(sipcore.OnWorker(proxied))
-	s.fastReg.setInvite(proxied, px.AnswersAlone, cfg.Domains)
+	s.fastReg.setInvite(proxied, px.AnswersAlone, cfg.Domains, secret)
 
 	metrics.TCP(s.reg, s.tcpStats)
 	if s.bridge != nil {
