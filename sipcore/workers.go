@@ -17,6 +17,7 @@ import (
 type Workers struct {
 	work    chan func()
 	idle    atomic.Int32
+	live    atomic.Int32
 	maxIdle int32
 	timeout time.Duration
 }
@@ -32,14 +33,19 @@ func (w *Workers) Go(f func()) {
 	select {
 	case w.work <- f:
 	default:
+		w.live.Add(1)
 		go w.loop(f)
 	}
 }
+
+// Live returns how many workers there are, busy or idle.
+func (w *Workers) Live() int { return int(w.live.Load()) }
 
 // Idle returns how many workers wait for work.
 func (w *Workers) Idle() int { return int(w.idle.Load()) }
 
 func (w *Workers) loop(f func()) {
+	defer w.live.Add(-1)
 	t := time.NewTimer(w.timeout)
 	t.Stop()
 	for {

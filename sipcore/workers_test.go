@@ -1,7 +1,6 @@
 package sipcore
 
 import (
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -12,7 +11,6 @@ import (
 // wait; an idle worker ends after the idle time, leaving no goroutine.
 func TestWorkersReuseAndEnd(t *testing.T) {
 	w := NewWorkers(2, 200*time.Millisecond)
-	base := runtime.NumGoroutine()
 	run := func(n int) {
 		var wg sync.WaitGroup
 		release := make(chan struct{})
@@ -24,16 +22,17 @@ func TestWorkersReuseAndEnd(t *testing.T) {
 		wg.Wait()
 	}
 	run(5) // five at once: five workers, of which two stay
-	waitFor(t, "two idle workers", func() bool { return w.Idle() == 2 && runtime.NumGoroutine() == base+2 })
-	for range 20 { // one at a time: always an idle worker
+	waitFor(t, "two idle workers", func() bool { return w.Idle() == 2 && w.Live() == 2 })
+	for range 20 { // one at a time, each once a worker waits: it takes it
+		waitFor(t, "an idle worker", func() bool { return w.Idle() >= 1 })
 		done := make(chan struct{})
 		w.Go(func() { close(done) })
 		<-done
-		if g := runtime.NumGoroutine(); g > base+2 {
-			t.Fatalf("%d goroutines, want at most %d: a new one started although workers were idle", g, base+2)
+		if n := w.Live(); n > 2 {
+			t.Fatalf("%d workers, want at most 2: a new one started although workers were idle", n)
 		}
 	}
-	waitFor(t, "idle workers ending", func() bool { return w.Idle() == 0 && runtime.NumGoroutine() == base })
+	waitFor(t, "idle workers ending", func() bool { return w.Idle() == 0 && w.Live() == 0 })
 }
 
 func waitFor(t *testing.T, what string, ok func() bool) {
