@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"hash/maphash"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,7 +24,7 @@ type inviteBranches struct {
 	cur, prev map[uint64]struct{}
 	since     time.Time
 	max       int
-	bySource  bool // the key includes the source address (sourceKey)
+	bySource  bool // the key is sourceHash
 	seed      maphash.Seed
 }
 
@@ -41,29 +40,45 @@ func newAcceptedBranches() *inviteBranches {
 	return b
 }
 
-// key is the hash of branchKey, or of sourceKey when b is bySource.
+// key is the hash of branchKey, or sourceHash when b is bySource.
 func (b *inviteBranches) key(req *sip.Request) (uint64, bool) {
-	k, ok := branchKey(req)
 	if b.bySource {
-		k, ok = sourceKey(req)
+		return sourceHash(b.seed, req)
 	}
+	k, ok := branchKey(req)
 	if !ok {
 		return 0, false
 	}
 	return maphash.String(b.seed, k), true
 }
 
-// sourceKey is branchKey, the CSeq and the address req came from, for
-// RFC 3261 branches only: a request matches only its own retransmission
-// (not the next request of a UA that reuses branches, nor a sender who
-// copies another's branch and Call-ID from elsewhere).
-func sourceKey(req *sip.Request) (string, bool) {
-	k, ok := branchKey(req)
-	cseq := req.CSeq()
-	if !ok || cseq == nil || !strings.HasPrefix(k, sip.RFC3261BranchMagicCookie) {
-		return "", false
+// sourceHash is a keyed hash of req's branch, Call-ID, CSeq and source
+// address, for RFC 3261 branches only: a request matches only its own
+// retransmission (not the next request of a UA that reuses branches, nor
+// a sender who copies another's branch and Call-ID from elsewhere). It
+// allocates nothing: it runs for every request over UDP.
+func sourceHash(seed maphash.Seed, req *sip.Request) (uint64, bool) {
+	v, cid, cseq := req.Via(), req.CallID(), req.CSeq()
+	if v == nil || cid == nil || cseq == nil {
+		return 0, false
 	}
-	return k + "\x00" + strconv.FormatUint(uint64(cseq.SeqNo), 10) + " " + string(cseq.MethodName) + "\x00" + req.Source(), true
+	br, _ := v.Params.Get("branch")
+	if !strings.HasPrefix(br, sip.RFC3261BranchMagicCookie) {
+		return 0, false
+	}
+	var h maphash.Hash
+	h.SetSeed(seed)
+	h.WriteString(br)
+	h.WriteByte(0)
+	h.WriteString(cid.Value())
+	h.WriteByte(0)
+	var n [4]byte
+	n[0], n[1], n[2], n[3] = byte(cseq.SeqNo>>24), byte(cseq.SeqNo>>16), byte(cseq.SeqNo>>8), byte(cseq.SeqNo)
+	h.Write(n[:])
+	h.WriteString(string(cseq.MethodName))
+	h.WriteByte(0)
+	h.WriteString(req.Source())
+	return h.Sum64(), true
 }
 
 func branchKey(req *sip.Request) (string, bool) {

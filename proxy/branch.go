@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -293,12 +294,7 @@ func (c *collector) respondFrom(b *branch, res *sip.Response) {
 		// keep the request and the 2xx, about 10 kB a call for 32 s:
 		// 650 MB of heap at 2,000 calls/s, and a collector that marks it.
 		c.p.accepted.add(c.req)
-		conn := txConn(c.tx)
-		c.tx.Terminate()
-		if t, ok := c.tx.(*sipcore.Tx); ok {
-			t.Sent(out)
-		}
-		c.p.sendTo(c.req, out, conn)
+		c.endStateless(out, nil)
 		return
 	}
 	if out.StatusCode >= 200 && !c.req.IsInvite() && !reliable(c.req.Transport()) {
@@ -306,15 +302,9 @@ func (c *collector) respondFrom(b *branch, res *sip.Response) {
 		// (Timer J) holding the request and this response; the
 		// response's bytes, kept by branch (finals), answer a
 		// retransmission as well. Over a full cache, the transaction.
-		var buf strings.Builder
-		out.StringWrite(&buf)
-		if c.p.finals.put(c.req, []byte(buf.String())) {
-			conn := txConn(c.tx)
-			c.tx.Terminate()
-			if t, ok := c.tx.(*sipcore.Tx); ok {
-				t.Sent(out)
-			}
-			c.p.sendTo(c.req, out, conn)
+		data := render(out)
+		if c.p.finals.put(c.req, data) {
+			c.endStateless(out, data)
 			return
 		}
 	}
@@ -822,19 +812,51 @@ func (p *Proxy) writeResponse(res *sip.Response) {
 	}
 }
 
-// sendTo sends res, a response to req, outside any transaction: to where
-// req came from, as its transaction would have (a client that left rport
-// out may not listen at its Via's port), on conn, the connection req's
-// transaction answered on (a UDP listener, which ending the transaction
-// does not close). Without conn, or when it fails, through the transport
-// layer, which finds a connection by address: one sipgo may have
-// forgotten (the UDP read loop's restarts clear its pool).
-func (p *Proxy) sendTo(req *sip.Request, res *sip.Response, conn sip.Connection) {
-	res.SetTransport(req.Transport())
-	res.SetDestination(req.Source())
-	if conn != nil && conn.WriteMsg(res) == nil {
+// endStateless ends the server transaction of c.req and sends out (data,
+// when it is already rendered) outside it, to where the request came
+// from, as the transaction would have: on the connection the transaction
+// answered on (a UDP listener, which ending the transaction does not
+// close). The first final status is noted for the logs and metrics.
+func (c *collector) endStateless(out *sip.Response, data []byte) {
+	conn := txConn(c.tx)
+	c.tx.Terminate()
+	if t, ok := c.tx.(*sipcore.Tx); ok {
+		t.Sent(out)
+	}
+	if data == nil {
+		data = render(out)
+	}
+	c.p.sendBytes(c.req, data, conn)
+}
+
+// render returns res as it goes on the wire.
+func render(res *sip.Response) []byte {
+	var b bytes.Buffer
+	res.StringWrite(&b)
+	return b.Bytes()
+}
+
+// sendBytes sends data, a response to req, outside any transaction, to
+// where req came from (a client that left rport out may not listen at
+// its Via's port): on conn, the UDP connection req's transaction
+// answered on, or, when there is none or it fails, through the transport
+// layer, which finds a connection by address (one sipgo may have
+// forgotten: the UDP read loop's restarts clear its pool).
+func (p *Proxy) sendBytes(req *sip.Request, data []byte, conn sip.Connection) {
+	if uc, ok := conn.(*sip.UDPConnection); ok {
+		if ap, err := netip.ParseAddrPort(req.Source()); err == nil {
+			if _, err := uc.WriteTo(data, net.UDPAddrFromAddrPort(ap)); err == nil {
+				return
+			}
+		}
+	}
+	m, err := sip.ParseMessage(data)
+	res, ok := m.(*sip.Response)
+	if err != nil || !ok {
 		return
 	}
+	res.SetTransport(req.Transport())
+	res.SetDestination(req.Source())
 	if err := p.client.TransportLayer().WriteMsg(res); err != nil {
 		p.log.Debug("response outside a transaction", "call_id", sipcore.CallID(req), "status", res.StatusCode, "error", err)
 	}
@@ -850,18 +872,6 @@ func txConn(tx sip.ServerTransaction) sip.Connection {
 		return c.Connection()
 	}
 	return nil
-}
-
-// resend answers a retransmitted req, which came in transaction tx, with
-// data, the final response kept for it (finals).
-func (p *Proxy) resend(req *sip.Request, tx sip.ServerTransaction, data []byte) {
-	m, err := sip.ParseMessage(data)
-	if err != nil {
-		return
-	}
-	if res, ok := m.(*sip.Response); ok {
-		p.sendTo(req, res, txConn(tx))
-	}
 }
 
 // renderedSize is len(r.String()) without building the string.
