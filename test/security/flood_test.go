@@ -33,11 +33,16 @@ const floodOptions = "OPTIONS sip:a.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5
 
 // flood sends unique OPTIONS on c as fast as one goroutine can until
 // stop, and returns how many it sent.
-func flood(c *net.UDPConn, stop time.Time) int {
-	msg := []byte(floodOptions)
+func flood(c *net.UDPConn, stop time.Time) int { return floodWith(c, floodOptions, stop) }
+
+// floodWith sends template on c as fast as one goroutine can until stop,
+// its runs of ten zeros replaced by a counter, and returns how many it
+// sent.
+func floodWith(c *net.UDPConn, template string, stop time.Time) int {
+	msg := []byte(template)
 	var at []int
 	for i := 0; ; {
-		j := strings.Index(floodOptions[i:], "0000000000")
+		j := strings.Index(template[i:], "0000000000")
 		if j < 0 {
 			break
 		}
@@ -267,5 +272,76 @@ func TestMemoryLimitFromFlagAndEnvironment(t *testing.T) {
 		if !strings.Contains(s.out.String(), c.log) {
 			t.Errorf("%q %q: no %q in the log:\n%s", c.args, c.env, c.log, s.out.String())
 		}
+	}
+}
+
+// floodInvite is an INVITE from a user of ours without credentials, the
+// kind answered 407 without a server transaction, and floodACK an ACK
+// with a forged To tag in the shape of those answers' tags: each new
+// (counter) so that nothing is a retransmission.
+const floodInvite = "INVITE sip:bob@a.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.4:5999;branch=z9hG4bK-0000000000\r\n" +
+	"From: <sip:alice@a.test>;tag=f\r\nTo: <sip:bob@a.test>\r\nCall-ID: 0000000000\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n" +
+	"Contact: <sip:alice@127.0.0.4:5999>\r\nContent-Length: 0\r\n\r\n"
+
+const floodACK = "ACK sip:bob@a.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.4:5999;branch=z9hG4bK-0000000000\r\n" +
+	"From: <sip:alice@a.test>;tag=f\r\nTo: <sip:bob@a.test>;tag=sfs0000000000\r\nCall-ID: 0000000000\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+
+// TestStatelessChallengeFloodKeepsNothing: INVITEs without credentials
+// and ACKs with forged tags of the stateless 407's shape, flooded from one
+// address with the per-source limit off so that every one reaches the
+// stateless path, leave nothing behind: RSS stays bounded, the handler
+// workers end once idle (the goroutines come back to where they were),
+// and a phone registers at once afterwards. (With the limit off, one
+// source can fill the socket while it lasts: that is what --pike-rate is
+// for, tested above.)
+func TestStatelessChallengeFloodKeepsNothing(t *testing.T) {
+	s := startTarget(t, options{args: []string{"--pike-rate", "0"}})
+	goroutines := connMetric(t, s, "go_goroutines")
+	flooder, err := net.DialUDP("udp", udpAddr(t, "127.0.0.4:0"), udpAddr(t, s.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flooder.Close()
+	stop := time.Now().Add(4 * time.Second)
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	for _, m := range []string{floodInvite, floodACK} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sent.Add(int64(floodWith(flooder, m, stop)))
+		}()
+	}
+	peak := 0
+	for time.Now().Before(stop) {
+		if kb := s.rssKB(); kb > peak {
+			peak = kb
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	wg.Wait()
+	if !s.alive() {
+		t.Fatal("server died")
+	}
+	time.Sleep(500 * time.Millisecond) // the socket's backlog
+	if code := newUAC(t, "127.0.0.2:0", s.Addr()).register("alice", "alice-pw"); code != 200 {
+		t.Errorf("REGISTER after the flood: %d", code)
+	}
+	// Idle workers end after 10 s.
+	deadline := time.Now().Add(20 * time.Second)
+	after := connMetric(t, s, "go_goroutines")
+	for after > goroutines+5 && time.Now().Before(deadline) {
+		time.Sleep(500 * time.Millisecond)
+		after = connMetric(t, s, "go_goroutines")
+	}
+	t.Logf("%d datagrams in 4 s; RSS peak %d MB; goroutines %.0f before, %.0f after", sent.Load(), peak>>10, goroutines, after)
+	if peak == 0 {
+		t.Fatal("RSS never sampled")
+	}
+	if after > goroutines+5 {
+		t.Errorf("goroutines %.0f 20 s after the flood, %.0f before: something was kept", after, goroutines)
+	}
+	if peak > floodRSSBoundKB {
+		t.Errorf("RSS peaked at %d MB, bound %d MB", peak>>10, floodRSSBoundKB>>10)
 	}
 }
