@@ -13,21 +13,37 @@ import (
 //
 // Entries sit in two generations swapped every lifetime+maxSkew, so an
 // entry is kept at least until its nonce has expired and memory stays
-// bounded by 2*max entries. When the current generation fills up early, the
-// older one is dropped and every nonce issued before that point which is
-// no longer tracked counts as stale: clients then fetch a fresh nonce
-// (stale=true) rather than a replay slipping through.
+// bounded by 2*max entries. When the current generation fills up early
+// (more than max nonces used in one period: 131,072 at 437 fresh nonces
+// a second with the default lifetime), the older one is dropped, and
+// every untracked nonce issued no later than the newest nonce dropped
+// counts as stale: its client fetches a fresh nonce (stale=true) rather
+// than a replay slipping through. The bound is each nonce's own stamp, so
+// nonces issued after the dropped ones (those of clients registering
+// now) are untouched however often the tracker fills.
 type ncTracker struct {
 	mu        sync.Mutex
 	cur, prev map[nonceKey]uint32
+	curNewest time.Time // the latest issue time of a nonce in cur
+	prvNewest time.Time // and in prev
 	rotated   time.Time // when cur was started
-	floor     time.Time // untracked nonces issued before floor are stale
+	floor     time.Time // untracked nonces issued at or before floor are stale
 	period    time.Duration
 	max       int
 }
 
 func newNCTracker(lifetime time.Duration, max int) *ncTracker {
 	return &ncTracker{cur: map[nonceKey]uint32{}, period: lifetime + maxSkew, max: max}
+}
+
+// rotate drops prev, whose newest nonce becomes the floor, and starts a
+// new cur.
+func (t *ncTracker) rotate(now time.Time, size int) {
+	if t.prvNewest.After(t.floor) {
+		t.floor = t.prvNewest
+	}
+	t.prev, t.prvNewest = t.cur, t.curNewest
+	t.cur, t.curNewest, t.rotated = make(map[nonceKey]uint32, size), time.Time{}, now
 }
 
 // use records nc for nonce k issued at ts. It returns an error wrapping
@@ -38,7 +54,7 @@ func (t *ncTracker) use(k nonceKey, ts time.Time, nc uint32, now time.Time) (for
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if now.Sub(t.rotated) >= t.period {
-		t.prev, t.cur, t.rotated = t.cur, make(map[nonceKey]uint32, len(t.cur)), now
+		t.rotate(now, len(t.cur))
 	}
 	seen, ok := t.cur[k]
 	if !ok {
@@ -47,19 +63,19 @@ func (t *ncTracker) use(k nonceKey, ts time.Time, nc uint32, now time.Time) (for
 	switch {
 	case ok && nc <= seen:
 		return false, fmt.Errorf("%w: nc %d, already saw %d", ErrReplay, nc, seen)
-	case !ok && ts.Before(t.floor):
+	case !ok && !ts.After(t.floor) && !t.floor.IsZero():
 		return false, fmt.Errorf("%w: nonce count no longer tracked", ErrStaleNonce)
 	}
 	if !ok && len(t.cur) >= t.max {
-		// Dropped entries were all inserted before t.rotated, so their
-		// nonces were issued before t.rotated+maxSkew.
-		t.floor = t.rotated.Add(maxSkew)
-		t.prev, t.cur, t.rotated = t.cur, make(map[nonceKey]uint32, t.max), now
+		t.rotate(now, t.max)
 		forced = true
-		if ts.Before(t.floor) {
+		if !ts.After(t.floor) {
 			return forced, fmt.Errorf("%w: nonce count no longer tracked", ErrStaleNonce)
 		}
 	}
 	t.cur[k] = nc
+	if ts.After(t.curNewest) {
+		t.curNewest = ts
+	}
 	return forced, nil
 }

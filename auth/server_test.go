@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/md5"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -533,11 +534,52 @@ func TestNCTrackerFullStaysReplaySafe(t *testing.T) {
 	now = now.Add(20 * time.Second)
 	tr.use(key(4), now, 1, now)
 	tr.use(key(5), now, 1, now) // forces again: nonces 1 and 2 are forgotten
-	if _, err := tr.use(key(1), now.Add(-40*time.Second), 1, now); !errors.Is(err, ErrStaleNonce) {
+	if _, err := tr.use(key(1), now.Add(-41*time.Second), 1, now); !errors.Is(err, ErrStaleNonce) {
 		t.Fatalf("forgotten nonce replayed: %v", err)
 	}
 	if _, err := tr.use(key(6), now, 1, now); err != nil {
 		t.Fatalf("new nonce: %v", err)
+	}
+}
+
+// TestNCTrackerSustainedRate checks that a tracker filling up again and
+// again (a registrar answering more fresh nonces a second than it tracks
+// per period) refuses no nonce issued since the last generation it
+// dropped, and still catches replays: a stream of clients each using a
+// nonce fetched a moment before, 50 times the tracker's size.
+func TestNCTrackerSustainedRate(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	tr := newNCTracker(5*time.Minute, 100)
+	type used struct {
+		k  nonceKey
+		ts time.Time
+	}
+	var all []used
+	forcedN := 0
+	for i := range 5000 {
+		var k nonceKey
+		binary.BigEndian.PutUint64(k[:8], uint64(i))
+		ts := now.Add(-time.Millisecond) // fetched a moment ago
+		forced, err := tr.use(k, ts, 1, now)
+		if err != nil {
+			t.Fatalf("nonce %d, issued 1 ms before its use: %v", i, err)
+		}
+		if forced {
+			forcedN++
+		}
+		all = append(all, used{k, ts})
+		now = now.Add(50 * time.Microsecond)
+	}
+	if forcedN < 40 {
+		t.Fatalf("the tracker filled %d times, want about 50", forcedN)
+	}
+	for _, i := range []int{0, 2500, 4999} { // forgotten, forgotten, tracked
+		if _, err := tr.use(all[i].k, all[i].ts, 1, now); !errors.Is(err, ErrReplay) && !errors.Is(err, ErrStaleNonce) {
+			t.Fatalf("replay of nonce %d accepted: %v", i, err)
+		}
+	}
+	if _, err := tr.use(all[4999].k, all[4999].ts, 2, now); err != nil {
+		t.Fatalf("the next count of a tracked nonce: %v", err)
 	}
 }
 

@@ -72,7 +72,7 @@ func (d Deadlines) of(req *sip.Request) time.Duration {
 // h on the calling goroutine: see OnWorker.
 func Adapt(base context.Context, d Deadlines, h Handler) func(*sip.Request, sip.ServerTransaction) {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
-		ctx, cancel := context.WithTimeout(base, d.of(req))
+		ctx, cancel := withDeadline(base, d.of(req))
 		defer cancel()
 		t := &Tx{ServerTransaction: tx, start: time.Now()}
 		if err := h.ServeSIP(ctx, req, t); err != nil && !req.IsAck() && t.Status() == 0 && tx != nil {

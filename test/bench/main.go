@@ -143,6 +143,7 @@ type result struct {
 	completed bool
 	sent      float64 // calls per second SIPp completed, start to finish of its run
 	cpu       float64 // server CPU µs per call
+	why       string  // SIPp's failure counters, when some calls failed
 }
 
 // procName names the server processes whose CPU time is measured.
@@ -309,7 +310,10 @@ func measure(work string, sc scenario, label, addr, inf, rates string, seconds i
 			r.cpu = (cpuSeconds(procName) - cpu0) / float64(n) * 1e6
 		}
 		fmt.Printf("%-8s %8d %8d %8d %10s %10s %9.0f %10.0f\n", label, rate, r.ok, r.fail, ms(r.p50), ms(r.p99), r.sent, r.cpu)
-		if r.fail > 0 || !r.completed {
+		if r.why != "" {
+			fmt.Printf("         SIPp: %s\n", r.why)
+		}
+		if r.fail > 0 || !r.completed || !keptUp(rate, r.sent) {
 			break
 		}
 		best = r
@@ -424,6 +428,9 @@ func sippRunOpts(work, file, addr, inf string, rate, seconds, port int, ip strin
 	if r.ok+r.fail == 0 {
 		return r, fmt.Errorf("sipp made no call: %s", out)
 	}
+	if r.fail > 0 {
+		r.why = failReasons(dir)
+	}
 	times, err := rtts(dir)
 	if err != nil {
 		return r, err
@@ -434,6 +441,31 @@ func sippRunOpts(work, file, addr, inf string, rate, seconds, port int, ip strin
 		r.p99 = times[min(len(times)-1, len(times)*99/100)]
 	}
 	return r, nil
+}
+
+// failReasons sums SIPp's Failed* counters (the cumulative columns of
+// its -trace_stat file) that are not zero: "FailedMaxUDPRetrans=12 …".
+func failReasons(dir string) string {
+	files, _ := filepath.Glob(filepath.Join(dir, "*_.csv"))
+	if len(files) == 0 {
+		return ""
+	}
+	data, err := os.ReadFile(files[0])
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) < 2 {
+		return ""
+	}
+	names, last := strings.Split(lines[0], ";"), strings.Split(lines[len(lines)-1], ";")
+	var out []string
+	for i, name := range names {
+		if strings.HasPrefix(name, "Failed") && strings.HasSuffix(name, "(C)") && i < len(last) && last[i] != "0" {
+			out = append(out, strings.TrimSuffix(name, "(C)")+"="+last[i])
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 // rtts reads the response times (ms) from SIPp's *_rtt.csv, whose

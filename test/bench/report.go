@@ -25,7 +25,8 @@ func writeReport(dir string, m meta, results []*workloadResult) error {
 	}
 	b.WriteString("- Method: `go run ./test/bench -mode compare` (`make bench`). Both servers run at once on loopback; at every rate SIPp runs " +
 		"against one then the other (the order swapped at every rate), the same scenario, users and rate. SIPp (client and callee) runs on the same " +
-		"machine and shares its cores with the server. A server that fails at a rate is not run at higher ones.\n")
+		"machine and shares its cores with the server. A server passes a rate when no call failed and calls completed at 90 % of the offered rate or more " +
+		"(done/s); one that does not pass is not run at higher ones.\n")
 	b.WriteString("- Columns: p50/p99 from SIPp's per-call response times (`-trace_rtt`; whole ms, quantised to about 4 ms on loopback; `<1` is under 1 ms); " +
 		"CPU = server user+system CPU time (from /proc, in 10 ms ticks, Kamailio's main process and all its workers, plus the server's redis-server for register-redis) " +
 		"per call; busy = the whole machine's CPU use during the run, SIPp and any other load included (100 % = every core busy): a high figure at a low rate means something else (e.g. a CI job) was running.\n")
@@ -101,7 +102,10 @@ func writeTable(w io.Writer, wr *workloadResult) {
 					if p.Exited {
 						s += " (server exited)"
 					}
-					if p.Failed > 0 || !p.Completed {
+					if p.Completed && !keptUp(p.Rate, p.Done) {
+						s += fmt.Sprintf(" (fell behind: %.0f/s)", p.Done)
+					}
+					if p.Failed > 0 || !p.Completed || !keptUp(p.Rate, p.Done) {
 						s = "**" + s + "**"
 					}
 					return s
