@@ -32,7 +32,7 @@ func newInviteBranches() *inviteBranches {
 	return &inviteBranches{cur: map[uint64]struct{}{}, prev: map[uint64]struct{}{}, since: time.Now(), max: 200000, seed: maphash.MakeSeed()}
 }
 
-// newAcceptedBranches remembers INVITEs over UDP answered 2xx by branch,
+// newAcceptedBranches remembers INVITEs answered 2xx by branch,
 // Call-ID and source (see collector.respondFrom).
 func newAcceptedBranches() *inviteBranches {
 	b := newInviteBranches()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -282,6 +283,15 @@ func (c *collector) respondFrom(b *branch, res *sip.Response) {
 			// second fork's 2xx is dropped; only INVITE relays every 2xx).
 			return
 		}
+	}
+	if out.IsSuccess() && c.req.IsInvite() && reliable(c.req.Transport()) {
+		// Over TCP or TLS nothing is retransmitted: the Accepted state
+		// (RFC 6026) has nothing to do, yet sipgo keeps the transaction,
+		// the request and the 2xx for Timer L (32 s). The 2xx goes out on
+		// the request's connection and the transaction ends.
+		c.p.accepted.add(c.req)
+		c.endStateless(out, nil)
+		return
 	}
 	if out.IsSuccess() && c.req.IsInvite() && !reliable(c.req.Transport()) {
 		// A 2xx to an INVITE over UDP ends the server transaction and
@@ -815,10 +825,18 @@ func (p *Proxy) writeResponse(res *sip.Response) {
 // endStateless ends the server transaction of c.req and sends out (data,
 // when it is already rendered) outside it, to where the request came
 // from, as the transaction would have: on the connection the transaction
-// answered on (a UDP listener, which ending the transaction does not
-// close). The first final status is noted for the logs and metrics.
+// answered on (a UDP listener, or the request's TCP, TLS or WebSocket
+// connection, held open until the response is out). The first final
+// status is noted for the logs and metrics.
 func (c *collector) endStateless(out *sip.Response, data []byte) {
 	conn := txConn(c.tx)
+	if conn != nil {
+		// Ending the transaction gives back its reference to the
+		// connection, which closes a TCP connection nothing else holds:
+		// hold it until the response is out.
+		conn.Ref(1)
+		defer conn.TryClose()
+	}
 	c.tx.Terminate()
 	if t, ok := c.tx.(*sipcore.Tx); ok {
 		t.Sent(out)
@@ -838,16 +856,21 @@ func render(res *sip.Response) []byte {
 
 // sendBytes sends data, a response to req, outside any transaction, to
 // where req came from (a client that left rport out may not listen at
-// its Via's port): on conn, the UDP connection req's transaction
-// answered on, or, when there is none or it fails, through the transport
+// its Via's port): on conn, the connection req's transaction answered on
+// (a UDP listener, or the request's TCP or TLS connection), or, when there is none or it fails, through the transport
 // layer, which finds a connection by address (one sipgo may have
 // forgotten: the UDP read loop's restarts clear its pool).
 func (p *Proxy) sendBytes(req *sip.Request, data []byte, conn sip.Connection) {
-	if uc, ok := conn.(*sip.UDPConnection); ok {
+	switch c := conn.(type) {
+	case *sip.UDPConnection:
 		if ap, err := netip.ParseAddrPort(req.Source()); err == nil {
-			if _, err := uc.WriteTo(data, net.UDPAddrFromAddrPort(ap)); err == nil {
+			if _, err := c.WriteTo(data, net.UDPAddrFromAddrPort(ap)); err == nil {
 				return
 			}
+		}
+	case io.Writer: // a stream (TCP, TLS): one Write is one message
+		if n, err := c.Write(data); err == nil && n == len(data) {
+			return
 		}
 	}
 	m, err := sip.ParseMessage(data)

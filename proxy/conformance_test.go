@@ -747,27 +747,37 @@ func TestRFC3261_17_1_1_2_TimerA(t *testing.T) {
 	answer200(t, d.addr, callee, caller, first, "the 200's retransmission")
 }
 
-// TestRFC6026_7_1_RetransmittedINVITEAfter2xxAbsorbed: over UDP the
-// server transaction ends as soon as the 2xx is relayed (the proxy keeps
-// only the branch), yet a retransmission of the INVITE that arrives
-// afterwards is still absorbed as in the Accepted state: the callee gets
-// no second INVITE, and the callee's retransmitted 2xx still reaches the
-// caller.
+// TestRFC6026_7_1_RetransmittedINVITEAfter2xxAbsorbed: the server
+// transaction ends as soon as the 2xx is relayed (the proxy keeps only the
+// branch), over UDP and over TCP, yet a retransmission of the INVITE that
+// arrives afterwards is still absorbed as in the Accepted state: the
+// callee gets no second INVITE, and the callee's retransmitted 2xx still
+// reaches the caller. Over TCP the caller's connection stays up for the
+// dialog's requests.
 func TestRFC6026_7_1_RetransmittedINVITEAfter2xxAbsorbed(t *testing.T) {
-	d := startProxy(t)
-	callee := udpEndpoint(t, "127.0.0.1")
-	d.bind(t, "bob@a.test", "sip:bob@"+callee.addr(), 1000)
-	caller := udpEndpoint(t, "127.0.0.1")
-	invite := carolInvite(caller, "z9hG4bK-accepted", "accepted-1")
-	caller.send(d.addr, invite)
-	inv := callee.request(sip.INVITE, 5*time.Second)
-	answer200(t, d.addr, callee, caller, inv, "the 200")
-	time.Sleep(100 * time.Millisecond) // the transaction ends after the relay
-	caller.send(d.addr, invite)
-	if !callee.quiet(sip.INVITE, time.Second) {
-		t.Fatal("the INVITE retransmitted after the 2xx was forwarded again")
+	for _, transport := range []string{"UDP", "TCP"} {
+		t.Run(transport, func(t *testing.T) {
+			d := startProxy(t)
+			callee := udpEndpoint(t, "127.0.0.1")
+			d.bind(t, "bob@a.test", "sip:bob@"+callee.addr(), 1000)
+			var caller *endpoint
+			if transport == "TCP" {
+				caller = tcpEndpoint(t, d.addr)
+			} else {
+				caller = udpEndpoint(t, "127.0.0.1")
+			}
+			invite := strings.Replace(carolInvite(caller, "z9hG4bK-accepted", "accepted-1"), "SIP/2.0/UDP", "SIP/2.0/"+transport, 1)
+			caller.send(d.addr, invite)
+			inv := callee.request(sip.INVITE, 5*time.Second)
+			answer200(t, d.addr, callee, caller, inv, "the 200")
+			time.Sleep(100 * time.Millisecond) // the transaction ends after the relay
+			caller.send(d.addr, invite)
+			if !callee.quiet(sip.INVITE, time.Second) {
+				t.Fatal("the INVITE retransmitted after the 2xx was forwarded again")
+			}
+			answer200(t, d.addr, callee, caller, inv, "the 200's retransmission")
+		})
 	}
-	answer200(t, d.addr, callee, caller, inv, "the 200's retransmission")
 }
 
 // TestRFC3261_17_2_2_RetransmissionAfterFinalAnsweredAgain: over UDP a

@@ -191,6 +191,11 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 	}
 	if reliable(req.Transport()) {
 		switch {
+		case req.IsInvite() && p.accepted.ackOf(req):
+			// A client that sends its INVITE again over a stream after
+			// our 2xx (it must not; sipgo's Accepted state would have
+			// absorbed it): absorbed all the same.
+			return nil
 		case req.IsInvite():
 			p.invites.add(req)
 		case req.IsAck() && p.invites.ackOf(req):

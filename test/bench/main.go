@@ -67,7 +67,7 @@ func main() {
 	kamShm := flag.Int("kamailio-shm", 1024, "Kamailio shared memory in `MB` (-mode compare)")
 	soakRate := flag.Int("soak-rate", 10000, "REGISTER `rate` per second of -mode soak")
 	soakFor := flag.Duration("soak-for", 5*time.Minute, "how long -mode soak keeps the load on")
-	flag.StringVar(&profileDir, "profile", "", "write a CPU profile of the (first) sipfed server for each rate into `directory` (register, call1, call2), e.g. for default.pgo")
+	flag.StringVar(&profileDir, "profile", "", "write a CPU profile of each sipfed server for each rate into `directory` (register, call1, call2), e.g. for default.pgo")
 	flag.Parse()
 	if *quick {
 		set := map[string]bool{}
@@ -268,6 +268,7 @@ func run(bin, stores, rates string, seconds int, target, label string) error {
 		port := freePort()
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		// SIPp sends from one address: no per-source rate limit.
+		profileAddrs = nil // one server per store, one after the other
 		srv := exec.Command(bin, append(append([]string{"serve", "--domain", "a.test", "--listen", "udp:" + addr, "--log-level", "error", "--min-expires", "1", "--pike-rate", "0"}, serveArgs...), profileFlags()...)...)
 		srv.Stderr = os.Stderr
 		if err := srv.Start(); err != nil {
@@ -326,51 +327,68 @@ func measure(work string, sc scenario, label, addr, inf, rates string, seconds i
 	return nil
 }
 
-// profileDir is -profile; profileAddr is the --http address of the
-// server being profiled, set by the first profileFlags.
-var profileDir, profileAddr string
+// profileDir is -profile; profileAddrs are the --http addresses of the
+// servers being profiled, one per profileFlags.
+var (
+	profileDir   string
+	profileAddrs []string
+)
 
-// profileFlags returns the flags that open the pprof endpoint of the first
+// profileFlags returns the flags that open the pprof endpoint of each
 // server a run starts, when -profile is set.
 func profileFlags() []string {
-	if profileDir == "" || profileAddr != "" {
+	if profileDir == "" {
 		return nil
 	}
-	profileAddr = fmt.Sprintf("127.0.0.1:%d", freePort())
-	return []string{"--http", profileAddr}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort())
+	profileAddrs = append(profileAddrs, addr)
+	return []string{"--http", addr}
 }
 
-// profile starts taking a CPU profile of the server for most of a run of
-// seconds and returns a function that waits for it and writes it to
-// profileDir/name.pprof. Without -profile it does nothing.
+// profile starts taking a CPU profile of every server for most of a run
+// of seconds and returns a function that waits for them and writes them
+// to profileDir/name.pprof (the first server; name-2.pprof and so on for
+// the others, e.g. b.test's proxy in call2). Without -profile it does
+// nothing.
 func profile(name string, seconds int) func() error {
-	if profileAddr == "" {
-		return func() error { return nil }
-	}
 	d := max(seconds-1, 1)
-	done := make(chan error, 1)
-	go func() {
-		time.Sleep(500 * time.Millisecond)
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", profileAddr, d))
-		if err != nil {
+	done := make(chan error, len(profileAddrs))
+	for i, addr := range profileAddrs {
+		file := name + ".pprof"
+		if i > 0 {
+			file = fmt.Sprintf("%s-%d.pprof", name, i+1)
+		}
+		go func() {
+			time.Sleep(500 * time.Millisecond)
+			resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, d))
+			if err != nil {
+				done <- err
+				return
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				done <- fmt.Errorf("profile: %s", resp.Status)
+				return
+			}
+			b, err := io.ReadAll(resp.Body)
+			if err == nil {
+				err = os.MkdirAll(profileDir, 0o755)
+			}
+			if err == nil {
+				err = os.WriteFile(filepath.Join(profileDir, file), b, 0o644)
+			}
 			done <- err
-			return
+		}()
+	}
+	return func() error {
+		var first error
+		for range profileAddrs {
+			if err := <-done; err != nil && first == nil {
+				first = err
+			}
 		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			done <- fmt.Errorf("profile: %s", resp.Status)
-			return
-		}
-		b, err := io.ReadAll(resp.Body)
-		if err == nil {
-			err = os.MkdirAll(profileDir, 0o755)
-		}
-		if err == nil {
-			err = os.WriteFile(filepath.Join(profileDir, name+".pprof"), b, 0o644)
-		}
-		done <- err
-	}()
-	return func() error { return <-done }
+		return first
+	}
 }
 
 // ms formats a SIPp response time: SIPp counts whole milliseconds, so 0
