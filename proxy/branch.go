@@ -71,8 +71,13 @@ func (c *collector) closeMedia() {
 	}
 }
 
-func (c *collector) newBranch(fwd *sip.Request, t branchTarget, rr bool) *branch {
-	r := fwd.Clone()
+// newBranch makes the branch of fwd to t: a copy of fwd, or fwd itself
+// when it is the only branch (own).
+func (c *collector) newBranch(fwd *sip.Request, t branchTarget, rr, own bool) *branch {
+	r := fwd
+	if !own {
+		r = fwd.Clone()
+	}
 	if t.ruri != nil {
 		r.Recipient = *t.ruri
 	}
@@ -929,7 +934,7 @@ func viaDest(v *sip.ViaHeader) string {
 }
 
 func (p *Proxy) isOurVia(v *sip.ViaHeader) bool {
-	return p.ours[hostPortKey(v.Host, sipcore.PortOr(v.Port, v.Transport))]
+	return p.isOurHostPort(v.Host, sipcore.PortOr(v.Port, v.Transport))
 }
 
 // loopPrefix is the start of every branch we make; the 8 hex digits after

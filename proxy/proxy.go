@@ -13,9 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -72,7 +70,7 @@ type Proxy struct {
 	res       Resolver
 	client    *sipgo.Client
 	listeners []Listener
-	ours      map[string]bool // "host:port" of our listeners
+	ours      []hostPort // our listeners' addresses (see isOurHostPort)
 
 	timerC          time.Duration
 	failoverTimeout time.Duration
@@ -146,7 +144,6 @@ func New(domains []string, loc Locator, authn Authenticator, users Users, res Re
 		res:             res,
 		client:          client,
 		listeners:       listeners,
-		ours:            make(map[string]bool),
 		timerC:          180 * time.Second,
 		failoverTimeout: 5 * time.Second,
 		markDown:        30 * time.Second,
@@ -160,7 +157,10 @@ func New(domains []string, loc Locator, authn Authenticator, users Users, res Re
 		p.domains[strings.ToLower(d)] = true
 	}
 	for _, l := range listeners {
-		p.ours[hostPortKey(l.Host, l.Port)] = true
+		hp := hostPort{strings.Trim(l.Host, "[]"), l.Port}
+		if !p.isOurHostPort(hp.host, hp.port) {
+			p.ours = append(p.ours, hp)
+		}
 	}
 	for _, o := range opts {
 		o(p)
@@ -296,7 +296,7 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 		// Every INVITE past the policy is logged once at info, however
 		// it ends: relayed, or refused here (404, 480, 503…).
 		call.start = time.Now()
-		defer func() { p.logCall(req, fwd, &call, err) }()
+		defer func() { p.logCall(req, &call, err) }()
 	}
 
 	// Where to: a Route still there (in-dialog, or preloaded), our own
@@ -332,13 +332,13 @@ type callRecord struct {
 	status   int
 }
 
-func (p *Proxy) logCall(req, fwd *sip.Request, call *callRecord, err error) {
+func (p *Proxy) logCall(req *sip.Request, call *callRecord, err error) {
 	status := call.status
 	var se *sipcore.StatusError
 	if status == 0 && errors.As(err, &se) {
 		status = se.Code
 	}
-	p.log.Info("call", "call_id", sipcore.CallID(req), "from", sipcore.AOR(req.From().Address), "to", sipcore.Sanitize(fwd.Recipient.String()),
+	p.log.Info("call", "call_id", sipcore.CallID(req), "from", sipcore.AOR(req.From().Address), "to", sipcore.Sanitize(req.Recipient.String()),
 		"branches", call.branches, "status", status, "setup", time.Since(call.start).Round(time.Millisecond))
 }
 
@@ -602,11 +602,12 @@ func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerT
 			// One device (the usual case): its branch runs here, on the
 			// request's worker, rather than on a goroutine of its own
 			// that would grow a fresh stack.
-			p.runBranch(ctx, c, c.newBranch(fwd, group[0], recordRoute))
+			// With one group of one, fwd is the branch's own: no copy.
+			p.runBranch(ctx, c, c.newBranch(fwd, group[0], recordRoute, len(plan) == 1))
 		} else {
 			var wg sync.WaitGroup
 			for i := range group {
-				b := c.newBranch(fwd, group[i], recordRoute)
+				b := c.newBranch(fwd, group[i], recordRoute, false)
 				wg.Add(1)
 				sipcore.Go(func() {
 					defer wg.Done()
@@ -625,14 +626,27 @@ func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerT
 // isOurs reports whether u names one of our listeners.
 // An IPv6 host is bracketed in a URI ("[::1]") and not in a Via.
 func (p *Proxy) isOurs(u sip.Uri) bool {
-	port := sipcore.PortOr(u.Port, u.Scheme)
-	return p.ours[hostPortKey(u.Host, port)]
+	return p.isOurHostPort(u.Host, sipcore.PortOr(u.Port, u.Scheme))
 }
 
-// hostPortKey is the key of p.ours: "host:port", lower case, an IPv6
-// host in brackets once.
-func hostPortKey(host string, port int) string {
-	return strings.ToLower(net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port)))
+// hostPort is a listener's address, an IPv6 host without brackets.
+type hostPort struct {
+	host string
+	port int
+}
+
+// isOurHostPort reports whether host (in any case, an IPv6 address with
+// or without brackets) and port are one of our listeners'. A proxy has a
+// handful of listeners, and this runs for every Via and Route of every
+// message: a scan that allocates nothing beats building a map key.
+func (p *Proxy) isOurHostPort(host string, port int) bool {
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	for _, o := range p.ours {
+		if o.port == port && strings.EqualFold(o.host, host) {
+			return true
+		}
+	}
+	return false
 }
 
 // reliable reports whether transport is connection-oriented.
