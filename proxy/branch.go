@@ -25,6 +25,7 @@ import (
 // targets in order until one answers.
 type branch struct {
 	base   *sip.Request // the copy before Via and transport are chosen
+	once   bool         // base is sent once (an ACK): prepare takes it rather than a copy
 	size   int          // len(base.String()), rendered once for the UDP size rule
 	target branchTarget
 	rr     bool
@@ -389,10 +390,14 @@ func rank(r *sip.Response) int {
 	return 2000 + class*1000 + code
 }
 
+// stripVia removes res's top Via (ours) and returns res. It changes res in
+// place: every response relayed is a fresh one, parsed for this relay
+// (the transactions hand it on and keep no use for it; a final response
+// chosen among several is copied first, in finish), so the copy it used
+// to make was 3 % of a call's CPU.
 func stripVia(res *sip.Response) *sip.Response {
-	out := res.Clone()
-	out.RemoveHeader("Via")
-	return out
+	res.RemoveHeader("Via")
+	return res
 }
 
 // runBranch sends b to its targets in order (RFC 3263 §4.3 failover) and
@@ -634,7 +639,10 @@ func drainCanceled(c *collector, b *branch, tx clientTx, deadline <-chan time.Ti
 // listener exists and the hop is not the device's own UDP flow (behind
 // NAT only that flow reaches it).
 func (p *Proxy) prepare(in *sip.Request, loop string, b *branch, hop resolver.Target, upgrade bool) (*sip.Request, error) {
-	r := b.base.Clone()
+	r := b.base
+	if !b.once {
+		r = r.Clone() // the next hop (failover) starts again from base
+	}
 	transport := strings.ToLower(hop.Transport)
 	if transport == "" {
 		transport = resolver.UDP
@@ -774,7 +782,7 @@ func (p *Proxy) forwardACK(ctx context.Context, in, fwd *sip.Request, flow *reso
 		}
 		hop = hops[0]
 	}
-	b := &branch{base: fwd, target: branchTarget{flow: flow != nil}}
+	b := &branch{base: fwd, once: true, target: branchTarget{flow: flow != nil}}
 	decMaxForwards(fwd)
 	r, err := p.prepare(in, loopHash(in), b, hop, true)
 	if err != nil {
