@@ -69,8 +69,8 @@ test-unit:
 # Redis memory per binding at a million bindings, and the 5-minute soak at
 # 10,000 REGISTER/s (heap and goroutines every 10 s, docs/bench/soak.svg).
 # BENCH_QUICK=1: 2 short rates per workload, a check that it all works.
-BENCH_RATES ?= 500,1000,1500,2000,3000,4000,5000,6000,8000,10000
-BENCH_CALL_RATES ?= 100,250,500,1000,1500,2000,2500,3000
+BENCH_RATES ?= 2000,4000,8000,12000,16000,20000,24000,28000
+BENCH_CALL_RATES ?= 500,1000,2000,3000,4000,4500,5000,5500,6000
 BENCH_OUT ?= bench-results
 ifneq ($(filter 1 yes true,$(BENCH_QUICK)),)
 BENCH_FLAGS := -quick
