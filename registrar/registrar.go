@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -269,11 +270,30 @@ func (r *Registrar) ok(req *sip.Request, bindings []location.Binding, now time.T
 		}
 	}
 	res.AppendHeader(sip.NewHeader("Supported", "path"))
-	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(http1123)))
+	res.AppendHeader(sip.NewHeader("Date", dateHeader(now)))
 	return res
 }
 
 const http1123 = "Mon, 02 Jan 2006 15:04:05 GMT"
+
+// lastDate is the Date header value of the second last formatted: every
+// 200 within a second carries the same one, formatted once.
+var lastDate atomic.Pointer[datedValue]
+
+type datedValue struct {
+	unix  int64
+	value string
+}
+
+func dateHeader(now time.Time) string {
+	sec := now.Unix()
+	if d := lastDate.Load(); d != nil && d.unix == sec {
+		return d.value
+	}
+	d := &datedValue{sec, now.UTC().Format(http1123)}
+	lastDate.Store(d)
+	return d.value
+}
 
 type contact struct {
 	uri      string

@@ -25,10 +25,20 @@ func SameUser(authUser, user, domain string) bool {
 // OptionTags returns the option tags listed in every header called name
 // (Require, Proxy-Require, Supported; RFC 3261 §20), lower-cased and
 // sanitised.
+//
+// It walks the headers itself: sipgo's GetHeaders lower-cases a name such
+// as "Require" or "Proxy-Require" into a new string and returns a new
+// slice on every call, for every request.
 func OptionTags(req *sip.Request, name string) []string {
 	var out []string
-	for _, h := range req.GetHeaders(name) {
-		for _, tag := range strings.Split(h.Value(), ",") {
+	for _, h := range req.Headers() {
+		if !strings.EqualFold(h.Name(), name) {
+			continue
+		}
+		rest := h.Value()
+		for rest != "" {
+			var tag string
+			tag, rest, _ = strings.Cut(rest, ",")
 			if tag = strings.TrimSpace(tag); tag != "" {
 				out = append(out, Sanitize(strings.ToLower(tag)))
 			}
