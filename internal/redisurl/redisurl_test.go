@@ -126,6 +126,13 @@ func TestParseKeepsGoRedisOptions(t *testing.T) {
 		{"redis+cluster://n?route_by_latency=1&route_by_latency_tolerance=5ms&pipeline_pool_size=-1", func(o *redisurl.Options) bool {
 			return o.Cluster.RouteByLatencyTolerance == 5*time.Millisecond && o.Cluster.PipelinePoolSize == -1
 		}},
+		// RESP2 unless asked for (see defaultProtocol); the URL's choice wins.
+		{"redis://h", func(o *redisurl.Options) bool { return o.Single.Protocol == 2 }},
+		{"redis://h?protocol=3", func(o *redisurl.Options) bool { return o.Single.Protocol == 3 }},
+		{"redis+sentinel://s/m", func(o *redisurl.Options) bool { return o.Failover.Protocol == 2 }},
+		{"redis+sentinel://s/m?protocol=3", func(o *redisurl.Options) bool { return o.Failover.Protocol == 3 }},
+		{"redis+cluster://n", func(o *redisurl.Options) bool { return o.Cluster.Protocol == 2 }},
+		{"redis+cluster://n?protocol=3", func(o *redisurl.Options) bool { return o.Cluster.Protocol == 3 }},
 	}
 	for _, tc := range tests {
 		o, err := redisurl.Parse(tc.url)
