@@ -39,8 +39,9 @@ var updateScript = goredis.NewScript(updateLua)
 // Unix milliseconds and the time of the update that set it. The key expires with its last binding.
 // Errors talking to Redis wrap location.ErrUnavailable.
 type Store struct {
-	c   goredis.UniversalClient
-	now func() time.Time
+	c     goredis.UniversalClient
+	now   func() time.Time
+	batch *batcher // Update's scripts, pipelined under load
 }
 
 var _ location.Store = (*Store)(nil)
@@ -57,7 +58,7 @@ func WithClock(now func() time.Time) Option {
 // New returns a Store on client. The client stays the caller's: Close does
 // not close it.
 func New(client goredis.UniversalClient, opts ...Option) *Store {
-	s := &Store{c: client, now: time.Now}
+	s := &Store{c: client, now: time.Now, batch: &batcher{c: client}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -205,7 +206,7 @@ func (s *Store) Update(ctx context.Context, aor string, u location.Update) ([]lo
 		}
 		args = append(args, b.Key(), b.Expires.UnixMilli(), v)
 	}
-	vals, err := updateScript.Run(ctx, s.c, []string{Key(aor)}, args...).StringSlice()
+	vals, err := s.batch.eval(ctx, []string{Key(aor)}, args)
 	if err != nil {
 		return nil, fail(err)
 	}

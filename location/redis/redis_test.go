@@ -157,7 +157,68 @@ func TestHungRedisTimesOut(t *testing.T) {
 			if d := time.Since(start); d > 2*time.Second {
 				t.Fatalf("Lookup on a hung Redis took %v", d)
 			}
+			// Updates too, several at once (a pipeline).
+			var wg sync.WaitGroup
+			for i := range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+					defer cancel()
+					start := time.Now()
+					_, err := s.Update(ctx, fmt.Sprintf("u%d@a.example", i), location.Update{CallID: "c", CSeq: 1, Now: time.Now(), Set: []location.Binding{binding("sip:u@192.0.2.1", time.Hour)}})
+					if !errors.Is(err, location.ErrUnavailable) {
+						t.Errorf("Update on a hung Redis: %v, want ErrUnavailable", err)
+					}
+					if d := time.Since(start); d > 2*time.Second {
+						t.Errorf("Update on a hung Redis took %v", d)
+					}
+				}()
+			}
+			wg.Wait()
 		})
+	}
+}
+
+// TestConcurrentUpdatesPipelined: updates made at once go to Redis in
+// pipelines, each gets its own answer, and a Redis that forgot the
+// script (SCRIPT FLUSH, as after a restart) is given it again for every
+// update of a pipeline.
+func TestConcurrentUpdatesPipelined(t *testing.T) {
+	s := redis.New(client(t, testenv.StartRedis(t)))
+	run := func(round int) {
+		var wg sync.WaitGroup
+		for i := range 300 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				aor := fmt.Sprintf("u%d@a.example", i)
+				got, err := s.Update(context.Background(), aor, location.Update{CallID: "c", CSeq: uint32(round), Now: time.Now(),
+					Set: []location.Binding{binding(fmt.Sprintf("sip:u%d-%d@192.0.2.1", i, round), time.Hour)}})
+				if err != nil {
+					t.Errorf("%s: %v", aor, err)
+					return
+				}
+				if len(got) != round {
+					t.Errorf("%s round %d: %d bindings back, want %d", aor, round, len(got), round)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	run(1)
+	if n := redis.Pipelined(s); n == 0 {
+		t.Error("300 updates at once: none went in a pipeline")
+	}
+	if err := redis.ScriptFlush(s); err != nil {
+		t.Fatal(err)
+	}
+	run(2)
+	for i := range 300 {
+		bs, err := s.Lookup(context.Background(), fmt.Sprintf("u%d@a.example", i))
+		if err != nil || len(bs) != 2 {
+			t.Fatalf("u%d: %d bindings, %v", i, len(bs), err)
+		}
 	}
 }
 

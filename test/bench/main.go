@@ -227,7 +227,7 @@ func run(bin, stores, rates string, seconds int, target, label string) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
+	defer func() { if os.Getenv("BENCH_KEEP") == "" { os.RemoveAll(work) } else { fmt.Println("kept", work) } }()
 	inf, aors, pw, err := registerUsers(work)
 	if err != nil {
 		return err
@@ -431,7 +431,7 @@ func sippRunOpts(work, file, addr, inf string, rate, seconds, port int, ip strin
 	cmd := exec.CommandContext(ctx, "sipp", addr, "-sf", scenario, "-inf", inf,
 		"-i", ip, "-p", strconv.Itoa(port), "-m", strconv.Itoa(n), "-r", strconv.Itoa(rate), "-rp", "1000",
 		"-l", strconv.Itoa(rate*2), "-buff_size", "4194304", "-timeout", strconv.Itoa(seconds+30)+"s",
-		"-recv_timeout", "5000", "-nostdin", "-trace_rtt", "-rtt_freq", "1", "-trace_stat", "-fd", "1")
+		"-recv_timeout", "5000", "-nostdin", "-trace_rtt", "-rtt_freq", "1", "-trace_stat", "-fd", "1", "-trace_err")
 	cmd.Dir = dir
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
@@ -481,6 +481,22 @@ func failReasons(dir string) string {
 	for i, name := range names {
 		if strings.HasPrefix(name, "Failed") && strings.HasSuffix(name, "(C)") && i < len(last) && last[i] != "0" {
 			out = append(out, strings.TrimSuffix(name, "(C)")+"="+last[i])
+		}
+	}
+	// The unexpected messages, by status line (SIPp's error log quotes
+	// each one after the line that says it aborted the call).
+	if logs, _ := filepath.Glob(filepath.Join(dir, "*_errors.log")); len(logs) > 0 {
+		if data, err := os.ReadFile(logs[0]); err == nil {
+			seen := map[string]int{}
+			for _, line := range strings.Split(string(data), "\n") {
+				line = strings.TrimSpace(line)
+				if strings.HasPrefix(line, "SIP/2.0 ") {
+					seen[line]++
+				}
+			}
+			for l, n := range seen {
+				out = append(out, fmt.Sprintf("%q×%d", l, n))
+			}
 		}
 	}
 	return strings.Join(out, " ")

@@ -1,0 +1,158 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// batcher sends the updates that arrive while others are on their way to
+// Redis together, as one pipeline: one write and one read for the lot, on
+// both sides, instead of a round trip each (auto-pipelining, as rueidis
+// does). Nothing waits to fill a batch: with one update at a time a batch
+// holds one, and under load the batches grow by themselves with what
+// queued during the last round trip.
+//
+// maxInflight pipelines are on their way at once. The caller that finds
+// a free slot sends the queue, its own update included; when its batch is
+// answered and more have queued, a goroutine of its own carries on, so no
+// caller waits longer than its own batch.
+type batcher struct {
+	c goredis.UniversalClient
+
+	mu       sync.Mutex
+	queue    []*pendingEval
+	inflight int
+
+	pipelined atomic.Uint64 // updates sent in a pipeline of two or more
+}
+
+// maxInflight is how many pipelines may be on their way at once: two keep
+// the connection and Redis busy while a batch's answers are read.
+const maxInflight = 2
+
+// maxBatch bounds a pipeline (a write of roughly a kilobyte per update).
+const maxBatch = 128
+
+// maxQueued bounds the updates waiting for a pipeline slot: beyond it (a
+// Redis that stopped answering, with both slots stuck until their
+// deadline) an update fails at once rather than adding to the pile.
+const maxQueued = 10_000
+
+var errQueueFull = errors.New("too many updates waiting for Redis")
+
+type pendingEval struct {
+	deadline time.Time // the caller's; zero: none
+	keys     []string
+	args     []any
+	vals     []string
+	err      error
+	done     chan struct{}
+}
+
+// eval runs updateScript with keys and args in the next pipeline and
+// returns its reply as strings.
+func (b *batcher) eval(ctx context.Context, keys []string, args []any) ([]string, error) {
+	p := &pendingEval{keys: keys, args: args, done: make(chan struct{})}
+	p.deadline, _ = ctx.Deadline()
+	b.mu.Lock()
+	if len(b.queue) >= maxQueued {
+		b.mu.Unlock()
+		return nil, errQueueFull
+	}
+	b.queue = append(b.queue, p)
+	if b.inflight < maxInflight {
+		b.inflight++
+		batch := b.take()
+		b.mu.Unlock()
+		b.run(batch)
+		b.next()
+	} else {
+		b.mu.Unlock()
+	}
+	select {
+	case <-p.done:
+		return p.vals, p.err
+	case <-ctx.Done():
+		return nil, ctx.Err() // the update may still be applied, as after a timeout
+	}
+}
+
+// take removes up to maxBatch pending updates from the queue; b.mu held.
+func (b *batcher) take() []*pendingEval {
+	n := min(len(b.queue), maxBatch)
+	batch := b.queue[:n:n]
+	if n == len(b.queue) {
+		b.queue = nil
+	} else {
+		b.queue = b.queue[n:]
+	}
+	return batch
+}
+
+// next sends what queued meanwhile on a goroutine of its own, or frees
+// the slot.
+func (b *batcher) next() {
+	b.mu.Lock()
+	if len(b.queue) == 0 {
+		b.inflight--
+		b.mu.Unlock()
+		return
+	}
+	batch := b.take()
+	b.mu.Unlock()
+	go func() {
+		b.run(batch)
+		b.next()
+	}()
+}
+
+// run sends batch as one pipeline of EVALSHAs. An update that Redis
+// answers NOSCRIPT (a restart or failover emptied its script cache) is
+// run again alone with EVAL.
+func (b *batcher) run(batch []*pendingEval) {
+	// Each caller's context bounds its own wait; the pipeline ends by the
+	// latest of their deadlines (and the client's read and write
+	// timeouts), so one caller giving up early fails nobody else, and a
+	// hung Redis holds a slot no longer than a request lives.
+	ctx := context.Background()
+	var last time.Time
+	for _, p := range batch {
+		if p.deadline.IsZero() {
+			last = time.Time{}
+			break
+		}
+		if p.deadline.After(last) {
+			last = p.deadline
+		}
+	}
+	if !last.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, last)
+		defer cancel()
+	}
+	if len(batch) == 1 {
+		p := batch[0]
+		p.vals, p.err = updateScript.Run(ctx, b.c, p.keys, p.args...).StringSlice()
+		close(p.done)
+		return
+	}
+	b.pipelined.Add(uint64(len(batch)))
+	pipe := b.c.Pipeline()
+	cmds := make([]*goredis.Cmd, len(batch))
+	for i, p := range batch {
+		cmds[i] = pipe.EvalSha(ctx, updateScript.Hash(), p.keys, p.args...)
+	}
+	pipe.Exec(ctx) // each command carries its own error
+	for i, p := range batch {
+		p.vals, p.err = cmds[i].StringSlice()
+		if p.err != nil && goredis.HasErrorPrefix(p.err, "NOSCRIPT") {
+			p.vals, p.err = updateScript.Run(ctx, b.c, p.keys, p.args...).StringSlice()
+		}
+		close(p.done)
+	}
+}
