@@ -227,7 +227,13 @@ func run(bin, stores, rates string, seconds int, target, label string) error {
 	if err != nil {
 		return err
 	}
-	defer func() { if os.Getenv("BENCH_KEEP") == "" { os.RemoveAll(work) } else { fmt.Println("kept", work) } }()
+	defer func() {
+		if os.Getenv("BENCH_KEEP") == "" {
+			os.RemoveAll(work)
+		} else {
+			fmt.Println("kept", work)
+		}
+	}()
 	inf, aors, pw, err := registerUsers(work)
 	if err != nil {
 		return err
