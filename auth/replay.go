@@ -23,7 +23,7 @@ import (
 // now) are untouched however often the tracker fills.
 type ncTracker struct {
 	mu        sync.Mutex
-	cur, prev map[nonceKey]uint32
+	cur, prev map[nonceKey]ncEntry
 	curNewest time.Time // the latest issue time of a nonce in cur
 	prvNewest time.Time // and in prev
 	rotated   time.Time // when cur was started
@@ -32,18 +32,44 @@ type ncTracker struct {
 	max       int
 }
 
+type ncEntry struct {
+	nc uint32
+	ts int64 // the nonce's issue time, Unix ns
+}
+
 func newNCTracker(lifetime time.Duration, max int) *ncTracker {
-	return &ncTracker{cur: map[nonceKey]uint32{}, period: lifetime + maxSkew, max: max}
+	return &ncTracker{cur: map[nonceKey]ncEntry{}, period: lifetime + maxSkew, max: max}
 }
 
 // rotate drops prev, whose newest nonce becomes the floor, and starts a
-// new cur.
+// new cur. A nonce stamped after now (another node's clock runs ahead, by
+// up to maxSkew) would put the floor in the future and make this node's
+// own fresh nonces stale: such entries (a few) move to the new cur
+// instead, and the floor is the newest of the rest.
 func (t *ncTracker) rotate(now time.Time, size int) {
-	if t.prvNewest.After(t.floor) {
-		t.floor = t.prvNewest
+	next := make(map[nonceKey]ncEntry, size)
+	var nextNewest time.Time
+	dropped := t.prvNewest
+	if dropped.After(now) {
+		dropped = time.Time{}
+		for k, e := range t.prev {
+			ts := time.Unix(0, e.ts)
+			switch {
+			case ts.After(now):
+				next[k] = e
+				if ts.After(nextNewest) {
+					nextNewest = ts
+				}
+			case ts.After(dropped):
+				dropped = ts
+			}
+		}
+	}
+	if dropped.After(t.floor) {
+		t.floor = dropped
 	}
 	t.prev, t.prvNewest = t.cur, t.curNewest
-	t.cur, t.curNewest, t.rotated = make(map[nonceKey]uint32, size), time.Time{}, now
+	t.cur, t.curNewest, t.rotated = next, nextNewest, now
 }
 
 // use records nc for nonce k issued at ts. It returns an error wrapping
@@ -61,8 +87,8 @@ func (t *ncTracker) use(k nonceKey, ts time.Time, nc uint32, now time.Time) (for
 		seen, ok = t.prev[k]
 	}
 	switch {
-	case ok && nc <= seen:
-		return false, fmt.Errorf("%w: nc %d, already saw %d", ErrReplay, nc, seen)
+	case ok && nc <= seen.nc:
+		return false, fmt.Errorf("%w: nc %d, already saw %d", ErrReplay, nc, seen.nc)
 	case !ok && !ts.After(t.floor) && !t.floor.IsZero():
 		return false, fmt.Errorf("%w: nonce count no longer tracked", ErrStaleNonce)
 	}
@@ -73,7 +99,7 @@ func (t *ncTracker) use(k nonceKey, ts time.Time, nc uint32, now time.Time) (for
 			return forced, fmt.Errorf("%w: nonce count no longer tracked", ErrStaleNonce)
 		}
 	}
-	t.cur[k] = nc
+	t.cur[k] = ncEntry{nc: nc, ts: ts.UnixNano()}
 	if ts.After(t.curNewest) {
 		t.curNewest = ts
 	}

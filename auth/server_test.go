@@ -619,3 +619,26 @@ func BenchmarkAuthenticate(b *testing.B) {
 		})
 	}
 }
+
+// TestNCTrackerFutureStampedNonce: a nonce stamped ahead of this node's
+// clock (another node's runs fast, within maxSkew) does not make the
+// tracker's floor pass now when it is forgotten: fresh nonces issued
+// after it keep working, and its replay is still caught.
+func TestNCTrackerFutureStampedNonce(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	tr := newNCTracker(time.Minute, 2)
+	key := func(b byte) nonceKey { return nonceKey{b} }
+	future := now.Add(9 * time.Second)
+	if _, err := tr.use(key(100), future, 1, now); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 { // fills the tracker again and again
+		now = now.Add(time.Second)
+		if _, err := tr.use(key(byte(i)), now.Add(-time.Millisecond), 1, now); err != nil {
+			t.Fatalf("fresh nonce %d, %v after the future-stamped one: %v", i, now.Sub(future.Add(-9*time.Second)), err)
+		}
+	}
+	if _, err := tr.use(key(100), future, 1, now); !errors.Is(err, ErrReplay) && !errors.Is(err, ErrStaleNonce) {
+		t.Fatalf("replay of the future-stamped nonce: %v", err)
+	}
+}

@@ -34,9 +34,13 @@ func newInviteBranches() *inviteBranches {
 
 // newAcceptedBranches remembers INVITEs answered 2xx by branch,
 // Call-ID and source (see collector.respondFrom).
+// Every call over any transport passes through it: 500,000 entries a
+// generation (8-byte keys, about 10 MB) hold 64*T1 of calls up to 15,000
+// calls/s.
 func newAcceptedBranches() *inviteBranches {
 	b := newInviteBranches()
 	b.bySource = true
+	b.max = 500_000
 	return b
 }
 

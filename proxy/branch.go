@@ -857,7 +857,7 @@ func (c *collector) endStateless(out *sip.Response, data []byte) {
 	if data == nil {
 		data = render(out)
 	}
-	c.p.sendBytes(c.req, data, conn)
+	c.p.sendBytes(c.req, out, data, conn)
 }
 
 // render returns res as it goes on the wire.
@@ -873,7 +873,11 @@ func render(res *sip.Response) []byte {
 // (a UDP listener, or the request's TCP or TLS connection), or, when there is none or it fails, through the transport
 // layer, which finds a connection by address (one sipgo may have
 // forgotten: the UDP read loop's restarts clear its pool).
-func (p *Proxy) sendBytes(req *sip.Request, data []byte, conn sip.Connection) {
+//
+// res is data parsed, when the caller has it: the fallback sends it
+// rather than parsing data again (which a WebSocket client connection
+// masks in place as it writes).
+func (p *Proxy) sendBytes(req *sip.Request, res *sip.Response, data []byte, conn sip.Connection) {
 	switch c := conn.(type) {
 	case *sip.UDPConnection:
 		if ap, err := netip.ParseAddrPort(req.Source()); err == nil {
@@ -886,10 +890,13 @@ func (p *Proxy) sendBytes(req *sip.Request, data []byte, conn sip.Connection) {
 			return
 		}
 	}
-	m, err := sip.ParseMessage(data)
-	res, ok := m.(*sip.Response)
-	if err != nil || !ok {
-		return
+	if res == nil {
+		m, err := sip.ParseMessage(data)
+		r, ok := m.(*sip.Response)
+		if err != nil || !ok {
+			return
+		}
+		res = r
 	}
 	res.SetTransport(req.Transport())
 	res.SetDestination(req.Source())

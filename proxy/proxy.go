@@ -209,7 +209,7 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 		if data := p.finals.get(req); data != nil {
 			// A retransmission of a request we relayed a final response
 			// for: the same answer (what the Completed state would do).
-			p.sendBytes(req, data, txConn(tx))
+			p.sendBytes(req, nil, data, txConn(tx))
 			return nil
 		}
 	}

@@ -14,15 +14,16 @@ import (
 // of them, was 4 % of a registration's CPU. Deadline and Err are exact
 // without the timer; Value is base's.
 //
-// A context derived from a reqCtx (context.WithCancel and the like) finds
-// no cancelCtx of its own parent through Value that matches Done, so it
-// calls Done, which arms the timer: cancellation reaches it as it would
-// from context.WithTimeout.
+// A context derived from a reqCtx (context.WithCancel and the like) calls
+// Done, which arms the timer, and then finds the armed context through
+// Value: cancellation reaches it as it would from context.WithTimeout,
+// without a goroutine.
 type reqCtx struct {
 	context.Context // base
 	deadline        time.Time
 
 	once     sync.Once
+	armed    atomic.Bool // inner is set (written in once, before this)
 	released atomic.Bool
 	inner    context.Context // base bounded by deadline, once Done was called
 	cancel   context.CancelFunc
@@ -37,13 +38,21 @@ func withDeadline(base context.Context, d time.Duration) (*reqCtx, func()) {
 }
 
 func (c *reqCtx) arm() {
-	c.once.Do(func() { c.inner, c.cancel = context.WithDeadline(c.Context, c.deadline) })
+	c.once.Do(func() {
+		if c.released.Load() {
+			return // released first: Done is the closed channel
+		}
+		c.inner, c.cancel = context.WithDeadline(c.Context, c.deadline)
+		c.armed.Store(true)
+	})
 }
 
+// release ends the context: Err is Canceled from here on (or what the
+// armed context says), and Done closed.
 func (c *reqCtx) release() {
-	c.once.Do(func() {}) // nothing can arm it after this
 	c.released.Store(true)
-	if c.cancel != nil {
+	c.once.Do(func() {}) // nothing arms it after this
+	if c.armed.Load() {
 		c.cancel()
 	}
 }
@@ -57,26 +66,34 @@ func (c *reqCtx) Deadline() (time.Time, bool) {
 
 func (c *reqCtx) Done() <-chan struct{} {
 	c.arm()
-	if c.inner == nil { // released: as a cancelled context
+	if !c.armed.Load() { // released before anyone waited
 		return closedDone
 	}
 	return c.inner.Done()
 }
 
+// Err agrees with Done: once Done is closed, Err is not nil.
 func (c *reqCtx) Err() error {
-	if c.released.Load() {
-		if c.inner != nil {
-			return c.inner.Err()
-		}
-		return context.Canceled
+	if c.armed.Load() {
+		return c.inner.Err()
 	}
-	if err := c.Context.Err(); err != nil {
-		return err
+	if c.released.Load() {
+		return context.Canceled
 	}
 	if !time.Now().Before(c.deadline) {
 		return context.DeadlineExceeded
 	}
-	return nil
+	return c.Context.Err()
+}
+
+// Value is base's, or the armed context's: context.WithCancel and the
+// like find the armed context's cancellation through it (and whose Done
+// it is), and join it without a goroutine of their own.
+func (c *reqCtx) Value(k any) any {
+	if c.armed.Load() {
+		return c.inner.Value(k)
+	}
+	return c.Context.Value(k)
 }
 
 func (c *reqCtx) String() string { return "sipcore.reqCtx" }

@@ -3,6 +3,7 @@ package sipcore
 import (
 	"context"
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -76,5 +77,61 @@ func TestReqCtxBaseAndRelease(t *testing.T) {
 	defer release()
 	if d, _ := ctx.Deadline(); time.Until(d) > time.Minute {
 		t.Fatalf("deadline %v later than base's", d)
+	}
+}
+
+// TestReqCtxDerivedWithoutGoroutines: contexts derived from a request's
+// join its cancellation as they would join context.WithTimeout's, without
+// a goroutine each.
+func TestReqCtxDerivedWithoutGoroutines(t *testing.T) {
+	ctx, release := withDeadline(context.Background(), time.Hour)
+	before := runtime.NumGoroutine()
+	var cancels []context.CancelFunc
+	for range 100 {
+		_, cancel := context.WithCancel(ctx)
+		cancels = append(cancels, cancel)
+	}
+	if n := runtime.NumGoroutine() - before; n > 10 {
+		t.Fatalf("100 derived contexts started %d goroutines", n)
+	}
+	child, cancel := context.WithCancel(ctx)
+	defer cancel()
+	release()
+	select {
+	case <-child.Done():
+	case <-time.After(time.Second):
+		t.Fatal("releasing the request did not reach a derived context")
+	}
+	for _, c := range cancels {
+		c()
+	}
+}
+
+// TestReqCtxReleaseRace derives contexts while the request is released:
+// Done closed always comes with an Err (the context package panics
+// otherwise).
+func TestReqCtxReleaseRace(t *testing.T) {
+	for range 2000 {
+		ctx, release := withDeadline(context.Background(), time.Hour)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			c, cancel := context.WithCancel(ctx)
+			<-c.Done()
+			if c.Err() == nil {
+				t.Error("derived context done without an error")
+			}
+			cancel()
+		}()
+		release()
+		<-done
+		select {
+		case <-ctx.Done():
+			if ctx.Err() == nil {
+				t.Fatal("Done closed, Err nil")
+			}
+		default:
+			t.Fatal("Done open after release")
+		}
 	}
 }
