@@ -101,6 +101,63 @@ func (p *Phone) recordPath() string {
 	return strings.TrimSuffix(p.cfg.Record, ext) + "-" + strconv.Itoa(n) + ext
 }
 
+// cancelGate holds back a caller's cancellation of an INVITE until the
+// INVITE has had a provisional response (RFC 3261 §9.1: a CANCEL before
+// one may overtake the INVITE, and is to wait for it). sipgo's WaitAnswer
+// waits for one only when no response at all has come: after a 407 it
+// sent the CANCEL at once, before the INVITE with credentials had been
+// answered, and the CANCEL could find nothing to cancel.
+type cancelGate struct {
+	mu          sync.Mutex
+	provisional bool // the INVITE in flight has had a 1xx
+	wanted      bool // ctx ended before it had
+	cancel      context.CancelFunc
+	done        chan struct{}
+}
+
+// cancelAfterProvisional returns a context that ends when ctx does, but
+// not before saw has been given a provisional response of the INVITE in
+// flight.
+func cancelAfterProvisional(ctx context.Context) (context.Context, *cancelGate) {
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	g := &cancelGate{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		select {
+		case <-ctx.Done():
+			g.mu.Lock()
+			if g.provisional {
+				g.cancel()
+			} else {
+				g.wanted = true
+			}
+			g.mu.Unlock()
+		case <-g.done:
+		}
+	}()
+	return wctx, g
+}
+
+// saw notes a response of the INVITE: a 1xx opens the gate, a final one
+// (a challenge, after which sipgo sends the INVITE again) closes it.
+func (g *cancelGate) saw(res *sip.Response) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case res.IsProvisional():
+		g.provisional = true
+		if g.wanted {
+			g.cancel()
+		}
+	default:
+		g.provisional = false
+	}
+}
+
+func (g *cancelGate) stop() {
+	close(g.done)
+	g.cancel()
+}
+
 // Dial calls target and returns once the call is answered, or the error
 // that ended the attempt (a *StatusError for a final response). Cancelling
 // ctx while it rings sends CANCEL.
@@ -145,7 +202,10 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 	c := &Call{p: p, ID: req.CallID().Value(), Peer: uri.String(), outgoing: true, out: sess, ended: make(chan struct{}), sdpCfg: sdpCfg}
 	rang := false
 	var earlySDP []byte
-	err = sess.WaitAnswer(ctx, sipgo.AnswerOptions{Username: p.user, Password: p.cfg.Password, OnResponse: func(res *sip.Response) error {
+	waitCtx, cancelWait := cancelAfterProvisional(ctx)
+	defer cancelWait.stop()
+	err = sess.WaitAnswer(waitCtx, sipgo.AnswerOptions{Username: p.user, Password: p.cfg.Password, OnResponse: func(res *sip.Response) error {
+		cancelWait.saw(res)
 		if res.StatusCode == 183 && len(res.Body()) > 0 && c.audio == nil {
 			// Early media (RFC 3960): the ringback or announcement the
 			// callee's side plays before answering is played now.

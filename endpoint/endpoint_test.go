@@ -349,7 +349,7 @@ func TestBadInputs(t *testing.T) {
 	})
 	t.Run("never answers", func(t *testing.T) {
 		_, bobEv := startPhone(t, l, "bob@b.test", "pw-bob", "", func(c *endpoint.Config) { c.AnswerDelay = time.Minute })
-		alice, _ := startPhone(t, l, "alice@a.test", "pw-alice", "", nil)
+		alice, aliceEv := startPhone(t, l, "alice@a.test", "pw-alice", "", nil)
 		// alice gives up once bob's phone rings (not after a fixed time,
 		// which on a loaded machine may fall while her INVITE is still on
 		// its way, where the CANCEL can overtake it).
@@ -362,9 +362,17 @@ func TestBadInputs(t *testing.T) {
 		}()
 		bobEv.wait(t, "ringing", 5*time.Second)
 		dcancel()
-		if err := <-dialed; err == nil {
+		dialErr := <-dialed
+		if dialErr == nil {
 			t.Fatal("a call nobody answered connected")
 		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				aliceEv.mu.Lock()
+				defer aliceEv.mu.Unlock()
+				t.Logf("alice's Dial: %v; her events: %+v", dialErr, aliceEv.all)
+			}
+		})
 		if ev := bobEv.wait(t, "hangup", 5*time.Second); ev.Reason != "canceled" {
 			t.Fatalf("bob's side: %+v, want canceled", ev)
 		}
