@@ -101,35 +101,36 @@ func (p *Phone) recordPath() string {
 	return strings.TrimSuffix(p.cfg.Record, ext) + "-" + strconv.Itoa(n) + ext
 }
 
-// cancelGate holds back a caller's cancellation of an INVITE until the
-// INVITE has had a provisional response (RFC 3261 §9.1: a CANCEL before
-// one may overtake the INVITE, and is to wait for it). sipgo's WaitAnswer
-// waits for one only when no response at all has come: after a 407 it
-// sent the CANCEL at once, before the INVITE with credentials had been
-// answered, and the CANCEL could find nothing to cancel.
+// cancelGate sends the CANCEL of an INVITE whose caller gave up (ctx
+// ended), once the INVITE in flight has had a provisional response
+// (RFC 3261 §9.1: a CANCEL before one may overtake the INVITE). The phone
+// sends it itself, to its proxy, rather than leaving it to sipgo's
+// WaitAnswer, which sent it at once after a 407 (before the INVITE with
+// credentials was answered) and, on a loaded machine, now and then
+// without the INVITE's destination, to the callee's domain looked up in
+// the system's DNS. WaitAnswer then ends with the 487 the CANCEL brings.
 type cancelGate struct {
 	mu          sync.Mutex
 	provisional bool // the INVITE in flight has had a 1xx
-	wanted      bool // ctx ended before it had
-	cancel      context.CancelFunc
+	wanted      bool // ctx ended
+	sent        bool
+	send        func()
+	cancel      context.CancelFunc // ends the wait: stop, or no 487 in 64*T1
 	done        chan struct{}
 }
 
-// cancelAfterProvisional returns a context that ends when ctx does, but
-// not before saw has been given a provisional response of the INVITE in
-// flight.
-func cancelAfterProvisional(ctx context.Context) (context.Context, *cancelGate) {
+// cancelAfterProvisional returns the context to wait for the answer in,
+// which outlives ctx, and the gate that sends the CANCEL (send) when ctx
+// ends.
+func cancelAfterProvisional(ctx context.Context, send func()) (context.Context, *cancelGate) {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	g := &cancelGate{cancel: cancel, done: make(chan struct{})}
+	g := &cancelGate{cancel: cancel, send: send, done: make(chan struct{})}
 	go func() {
 		select {
 		case <-ctx.Done():
 			g.mu.Lock()
-			if g.provisional {
-				g.cancel()
-			} else {
-				g.wanted = true
-			}
+			g.wanted = true
+			g.maybeSend()
 			g.mu.Unlock()
 		case <-g.done:
 		}
@@ -137,25 +138,75 @@ func cancelAfterProvisional(ctx context.Context) (context.Context, *cancelGate) 
 	return wctx, g
 }
 
-// saw notes a response of the INVITE: a 1xx opens the gate, a final one
-// (a challenge, after which sipgo sends the INVITE again) closes it.
+// maybeSend sends the CANCEL when it is wanted and allowed; g.mu held.
+func (g *cancelGate) maybeSend() {
+	if !g.wanted || !g.provisional || g.sent {
+		return
+	}
+	g.sent = true
+	go g.send()
+	// The 487 ends the wait; without one, give up as a UAC would
+	// (Timer B's 64*T1).
+	time.AfterFunc(64*sip.T1, g.cancel)
+}
+
+// saw notes a response of the INVITE: a 1xx allows the CANCEL, a final
+// one (a challenge, after which sipgo sends the INVITE again) holds it
+// back until the next INVITE has had its own.
 func (g *cancelGate) saw(res *sip.Response) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	switch {
-	case res.IsProvisional():
+	if res.IsProvisional() {
 		g.provisional = true
-		if g.wanted {
-			g.cancel()
-		}
-	default:
-		g.provisional = false
+		g.maybeSend()
+		return
 	}
+	g.provisional = false
 }
 
 func (g *cancelGate) stop() {
 	close(g.done)
 	g.cancel()
+}
+
+// sendCancel sends the CANCEL of inv (its Request-URI, top Via, Route,
+// From, To, Call-ID and CSeq number) to the phone's proxy and waits for
+// its answer.
+func (p *Phone) sendCancel(inv *sip.Request) {
+	c := sip.NewRequest(sip.CANCEL, inv.Recipient)
+	if v := inv.Via(); v != nil {
+		c.AppendHeader(sip.HeaderClone(v))
+	}
+	for _, h := range inv.GetHeaders("Route") {
+		c.AppendHeader(sip.HeaderClone(h))
+	}
+	mf := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	c.AppendHeader(sip.HeaderClone(inv.From()))
+	c.AppendHeader(sip.HeaderClone(inv.To()))
+	c.AppendHeader(sip.HeaderClone(inv.CallID()))
+	c.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+	c.SetBody(nil)
+	p.outbound(c)
+	ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
+	defer cancel()
+	tx, err := p.client.TransactionRequest(ctx, c, func(*sipgo.Client, *sip.Request) error { return nil })
+	if err != nil {
+		return
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.StatusCode >= 200 {
+				return
+			}
+		case <-tx.Done():
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // Dial calls target and returns once the call is answered, or the error
@@ -202,7 +253,7 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 	c := &Call{p: p, ID: req.CallID().Value(), Peer: uri.String(), outgoing: true, out: sess, ended: make(chan struct{}), sdpCfg: sdpCfg}
 	rang := false
 	var earlySDP []byte
-	waitCtx, cancelWait := cancelAfterProvisional(ctx)
+	waitCtx, cancelWait := cancelAfterProvisional(ctx, func() { p.sendCancel(sess.InviteRequest) })
 	defer cancelWait.stop()
 	err = sess.WaitAnswer(waitCtx, sipgo.AnswerOptions{Username: p.user, Password: p.cfg.Password, OnResponse: func(res *sip.Response) error {
 		cancelWait.saw(res)
@@ -228,14 +279,24 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 		c.closeMedia()
 		closeSockets()
 		sess.Close()
+		if ctx.Err() != nil { // the caller gave up: the 487 says no more
+			return nil, fmt.Errorf("endpoint: INVITE: %w", ctx.Err())
+		}
 		var de *sipgo.ErrDialogResponse
 		if errors.As(err, &de) {
 			return nil, &StatusError{Method: "INVITE", Code: de.Res.StatusCode, Reason: de.Res.Reason}
 		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("endpoint: INVITE: %w", ctx.Err())
-		}
 		return nil, fmt.Errorf("endpoint: INVITE: %w", err)
+	}
+	if ctx.Err() != nil {
+		// Answered as the CANCEL crossed it: the call is acknowledged
+		// and ended at once (RFC 3261 §15).
+		sess.Ack(context.Background())
+		sess.Bye(context.Background())
+		sess.Close()
+		c.closeMedia()
+		closeSockets()
+		return nil, fmt.Errorf("endpoint: INVITE: %w", ctx.Err())
 	}
 	body = sess.InviteResponse.Body()
 	if len(body) == 0 && c.audio != nil {
