@@ -15,6 +15,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipfed/sipfed/media/sdp"
+	"github.com/sipfed/sipfed/sipcore"
 )
 
 // Event is one thing that happened, as `sipfed phone --json` prints it:
@@ -173,20 +174,7 @@ func (g *cancelGate) stop() {
 // From, To, Call-ID and CSeq number) to the phone's proxy and waits for
 // its answer.
 func (p *Phone) sendCancel(inv *sip.Request) {
-	c := sip.NewRequest(sip.CANCEL, inv.Recipient)
-	if v := inv.Via(); v != nil {
-		c.AppendHeader(sip.HeaderClone(v))
-	}
-	for _, h := range inv.GetHeaders("Route") {
-		c.AppendHeader(sip.HeaderClone(h))
-	}
-	mf := sip.MaxForwardsHeader(70)
-	c.AppendHeader(&mf)
-	c.AppendHeader(sip.HeaderClone(inv.From()))
-	c.AppendHeader(sip.HeaderClone(inv.To()))
-	c.AppendHeader(sip.HeaderClone(inv.CallID()))
-	c.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
-	c.SetBody(nil)
+	c := sipcore.CancelFor(inv)
 	p.outbound(c)
 	ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
 	defer cancel()

@@ -725,21 +725,10 @@ func (p *Proxy) listener(transport string) (Listener, bool) {
 // Request-URI, Call-ID, From, To, CSeq number, Route and top Via. It goes
 // to hop's address (r's destination may be a name pinned only for a while).
 func (p *Proxy) sendCancel(r *sip.Request, hop resolver.Target, reason []string) {
-	c := sip.NewRequest(sip.CANCEL, r.Recipient)
-	c.AppendHeader(sip.HeaderClone(r.Via()))
-	for _, h := range r.GetHeaders("Route") {
-		c.AppendHeader(sip.HeaderClone(h))
-	}
-	mf := sip.MaxForwardsHeader(70)
-	c.AppendHeader(&mf)
-	c.AppendHeader(sip.HeaderClone(r.From()))
-	c.AppendHeader(sip.HeaderClone(r.To()))
-	c.AppendHeader(sip.HeaderClone(r.CallID()))
-	c.AppendHeader(&sip.CSeqHeader{SeqNo: r.CSeq().SeqNo, MethodName: sip.CANCEL})
+	c := sipcore.CancelFor(r)
 	for _, v := range reason {
 		c.AppendHeader(sip.NewHeader("Reason", v))
 	}
-	c.AppendHeader(sip.NewHeader("Content-Length", "0"))
 	c.SetTransport(r.Transport())
 	c.SetDestination(hop.AddrPort().String())
 	c.Laddr = r.Laddr

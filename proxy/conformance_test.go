@@ -439,19 +439,8 @@ func TestIPv6DialogAfterSetup(t *testing.T) {
 // returns the INVITEs as the callees got them.
 func ringing(t *testing.T, proxyAddr string, caller *endpoint, callID string, callees ...*endpoint) []*sip.Request {
 	t.Helper()
-	caller.send(proxyAddr, fmt.Sprintf(`
-INVITE sip:bob@a.test SIP/2.0
-Via: SIP/2.0/UDP %s;branch=z9hG4bK-%s;rport
-Max-Forwards: 70
-From: <sip:carol@c.test>;tag=carol1
-To: <sip:bob@a.test>
-Call-ID: %s
-CSeq: 1 INVITE
-Contact: <sip:carol@%s>
-Content-Type: application/sdp
-
-v=0
-`, caller.addr(), callID, callID, caller.addr()))
+	invite := strings.TrimSuffix(carolInvite(caller, "z9hG4bK-"+callID, callID), "\n")
+	caller.send(proxyAddr, invite+"Content-Type: application/sdp\n\nv=0\n")
 	var invites []*sip.Request
 	for i, e := range callees {
 		inv := e.request(sip.INVITE, 5*time.Second)

@@ -91,3 +91,29 @@ func PortOr(port int, transport string) int {
 	}
 	return DefaultPort(transport)
 }
+
+// CancelFor returns the CANCEL of the INVITE inv (RFC 3261 §9.1): its
+// Request-URI, top Via, Route, From, To, Call-ID and CSeq number, with
+// Max-Forwards 70 and no body. Transport and destination are the
+// caller's to set.
+func CancelFor(inv *sip.Request) *sip.Request {
+	c := sip.NewRequest(sip.CANCEL, inv.Recipient)
+	if v := inv.Via(); v != nil {
+		c.AppendHeader(sip.HeaderClone(v))
+	}
+	for _, h := range inv.GetHeaders("Route") {
+		c.AppendHeader(sip.HeaderClone(h))
+	}
+	mf := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	for _, h := range []sip.Header{inv.From(), inv.To(), inv.CallID()} {
+		if h != nil {
+			c.AppendHeader(sip.HeaderClone(h))
+		}
+	}
+	if cs := inv.CSeq(); cs != nil {
+		c.AppendHeader(&sip.CSeqHeader{SeqNo: cs.SeqNo, MethodName: sip.CANCEL})
+	}
+	c.SetBody(nil)
+	return c
+}

@@ -24,9 +24,10 @@ import (
 type batcher struct {
 	c goredis.UniversalClient
 
-	mu       sync.Mutex
-	queue    []*pendingEval
-	inflight int
+	mu        sync.Mutex
+	queue     []*pendingEval
+	inflight  int
+	maxQueued int // maxQueued unless a test says otherwise
 
 	pipelined atomic.Uint64 // updates sent in a pipeline of two or more
 }
@@ -60,7 +61,7 @@ func (b *batcher) eval(ctx context.Context, keys []string, args []any) ([]string
 	p := &pendingEval{keys: keys, args: args, done: make(chan struct{})}
 	p.deadline, _ = ctx.Deadline()
 	b.mu.Lock()
-	if len(b.queue) >= maxQueued {
+	if len(b.queue) >= b.maxQueued {
 		b.mu.Unlock()
 		return nil, errQueueFull
 	}

@@ -58,7 +58,7 @@ func WithClock(now func() time.Time) Option {
 // New returns a Store on client. The client stays the caller's: Close does
 // not close it.
 func New(client goredis.UniversalClient, opts ...Option) *Store {
-	s := &Store{c: client, now: time.Now, batch: &batcher{c: client}}
+	s := &Store{c: client, now: time.Now, batch: &batcher{c: client, maxQueued: maxQueued}}
 	for _, o := range opts {
 		o(s)
 	}

@@ -114,12 +114,15 @@ func TestUnavailable(t *testing.T) {
 // TestHungRedisTimesOut checks a Redis that accepts connections and never
 // answers: the read timeout, or the caller's deadline, ends the call with
 // ErrUnavailable.
-func TestHungRedisTimesOut(t *testing.T) {
+// hungRedis listens on loopback like a Redis that accepts connections and
+// never answers, until the test ends, and returns its address.
+func hungRedis(t *testing.T) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
 	go func() {
 		var held []net.Conn // accepted, never answered, closed with l
 		for {
@@ -133,6 +136,45 @@ func TestHungRedisTimesOut(t *testing.T) {
 			held = append(held, conn)
 		}
 	}()
+	return l.Addr().String()
+}
+
+// TestUpdatesQueueBounded: with Redis hung, the updates waiting for a
+// pipeline are bounded: past the bound an update fails at once with
+// ErrUnavailable (503 for the registrar) instead of piling up.
+func TestUpdatesQueueBounded(t *testing.T) {
+	c, err := redisurl.Open("redis://" + hungRedis(t) + "?max_retries=-1&read_timeout=3s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := redis.New(c)
+	redis.SetMaxQueued(s, 4)
+	update := func(i int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := s.Update(ctx, fmt.Sprintf("q%d@a.example", i), location.Update{CallID: "c", CSeq: 1, Now: time.Now(), Set: []location.Binding{binding("sip:q@192.0.2.1", time.Hour)}})
+		return err
+	}
+	var wg sync.WaitGroup
+	for i := range 6 { // two pipelines stuck on Redis, four waiting
+		wg.Add(1)
+		go func() { defer wg.Done(); update(i) }()
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	err = update(99)
+	if !errors.Is(err, location.ErrUnavailable) {
+		t.Fatalf("an update past the bound: %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("an update past the bound waited %v", d)
+	}
+	wg.Wait()
+}
+
+func TestHungRedisTimesOut(t *testing.T) {
+	addr := hungRedis(t)
 	for _, tc := range []struct {
 		name, query string
 		timeout     time.Duration
@@ -141,7 +183,7 @@ func TestHungRedisTimesOut(t *testing.T) {
 		{"ContextDeadline", "?max_retries=-1&context_timeout_enabled=true", 300 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := redisurl.Open("redis://" + l.Addr().String() + tc.query)
+			c, err := redisurl.Open("redis://" + addr + tc.query)
 			if err != nil {
 				t.Fatal(err)
 			}
