@@ -217,9 +217,9 @@ func (l *Listener) shed() (net.Conn, error) {
 		return c, err
 	}
 	peer := sourceOf(c.RemoteAddr())
+	l.refuse(refusedDescriptors, peer)
 	c.Close()
 	l.reserve, _ = os.Open(os.DevNull)
-	l.refuse(refusedDescriptors, peer)
 	return nil, nil
 }
 
@@ -243,8 +243,11 @@ func (l *Listener) admit(c net.Conn) net.Conn {
 	}
 	l.mu.Unlock()
 	if reason >= 0 {
-		c.Close()
+		// Counted before it is closed: whoever sees the close sees the
+		// count (the test reading Stats after its connection was closed
+		// did not, now and then).
 		l.refuse(reason, peer)
+		c.Close()
 		return nil
 	}
 	wc := newLimitedConn(c, l, key)
