@@ -156,10 +156,22 @@ func printHeader(first string) {
 	fmt.Printf(header, first, "rate/s", "ok", "failed", "p50 ms", "p99 ms", "done/s", "cpu µs")
 }
 
-// cpuSeconds sums the user and system CPU time of every process named
-// name, from /proc (clock ticks of 10 ms).
-func cpuSeconds(name string) float64 {
-	return procCPUSeconds(func(_, _ int, comm string) bool { return comm == name })
+// cpuSample is the user and system CPU time of every process named name,
+// by pid, from /proc (clock ticks of 10 ms).
+func cpuSample(name string) map[int]int64 {
+	return procCPUTicks(func(_, _ int, comm string) bool { return comm == name })
+}
+
+// cpuSince is the CPU time in seconds that the processes of now spent
+// since before: a process that has ended since (a server of an earlier
+// run, still exiting when before was taken) does not count, so the
+// figure cannot go negative.
+func cpuSince(before, now map[int]int64) float64 {
+	var ticks int64
+	for pid, t := range now {
+		ticks += t - before[pid]
+	}
+	return float64(ticks) / 100
 }
 
 // treeCPUSeconds sums the user and system CPU time of the processes pids
@@ -176,8 +188,18 @@ func treeCPUSeconds(pids ...int) float64 {
 // procCPUSeconds sums the user and system CPU time, from /proc (clock
 // ticks of 10 ms), of the processes that match says to count.
 func procCPUSeconds(match func(pid, ppid int, comm string) bool) float64 {
-	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
 	var ticks int64
+	for _, t := range procCPUTicks(match) {
+		ticks += t
+	}
+	return float64(ticks) / 100
+}
+
+// procCPUTicks is the user and system CPU time in clock ticks, by pid, of
+// the processes that match says to count.
+func procCPUTicks(match func(pid, ppid int, comm string) bool) map[int]int64 {
+	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	ticks := map[int]int64{}
 	for _, f := range dirs {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -199,9 +221,9 @@ func procCPUSeconds(match func(pid, ppid int, comm string) bool) float64 {
 		}
 		u, _ := strconv.ParseInt(fields[11], 10, 64)
 		k, _ := strconv.ParseInt(fields[12], 10, 64)
-		ticks += u + k
+		ticks[pid] = u + k
 	}
-	return float64(ticks) / 100
+	return ticks
 }
 
 // registerUsers writes the SIPp injection file of the REGISTER
@@ -304,7 +326,7 @@ func measure(work string, sc scenario, label, addr, inf, rates string, seconds i
 		if err != nil {
 			return fmt.Errorf("rate %q: %w", rs, err)
 		}
-		cpu0 := cpuSeconds(procName)
+		cpu0 := cpuSample(procName)
 		prof := profile(fmt.Sprintf("%s-%d", label, rate), seconds)
 		r, err := sippRun(work, sc.file, addr, inf, rate, seconds)
 		if err := prof(); err != nil {
@@ -314,7 +336,7 @@ func measure(work string, sc scenario, label, addr, inf, rates string, seconds i
 			return err
 		}
 		if n := r.ok + r.fail; n > 0 {
-			r.cpu = (cpuSeconds(procName) - cpu0) / float64(n) * 1e6
+			r.cpu = cpuSince(cpu0, cpuSample(procName)) / float64(n) * 1e6
 		}
 		fmt.Printf("%-8s %8d %8d %8d %10s %10s %9.0f %10.0f\n", label, rate, r.ok, r.fail, ms(r.p50), ms(r.p99), r.sent, r.cpu)
 		if r.why != "" {
