@@ -32,6 +32,14 @@ type Config struct {
 	// Store is the location store: "memory" (default) or a Redis URL
 	// (redis://, rediss://, redis+sentinel://, redis+cluster://).
 	Store string
+	// StoreMinReplicas makes a REGISTER wait until this many replicas of
+	// the Redis master have its binding (WAIT, for at most
+	// StoreReplicaTimeout) before it is answered 200; fewer → 503. 0: no
+	// wait (replication is asynchronous: a binding acknowledged just
+	// before a master fails can be lost until the device re-registers).
+	StoreMinReplicas int
+	// StoreReplicaTimeout bounds that wait (default 1 s).
+	StoreReplicaTimeout time.Duration
 	// Users is the users file written by 'sipfed user add' (default
 	// users.txt), or "redis" to keep users in the Store's Redis.
 	Users string
@@ -146,6 +154,9 @@ func (c Config) withDefaults() Config {
 	if len(c.Listen) == 0 {
 		c.Listen = []string{"udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"}
 	}
+	if c.StoreReplicaTimeout <= 0 {
+		c.StoreReplicaTimeout = time.Second
+	}
 	if c.Store == "" {
 		c.Store = "memory"
 	}
@@ -224,6 +235,9 @@ func (c Config) validate() error {
 	}
 	if c.Users == "redis" && c.Store == "memory" {
 		return configErr("users in redis need a Redis store (redis://…)")
+	}
+	if c.StoreMinReplicas < 0 || c.StoreMinReplicas > 0 && c.Store == "memory" {
+		return configErr("store-min-replicas (%d) needs a Redis store and cannot be negative", c.StoreMinReplicas)
 	}
 	specs, err := c.listenSpecs()
 	if err != nil {

@@ -152,7 +152,7 @@ func New(cfg Config) (_ *Server, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: store: %w", ErrConfig, err)
 		}
-		s.store = locredis.New(s.rdb)
+		s.store = locredis.New(s.rdb, locredis.WithMinReplicas(cfg.StoreMinReplicas, cfg.StoreReplicaTimeout))
 	}
 	if cfg.Users == "redis" {
 		creds = auth.NewRedisStore(s.rdb)

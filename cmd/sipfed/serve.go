@@ -141,6 +141,8 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 	fs.BoolVar(&c.FederationTLS, "federation-tls", false, "send requests to other domains over TLS only (their SIPS+D2T/_sips._tcp targets); a domain without one gets 503")
 	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM `file` of the authorities trusted for other domains' certificates (default: the system's)")
 	fs.StringVar(&c.Store, "store", "memory", "location store: memory, or a Redis `URL` (redis://, rediss://, redis+sentinel://, redis+cluster://)")
+	fs.IntVar(&c.StoreMinReplicas, "store-min-replicas", 0, "replicas of the Redis master that must have a binding before its REGISTER gets 200 (Redis WAIT; fewer within --store-replica-timeout: 503); 0: none, replication is asynchronous")
+	fs.DurationVar(&c.StoreReplicaTimeout, "store-replica-timeout", time.Second, "how long a REGISTER waits for --store-min-replicas")
 	fs.StringVar(&c.Users, "users", "users.txt", "credentials: a users `file` written by 'sipfed user add', or 'redis' to keep them in the --store Redis")
 	fs.StringVar(&c.HTTP, "http", "", "`address` for /healthz, /metrics, /debug/pprof and the web phone /phone/ (empty: off; keep it private)")
 	fs.StringVar(&c.Web, "web", "", "`address` serving the web phone (/phone/) alone, for browsers: HTTPS with --tls-cert and --tls-key (empty: off)")

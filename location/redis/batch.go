@@ -3,6 +3,8 @@ package redis
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +30,9 @@ type batcher struct {
 	queue     []*pendingEval
 	inflight  int
 	maxQueued int // maxQueued unless a test says otherwise
+
+	minReplicas int           // WithMinReplicas: WAIT for this many replicas after each pipeline
+	waitTimeout time.Duration // and at most this long
 
 	pipelined atomic.Uint64 // updates sent in a pipeline of two or more
 }
@@ -136,6 +141,11 @@ func (b *batcher) run(batch []*pendingEval) {
 		ctx, cancel = context.WithDeadline(ctx, last)
 		defer cancel()
 	}
+	defer b.reloadOnFailure(batch)
+	if b.minReplicas > 0 {
+		b.runReplicated(ctx, batch)
+		return
+	}
 	if len(batch) == 1 {
 		p := batch[0]
 		p.vals, p.err = updateScript.Run(ctx, b.c, p.keys, p.args...).StringSlice()
@@ -155,5 +165,105 @@ func (b *batcher) run(batch []*pendingEval) {
 			p.vals, p.err = updateScript.Run(ctx, b.c, p.keys, p.args...).StringSlice()
 		}
 		close(p.done)
+	}
+}
+
+// errNotReplicated: WAIT returned before enough replicas had the write.
+var errNotReplicated = errors.New("update not acknowledged by enough replicas")
+
+// scripter is a client that can run the update script in a pipeline: a
+// single server's or Sentinel's client, or one cluster node's.
+type scripter interface {
+	goredis.Scripter
+	Pipeline() goredis.Pipeliner
+}
+
+// runReplicated sends batch with a WAIT after it (WithMinReplicas). WAIT
+// counts the replicas that have every write made on its own connection,
+// so each master's share of the batch goes as one pipeline to that
+// master, WAIT last: on a cluster, the master of each update's slot as
+// the client last saw it (a slot that moved meanwhile gives MOVED, an
+// error, and the update fails like any other; the client learns the new
+// layout from it).
+func (b *batcher) runReplicated(ctx context.Context, batch []*pendingEval) {
+	cc, ok := b.c.(*goredis.ClusterClient)
+	if !ok {
+		b.pipeWait(ctx, b.c, batch)
+		return
+	}
+	var nodes []*goredis.Client
+	var groups [][]*pendingEval
+	for _, p := range batch {
+		node, err := cc.MasterForKey(ctx, p.keys[0])
+		if err != nil {
+			p.err = err
+			close(p.done)
+			continue
+		}
+		i := slices.Index(nodes, node)
+		if i < 0 {
+			i = len(nodes)
+			nodes, groups = append(nodes, node), append(groups, nil)
+		}
+		groups[i] = append(groups[i], p)
+	}
+	for i, node := range nodes {
+		b.pipeWait(ctx, node, groups[i])
+	}
+}
+
+// reloadOnFailure tells a cluster client to read the cluster's layout
+// again when an update of batch failed for another reason than the
+// script's own refusals: a master gone, MOVED after a failover. go-redis
+// reloads by itself on MOVED, but not after a connection to a dead
+// master is refused, and it kept dialing one for over 30 s after its
+// replica had taken over (TestFailover/cluster/async).
+func (b *batcher) reloadOnFailure(batch []*pendingEval) {
+	cc, ok := b.c.(*goredis.ClusterClient)
+	if !ok {
+		return
+	}
+	for _, p := range batch {
+		if p.err != nil && !errors.Is(p.err, errNotReplicated) && !goredis.HasErrorPrefix(p.err, "STALE_CSEQ") && !goredis.HasErrorPrefix(p.err, "TOO_MANY_CONTACTS") {
+			cc.ReloadState(context.Background())
+			return
+		}
+	}
+}
+
+// pipeWait runs ps and then WAIT as one pipeline on c. The updates that
+// Redis did not run for NOSCRIPT (a restart or failover emptied its
+// script cache) go again, with the script, in a second one; the others
+// are not sent twice, which their CSeq check would refuse.
+func (b *batcher) pipeWait(ctx context.Context, c scripter, ps []*pendingEval) {
+	for try := 0; len(ps) > 0; try++ {
+		pipe := c.Pipeline()
+		cmds := make([]*goredis.Cmd, len(ps))
+		for i, p := range ps {
+			if try == 0 {
+				cmds[i] = pipe.EvalSha(ctx, updateScript.Hash(), p.keys, p.args...)
+			} else {
+				cmds[i] = pipe.Eval(ctx, updateLua, p.keys, p.args...)
+			}
+		}
+		wait := pipe.Do(ctx, "wait", b.minReplicas, b.waitTimeout.Milliseconds())
+		pipe.Exec(ctx) // each command carries its own error
+		acked, werr := wait.Int64()
+		var again []*pendingEval
+		for i, p := range ps {
+			p.vals, p.err = cmds[i].StringSlice()
+			switch {
+			case p.err != nil && try == 0 && goredis.HasErrorPrefix(p.err, "NOSCRIPT"):
+				again = append(again, p)
+				continue
+			case p.err != nil:
+			case werr != nil:
+				p.err = werr
+			case int(acked) < b.minReplicas:
+				p.err = fmt.Errorf("%w: %d of %d within %v", errNotReplicated, acked, b.minReplicas, b.waitTimeout)
+			}
+			close(p.done)
+		}
+		ps = again
 	}
 }

@@ -55,6 +55,22 @@ func WithClock(now func() time.Time) Option {
 	return func(s *Store) { s.now = now }
 }
 
+// WithMinReplicas makes Update wait until n replicas of the master that
+// took the write have acknowledged it (Redis' WAIT, on the connection
+// that wrote), for at most timeout, and fail with ErrUnavailable when
+// fewer did: the registrar then answers 503 rather than 200, so a binding
+// that was acknowledged survives the loss of its master (a Sentinel or
+// Cluster failover promotes a replica that has it). Without it,
+// replication is asynchronous and the last writes before a failover can
+// be lost (the device's next registration restores its binding). n = 0:
+// no wait.
+func WithMinReplicas(n int, timeout time.Duration) Option {
+	return func(s *Store) {
+		s.batch.minReplicas = n
+		s.batch.waitTimeout = timeout
+	}
+}
+
 // New returns a Store on client. The client stays the caller's: Close does
 // not close it.
 func New(client goredis.UniversalClient, opts ...Option) *Store {
@@ -224,6 +240,9 @@ func (s *Store) Update(ctx context.Context, aor string, u location.Update) ([]lo
 func (s *Store) Lookup(ctx context.Context, aor string) ([]location.Binding, error) {
 	vals, err := s.c.HGetAll(ctx, Key(aor)).Result()
 	if err != nil {
+		if cc, ok := s.c.(*goredis.ClusterClient); ok {
+			cc.ReloadState(ctx) // see reloadOnFailure
+		}
 		return nil, fail(err)
 	}
 	now := s.now().UnixMilli()
