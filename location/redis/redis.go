@@ -14,6 +14,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/sipfed/sipfed/internal/redisbatch"
 	"github.com/sipfed/sipfed/location"
 )
 
@@ -28,10 +29,6 @@ func Key(aor string) string { return keyPrefix + "{" + aor + "}" }
 //go:embed update.lua
 var updateLua string
 
-// updateScript is run with EVALSHA, and EVAL when Redis does not know it
-// (after a restart or failover).
-var updateScript = goredis.NewScript(updateLua)
-
 // Store is a location.Store in Redis: single server, Sentinel or Cluster.
 //
 // Each AOR is a hash (Key) with one field per device (Binding.Key) whose
@@ -41,7 +38,7 @@ var updateScript = goredis.NewScript(updateLua)
 type Store struct {
 	c     goredis.UniversalClient
 	now   func() time.Time
-	batch *batcher // Update's scripts, pipelined under load
+	batch *redisbatch.Batcher // Update's scripts, pipelined under load
 }
 
 var _ location.Store = (*Store)(nil)
@@ -65,16 +62,13 @@ func WithClock(now func() time.Time) Option {
 // be lost (the device's next registration restores its binding). n = 0:
 // no wait.
 func WithMinReplicas(n int, timeout time.Duration) Option {
-	return func(s *Store) {
-		s.batch.minReplicas = n
-		s.batch.waitTimeout = timeout
-	}
+	return func(s *Store) { s.batch.SetMinReplicas(n, timeout) }
 }
 
 // New returns a Store on client. The client stays the caller's: Close does
 // not close it.
 func New(client goredis.UniversalClient, opts ...Option) *Store {
-	s := &Store{c: client, now: time.Now, batch: &batcher{c: client, maxQueued: maxQueued}}
+	s := &Store{c: client, now: time.Now, batch: redisbatch.New(client, updateLua)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -222,13 +216,17 @@ func (s *Store) Update(ctx context.Context, aor string, u location.Update) ([]lo
 		}
 		args = append(args, b.Key(), b.Expires.UnixMilli(), v)
 	}
-	vals, err := s.batch.eval(ctx, []string{Key(aor)}, args)
+	reply, err := s.batch.Eval(ctx, []string{Key(aor)}, args)
 	if err != nil {
 		return nil, fail(err)
 	}
+	// The script's reply: field, value, field, value… as bulk strings.
+	vals, _ := reply.([]any)
 	rs := make([]record, 0, len(vals)/2)
 	for i := 0; i+1 < len(vals); i += 2 {
-		if r, ok := decode(aor, vals[i], vals[i+1]); ok {
+		f, _ := vals[i].(string)
+		v, _ := vals[i+1].(string)
+		if r, ok := decode(aor, f, v); ok {
 			rs = append(rs, r)
 		}
 	}

@@ -1,4 +1,7 @@
-package redis
+// Package redisbatch runs one Lua script for many concurrent callers over
+// a go-redis client, auto-pipelined: the calls that arrive while others
+// are on their way go together as one pipeline.
+package redisbatch
 
 import (
 	"context"
@@ -12,7 +15,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
-// batcher sends the updates that arrive while others are on their way to
+// Batcher sends the updates that arrive while others are on their way to
 // Redis together, as one pipeline: one write and one read for the lot, on
 // both sides, instead of a round trip each (auto-pipelining, as rueidis
 // does). Nothing waits to fill a batch: with one update at a time a batch
@@ -23,15 +26,17 @@ import (
 // a free slot sends the queue, its own update included; when its batch is
 // answered and more have queued, a goroutine of its own carries on, so no
 // caller waits longer than its own batch.
-type batcher struct {
-	c goredis.UniversalClient
+type Batcher struct {
+	c      goredis.UniversalClient
+	script *goredis.Script
+	src    string // the script's source, for EVAL after NOSCRIPT
 
 	mu        sync.Mutex
 	queue     []*pendingEval
 	inflight  int
-	maxQueued int // maxQueued unless a test says otherwise
+	maxQueued int // MaxQueued unless a test says otherwise
 
-	minReplicas int           // WithMinReplicas: WAIT for this many replicas after each pipeline
+	minReplicas int           // SetMinReplicas: WAIT for this many replicas after each pipeline
 	waitTimeout time.Duration // and at most this long
 
 	pipelined atomic.Uint64 // updates sent in a pipeline of two or more
@@ -44,31 +49,51 @@ const maxInflight = 2
 // maxBatch bounds a pipeline (a write of roughly a kilobyte per update).
 const maxBatch = 128
 
-// maxQueued bounds the updates waiting for a pipeline slot: beyond it (a
+// MaxQueued bounds the updates waiting for a pipeline slot: beyond it (a
 // Redis that stopped answering, with both slots stuck until their
 // deadline) an update fails at once rather than adding to the pile.
-const maxQueued = 10_000
+const MaxQueued = 10_000
 
-var errQueueFull = errors.New("too many updates waiting for Redis")
+// ErrQueueFull: MaxQueued updates are already waiting.
+var ErrQueueFull = errors.New("too many updates waiting for Redis")
+
+// New returns a Batcher running the script src on c.
+func New(c goredis.UniversalClient, src string) *Batcher {
+	return &Batcher{c: c, script: goredis.NewScript(src), src: src, maxQueued: MaxQueued}
+}
+
+// SetMinReplicas makes every pipeline end with a WAIT for n replicas,
+// for at most timeout, on the connection that wrote it; a call whose
+// write fewer replicas acknowledged fails with an error wrapping
+// ErrNotReplicated. Set it before the first Eval.
+func (b *Batcher) SetMinReplicas(n int, timeout time.Duration) {
+	b.minReplicas, b.waitTimeout = n, timeout
+}
+
+// SetMaxQueued sets how many calls may wait for a pipeline (tests).
+func (b *Batcher) SetMaxQueued(n int) { b.maxQueued = n }
+
+// Pipelined returns how many calls went in pipelines of two or more.
+func (b *Batcher) Pipelined() uint64 { return b.pipelined.Load() }
 
 type pendingEval struct {
 	deadline time.Time // the caller's; zero: none
 	keys     []string
 	args     []any
-	vals     []string
+	val      any
 	err      error
 	done     chan struct{}
 }
 
-// eval runs updateScript with keys and args in the next pipeline and
-// returns its reply as strings.
-func (b *batcher) eval(ctx context.Context, keys []string, args []any) ([]string, error) {
+// Eval runs the script with keys and args in the next pipeline and
+// returns its reply.
+func (b *Batcher) Eval(ctx context.Context, keys []string, args []any) (any, error) {
 	p := &pendingEval{keys: keys, args: args, done: make(chan struct{})}
 	p.deadline, _ = ctx.Deadline()
 	b.mu.Lock()
 	if len(b.queue) >= b.maxQueued {
 		b.mu.Unlock()
-		return nil, errQueueFull
+		return nil, ErrQueueFull
 	}
 	b.queue = append(b.queue, p)
 	if b.inflight < maxInflight {
@@ -82,14 +107,14 @@ func (b *batcher) eval(ctx context.Context, keys []string, args []any) ([]string
 	}
 	select {
 	case <-p.done:
-		return p.vals, p.err
+		return p.val, p.err
 	case <-ctx.Done():
 		return nil, ctx.Err() // the update may still be applied, as after a timeout
 	}
 }
 
 // take removes up to maxBatch pending updates from the queue; b.mu held.
-func (b *batcher) take() []*pendingEval {
+func (b *Batcher) take() []*pendingEval {
 	n := min(len(b.queue), maxBatch)
 	batch := b.queue[:n:n]
 	if n == len(b.queue) {
@@ -102,7 +127,7 @@ func (b *batcher) take() []*pendingEval {
 
 // next sends what queued meanwhile on a goroutine of its own, or frees
 // the slot.
-func (b *batcher) next() {
+func (b *Batcher) next() {
 	b.mu.Lock()
 	if len(b.queue) == 0 {
 		b.inflight--
@@ -120,7 +145,7 @@ func (b *batcher) next() {
 // run sends batch as one pipeline of EVALSHAs. An update that Redis
 // answers NOSCRIPT (a restart or failover emptied its script cache) is
 // run again alone with EVAL.
-func (b *batcher) run(batch []*pendingEval) {
+func (b *Batcher) run(batch []*pendingEval) {
 	// Each caller's context bounds its own wait; the pipeline ends by the
 	// latest of their deadlines (and the client's read and write
 	// timeouts), so one caller giving up early fails nobody else, and a
@@ -148,7 +173,7 @@ func (b *batcher) run(batch []*pendingEval) {
 	}
 	if len(batch) == 1 {
 		p := batch[0]
-		p.vals, p.err = updateScript.Run(ctx, b.c, p.keys, p.args...).StringSlice()
+		p.val, p.err = b.script.Run(ctx, b.c, p.keys, p.args...).Result()
 		close(p.done)
 		return
 	}
@@ -156,20 +181,20 @@ func (b *batcher) run(batch []*pendingEval) {
 	pipe := b.c.Pipeline()
 	cmds := make([]*goredis.Cmd, len(batch))
 	for i, p := range batch {
-		cmds[i] = pipe.EvalSha(ctx, updateScript.Hash(), p.keys, p.args...)
+		cmds[i] = pipe.EvalSha(ctx, b.script.Hash(), p.keys, p.args...)
 	}
 	pipe.Exec(ctx) // each command carries its own error
 	for i, p := range batch {
-		p.vals, p.err = cmds[i].StringSlice()
+		p.val, p.err = cmds[i].Result()
 		if p.err != nil && goredis.HasErrorPrefix(p.err, "NOSCRIPT") {
-			p.vals, p.err = updateScript.Run(ctx, b.c, p.keys, p.args...).StringSlice()
+			p.val, p.err = b.script.Run(ctx, b.c, p.keys, p.args...).Result()
 		}
 		close(p.done)
 	}
 }
 
-// errNotReplicated: WAIT returned before enough replicas had the write.
-var errNotReplicated = errors.New("update not acknowledged by enough replicas")
+// ErrNotReplicated: WAIT returned before enough replicas had the write.
+var ErrNotReplicated = errors.New("update not acknowledged by enough replicas")
 
 // scripter is a client that can run the update script in a pipeline: a
 // single server's or Sentinel's client, or one cluster node's.
@@ -185,7 +210,7 @@ type scripter interface {
 // the client last saw it (a slot that moved meanwhile gives MOVED, an
 // error, and the update fails like any other; the client learns the new
 // layout from it).
-func (b *batcher) runReplicated(ctx context.Context, batch []*pendingEval) {
+func (b *Batcher) runReplicated(ctx context.Context, batch []*pendingEval) {
 	cc, ok := b.c.(*goredis.ClusterClient)
 	if !ok {
 		b.pipeWait(ctx, b.c, batch)
@@ -218,13 +243,14 @@ func (b *batcher) runReplicated(ctx context.Context, batch []*pendingEval) {
 // reloads by itself on MOVED, but not after a connection to a dead
 // master is refused, and it kept dialing one for over 30 s after its
 // replica had taken over (TestFailover/cluster/async).
-func (b *batcher) reloadOnFailure(batch []*pendingEval) {
+func (b *Batcher) reloadOnFailure(batch []*pendingEval) {
 	cc, ok := b.c.(*goredis.ClusterClient)
 	if !ok {
 		return
 	}
 	for _, p := range batch {
-		if p.err != nil && !errors.Is(p.err, errNotReplicated) && !goredis.HasErrorPrefix(p.err, "STALE_CSEQ") && !goredis.HasErrorPrefix(p.err, "TOO_MANY_CONTACTS") {
+		var reply goredis.Error
+		if p.err != nil && !errors.Is(p.err, ErrNotReplicated) && !(errors.As(p.err, &reply) && !isClusterError(reply)) {
 			cc.ReloadState(context.Background())
 			return
 		}
@@ -235,15 +261,15 @@ func (b *batcher) reloadOnFailure(batch []*pendingEval) {
 // Redis did not run for NOSCRIPT (a restart or failover emptied its
 // script cache) go again, with the script, in a second one; the others
 // are not sent twice, which their CSeq check would refuse.
-func (b *batcher) pipeWait(ctx context.Context, c scripter, ps []*pendingEval) {
+func (b *Batcher) pipeWait(ctx context.Context, c scripter, ps []*pendingEval) {
 	for try := 0; len(ps) > 0; try++ {
 		pipe := c.Pipeline()
 		cmds := make([]*goredis.Cmd, len(ps))
 		for i, p := range ps {
 			if try == 0 {
-				cmds[i] = pipe.EvalSha(ctx, updateScript.Hash(), p.keys, p.args...)
+				cmds[i] = pipe.EvalSha(ctx, b.script.Hash(), p.keys, p.args...)
 			} else {
-				cmds[i] = pipe.Eval(ctx, updateLua, p.keys, p.args...)
+				cmds[i] = pipe.Eval(ctx, b.src, p.keys, p.args...)
 			}
 		}
 		wait := pipe.Do(ctx, "wait", b.minReplicas, b.waitTimeout.Milliseconds())
@@ -251,7 +277,7 @@ func (b *batcher) pipeWait(ctx context.Context, c scripter, ps []*pendingEval) {
 		acked, werr := wait.Int64()
 		var again []*pendingEval
 		for i, p := range ps {
-			p.vals, p.err = cmds[i].StringSlice()
+			p.val, p.err = cmds[i].Result()
 			switch {
 			case p.err != nil && try == 0 && goredis.HasErrorPrefix(p.err, "NOSCRIPT"):
 				again = append(again, p)
@@ -260,10 +286,21 @@ func (b *batcher) pipeWait(ctx context.Context, c scripter, ps []*pendingEval) {
 			case werr != nil:
 				p.err = werr
 			case int(acked) < b.minReplicas:
-				p.err = fmt.Errorf("%w: %d of %d within %v", errNotReplicated, acked, b.minReplicas, b.waitTimeout)
+				p.err = fmt.Errorf("%w: %d of %d within %v", ErrNotReplicated, acked, b.minReplicas, b.waitTimeout)
 			}
 			close(p.done)
 		}
 		ps = again
 	}
+}
+
+// isClusterError reports whether a reply from Redis says the cluster's
+// layout changed or is broken (rather than the script refusing).
+func isClusterError(e goredis.Error) bool {
+	for _, p := range []string{"MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "LOADING", "MASTERDOWN"} {
+		if goredis.HasErrorPrefix(e, p) {
+			return true
+		}
+	}
+	return false
 }
