@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/sipfed/sipfed/sipcore"
 )
@@ -26,6 +27,8 @@ type Server struct {
 	creds    CredentialStore
 	macs     *macPool
 	nc       *ncTracker
+	shared   *sharedNC // WithSharedNonceCounts; nil: nc alone
+	sharedC  goredis.UniversalClient
 	lifetime time.Duration
 	offer    []algorithm
 	legacyUA []string
@@ -56,6 +59,14 @@ func WithNonceLifetime(d time.Duration) Option { return func(s *Server) { s.life
 // WithClock sets the clock (time.Now by default); tests use it to age
 // nonces.
 func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
+
+// WithSharedNonceCounts keeps the nonce counts in Redis (client c), so
+// that an Authorization replayed to another node of the domain is
+// refused there too; see sharedNC. Without it each node tracks the counts
+// it saw.
+func WithSharedNonceCounts(c goredis.UniversalClient) Option {
+	return func(s *Server) { s.sharedC = c }
+}
 
 // WithLogger sets the logger (slog.Default by default).
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
@@ -145,6 +156,9 @@ func NewServer(creds CredentialStore, secret []byte, opts ...Option) *Server {
 		o(s)
 	}
 	s.nc = newNCTracker(s.lifetime, maxTracked)
+	if s.sharedC != nil {
+		s.shared = newSharedNC(s.sharedC, s.nc, s.lifetime, s.log)
+	}
 	return s
 }
 
@@ -248,7 +262,12 @@ func (s *Server) Authenticate(ctx context.Context, req *sip.Request, realm strin
 	}
 
 	nc, _ := strconv.ParseUint(c.nc, 16, 32)
-	forced, err := s.nc.use(key, issued, uint32(nc), now)
+	var forced bool
+	if s.shared != nil {
+		_, err = s.shared.use(ctx, c.username, realm, key, issued, uint32(nc), now)
+	} else {
+		forced, err = s.nc.use(key, issued, uint32(nc), now)
+	}
 	if forced {
 		s.log.Warn("auth: nonce-count tracker full, dropped older nonces early; raise capacity or shorten the nonce lifetime", "max", maxTracked)
 	}

@@ -168,7 +168,13 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	secret := s.nonceSecret()
 	guard := s.newGuard()
-	authSrv := auth.NewServer(creds, secret, auth.WithLogger(s.log), auth.WithAlgorithms(cfg.DigestAlgorithms...), auth.WithMD5OnlyAgents(cfg.MD5OnlyAgents...), auth.WithGuard(guard))
+	authOpts := []auth.Option{auth.WithLogger(s.log), auth.WithAlgorithms(cfg.DigestAlgorithms...), auth.WithMD5OnlyAgents(cfg.MD5OnlyAgents...), auth.WithGuard(guard)}
+	if s.rdb != nil {
+		// The domain's nodes share the nonce counts, as they share the
+		// secret: a replay to another node is refused there too.
+		authOpts = append(authOpts, auth.WithSharedNonceCounts(s.rdb))
+	}
+	authSrv := auth.NewServer(creds, secret, authOpts...)
 
 	// Listeners first: the proxy puts their real ports in Via and
 	// Record-Route.
