@@ -502,7 +502,10 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 		timerCC = timerC.C
 	}
 	var noAnswer <-chan time.Time
-	if failover {
+	// Another node of the domain that holds the device's flow and does
+	// not answer within the failover timeout is gone (as a federation
+	// target would be): its device is away, not ringing for 32 s.
+	if failover || b.target.node {
 		t := time.NewTimer(p.failoverTimeout)
 		defer t.Stop()
 		noAnswer = t.C
@@ -556,12 +559,19 @@ func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop res
 			if cancelSent || cancelWanted {
 				return false, synth(c.req, 487, "Request Terminated")
 			}
+			if b.target.node {
+				return false, synth(c.req, 480, "Temporarily Unavailable")
+			}
 			return false, synth(c.req, 408, "Request Timeout")
 		case <-cancelDeadline:
 			return false, synth(c.req, 487, "Request Terminated")
 		case <-noAnswer:
 			p.res.MarkDown(hop, p.markDown)
 			p.log.Info("no answer from target", "call_id", sipcore.CallID(c.req), "target", hop.String(), "after", p.failoverTimeout)
+			if !failover {
+				sendCancel() // in case it was only slow
+				return false, synth(c.req, 480, "Temporarily Unavailable")
+			}
 			return true, nil
 		case <-timerCC:
 			// Timer C (§16.6 step 11): CANCEL a ringing branch, or give up
@@ -680,6 +690,9 @@ func (p *Proxy) prepare(in *sip.Request, loop string, b *branch, hop resolver.Ta
 	via.Params.Add("branch", p.sign.branch(loop, r.Via()))
 	via.Params.Add("rport", "")
 	r.PrependHeader(via)
+	if b.target.node {
+		r.AppendHeader(sip.NewHeader(nodeHeader, p.sign.nodeAssertion(r, time.Now())))
+	}
 	r.SetTransport(strings.ToUpper(transport))
 	r.SetDestination(hop.AddrPort().String())
 	if transport == resolver.TLS && p.tlsExpect != nil && b.target.domain != "" {

@@ -235,6 +235,7 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 	fwd := req.Clone()
 	ourDialog := false
 	var flow *resolver.Target // where the phone behind NAT this goes to really is (flow.go)
+	nodeFlow := false         // flow is a device's whose Path names this node (node.go)
 	for {
 		r := fwd.Route()
 		if r == nil || !p.isOurs(r.Address) {
@@ -247,13 +248,24 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 				flow = &t
 			}
 		}
+		if nf, ok := r.Address.UriParams.Get(nodeFlowParam); ok && flow == nil {
+			if t, ok := p.nodeFlow(nf); ok {
+				flow, nodeFlow = &t, true
+			}
+		}
 		fwd.RemoveHeader("Route")
 	}
 	if fwd.Route() != nil {
-		flow = nil // another hop first (a flow is for the phone we reach ourselves)
+		flow, nodeFlow = nil, false // another hop first (a flow is for the phone we reach ourselves)
 	}
 	inDialog := hasToTag(req)
-	challenge := !(inDialog && ourDialog)
+	// A node of the domain that routed this to a flow of ours applied the
+	// policy already; its assertion goes no further.
+	fromNode := nodeFlow && p.sign.nodeAsserted(req, time.Now())
+	if fwd.GetHeader(nodeHeader) != nil {
+		fwd.RemoveHeader(nodeHeader)
+	}
+	challenge := !(inDialog && ourDialog) && !fromNode
 
 	// §16.2: 100 Trying at once, before anything that may wait (the
 	// credential store, the location store, DNS), so that a UDP caller
@@ -304,7 +316,7 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 	var plan [][]branchTarget
 	switch {
 	case flow != nil:
-		plan = [][]branchTarget{{{hop: *flow, flow: true}}}
+		plan = [][]branchTarget{{{hop: *flow, flow: true, browser: nodeFlow && isWebSocket(flow.Transport)}}}
 	case fwd.Route() != nil:
 		plan, err = p.uriTargets(ctx, fwd.Route().Address)
 	case !inDialog && p.domains[strings.ToLower(fwd.Recipient.Host)]:
@@ -437,7 +449,10 @@ type branchTarget struct {
 	flow    bool              // the device's own flow (NAT, RFC 5626): keep its transport
 	domain  string            // the SIP domain a federation target is reached for (TLS: RFC 5922)
 	browser bool              // a browser of ours (registered over WebSocket): WebRTC media
+	node    bool              // through another node of the domain, which holds the device's flow (node.go)
 }
+
+func isWebSocket(transport string) bool { return transport == "ws" || transport == "wss" }
 
 // lookup makes the fork plan for a user of ours (§16.5): one group per q
 // value, highest first; parallel inside a group.
@@ -506,6 +521,18 @@ func (p *Proxy) bindingTarget(ctx context.Context, b *location.Binding) (branchT
 		if err := parseNameAddr(b.Path[0], &first); err != nil {
 			return branchTarget{}, fmt.Errorf("proxy: path %q: %w", b.Path[0], err)
 		}
+		if nf, ok := first.UriParams.Get(nodeFlowParam); ok {
+			if p.isOurs(first) && len(b.Path) == 1 {
+				// Our own Path: the flow is ours to use.
+				hop, ok := p.nodeFlow(nf)
+				if !ok {
+					return branchTarget{}, fmt.Errorf("proxy: path %q: bad flow", b.Path[0])
+				}
+				t.hop, t.flow, t.browser = hop, true, isWebSocket(hop.Transport)
+				return t, nil
+			}
+			t.node = true // another node of ours holds the flow
+		}
 		hops, err := p.res.Resolve(ctx, first)
 		if err != nil {
 			return branchTarget{}, fmt.Errorf("proxy: path %q: %w", b.Path[0], err)
@@ -527,7 +554,7 @@ func (p *Proxy) bindingTarget(ctx context.Context, b *location.Binding) (branchT
 			t.hop.Transport = resolver.UDP
 		}
 		t.flow = true
-		t.browser = t.hop.Transport == "ws" || t.hop.Transport == "wss"
+		t.browser = isWebSocket(t.hop.Transport)
 		return t, nil
 	}
 	hops, err := p.res.Resolve(ctx, contact)

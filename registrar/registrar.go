@@ -41,6 +41,7 @@ type Registrar struct {
 	retryAfter     int
 	nodeID         string
 	keepFlow       func(transport, source string, until time.Time)
+	edgePath       func(transport, source string) string
 	now            func() time.Time
 	log            *slog.Logger
 }
@@ -72,6 +73,16 @@ func WithFlowKeeper(f func(transport, source string, until time.Time)) Option {
 // flowGrace is how long a registered connection stays open after its
 // binding's expiry, for a re-registration that comes a little late.
 const flowGrace = 30 * time.Second
+
+// WithEdgePath makes the registrar store, with a binding that must be
+// reached over the flow it registered from (a connection, or a NAT) and
+// whose REGISTER came with no Path, the Path f returns for that flow: the
+// node that holds it, for the other nodes of the domain to route through
+// (RFC 5626 §5; proxy.NodePath). The 200 echoes only the REGISTER's own
+// Path.
+func WithEdgePath(f func(transport, source string) string) Option {
+	return func(r *Registrar) { r.edgePath = f }
+}
 
 // WithClock replaces time.Now (tests).
 func WithClock(now func() time.Time) Option { return func(r *Registrar) { r.now = now } }
@@ -174,6 +185,12 @@ func (r *Registrar) Register(ctx context.Context, req *sip.Request) (*sip.Respon
 		if h := req.GetHeader("User-Agent"); h != nil {
 			ua = sipcore.Sanitize(h.Value())
 		}
+		var edge []string // this node's Path for a device on its flow
+		if len(path) == 0 && r.edgePath != nil {
+			if e := r.edgePath(transport, req.Source()); e != "" {
+				edge = []string{e}
+			}
+		}
 		for i := range contacts {
 			c := &contacts[i]
 			if c.expires == 0 {
@@ -197,6 +214,9 @@ func (r *Registrar) Register(ctx context.Context, req *sip.Request) (*sip.Respon
 				NodeID:     r.nodeID,
 				UserAgent:  ua,
 			})
+			if b := &u.Set[len(u.Set)-1]; b.NAT && edge != nil {
+				b.Path = edge
+			}
 		}
 	}
 	var bindings []location.Binding

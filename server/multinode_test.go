@@ -1,14 +1,19 @@
 package server_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/sipfed/sipfed/internal/testenv"
 	"github.com/sipfed/sipfed/server"
@@ -75,5 +80,121 @@ func TestReplayToAnotherNodeRefused(t *testing.T) {
 	}
 	if got := roundTrip(msg("z9hG4bK4", 4, authz(2)), node2); !strings.HasPrefix(got, "SIP/2.0 200") {
 		t.Fatalf("the next nonce count on node 2:\n%s", got)
+	}
+}
+
+// TestAnyNodeReachesAFlowOfAnother: bob's phone registers over TCP with
+// node 1, so only node 1's connection reaches it. Alice's MESSAGE reaches
+// it through node 2 all the same: node 1 stored itself as the binding's
+// Path with the flow (RFC 5626 §5), node 2 routes through it, and node 1
+// trusts node 2's signed word that alice was authenticated. When node 1
+// is gone, node 2 answers 480 at once, not after a timeout.
+func TestAnyNodeReachesAFlowOfAnother(t *testing.T) {
+	r := testenv.StartRedis(t)
+	users := usersFile(t, "a.test", "alice", "bob")
+	cfg1 := server.Config{Domains: []string{"a.test"}, Users: users, Store: r.URL(), NodeID: "n1",
+		Listen: []string{"udp:127.0.0.1:0", "tcp:127.0.0.1:0"}, Logger: testLogger()}
+	node1, err := server.New(cfg1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go node1.Serve()
+	stopped := false
+	stop1 := func() {
+		if !stopped {
+			stopped = true
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			node1.Shutdown(ctx)
+		}
+	}
+	t.Cleanup(stop1)
+	node2 := start(t, server.Config{Domains: []string{"a.test"}, Users: users, Store: r.URL(), NodeID: "n2"})
+
+	// Bob's phone: one user agent that registers over TCP and answers
+	// on that connection.
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("bob-phone"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ua.Close() })
+	phone, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got atomic.Int32
+	messagePhone(&got)(phone)
+	bob, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := request(sip.REGISTER, "bob@a.test", "bob@a.test", node1.Addr("tcp"))
+	reg.Recipient = sip.Uri{Scheme: "sip", Host: "a.test"}
+	reg.SetTransport("TCP")
+	// A Contact nobody listens on: only the connection reaches bob.
+	reg.AppendHeader(sip.NewHeader("Contact", "<sip:bob@127.0.0.1:9;transport=tcp>"))
+	if res := do(t, bob, reg, "bob"); res.StatusCode != 200 {
+		t.Fatalf("REGISTER over TCP with node 1: %d %s", res.StatusCode, res.Reason)
+	}
+
+	alice := newClient(t, "alice-phone")
+	send := func() *sip.Response {
+		msg := request(sip.MESSAGE, "alice@a.test", "bob@a.test", node2.Addr("udp"))
+		msg.SetBody([]byte("hello"))
+		msg.AppendHeader(sip.NewHeader("Content-Type", "text/plain"))
+		return do(t, alice, msg, "alice")
+	}
+	if res := send(); res.StatusCode != 200 || got.Load() != 1 {
+		t.Fatalf("MESSAGE through node 2: %d %s, bob's phone got %d", res.StatusCode, res.Reason, got.Load())
+	}
+
+	// Bob's Path, as any node reads it from the store: a device that
+	// learned it, or anyone who saw it, may not use it to skip the
+	// policy. A made-up or copied node assertion does not help.
+	rc := goredis.NewClient(&goredis.Options{Addr: r.Addr})
+	defer rc.Close()
+	vals, err := rc.HVals(context.Background(), "sipfed:loc:{bob@a.test}").Result()
+	if err != nil || len(vals) != 1 {
+		t.Fatalf("bob's binding in Redis: %v %v", vals, err)
+	}
+	var wire struct {
+		Path []string `json:"p"`
+	}
+	json.Unmarshal([]byte(vals[0]), &wire)
+	if len(wire.Path) != 1 || !strings.Contains(wire.Path[0], ";nf=") {
+		t.Fatalf("bob's binding %s: want node 1's Path with the flow", vals[0])
+	}
+	mallory := newClient(t, "mallory")
+	for _, tc := range []struct {
+		name, from, assertion string
+		want                  int
+	}{
+		{"another domain", "mallory@evil.test", "", 403},
+		{"another domain, made-up assertion", "mallory@evil.test", "t=" + fmt.Sprint(time.Now().Unix()) + ";m=AAAAAAAAAAAAAAAAAAAAAA", 403},
+		{"a user of ours without credentials", "alice@a.test", "", 407},
+	} {
+		msg := request(sip.MESSAGE, tc.from, "bob@127.0.0.1:9;transport=tcp", node1.Addr("udp"))
+		msg.AppendHeader(sip.NewHeader("Route", wire.Path[0]))
+		if tc.assertion != "" {
+			msg.AppendHeader(sip.NewHeader("Sipfed-Node", tc.assertion))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := mallory.Do(ctx, msg)
+		cancel()
+		if err != nil || res.StatusCode != tc.want {
+			t.Fatalf("%s, with bob's Path straight to node 1: %v %v, want %d", tc.name, res, err, tc.want)
+		}
+	}
+	if got.Load() != 1 {
+		t.Fatalf("bob's phone got %d MESSAGEs, want 1", got.Load())
+	}
+
+	stop1()
+	start := time.Now()
+	if res := send(); res.StatusCode != 480 {
+		t.Fatalf("MESSAGE through node 2 with node 1 gone: %d %s, want 480", res.StatusCode, res.Reason)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the 480 took %v", d)
 	}
 }

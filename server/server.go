@@ -222,14 +222,19 @@ func New(cfg Config) (_ *Server, err error) {
 		pxOpts = append(pxOpts, proxy.WithMediaAnchor(anchor{s.bridge}))
 	}
 
-	rg := registrar.New(cfg.Domains, s.store, authSrv,
-		registrar.WithExpires(cfg.MinExpires, cfg.MaxExpires, cfg.DefaultExpires),
+	var px *proxy.Proxy
+	rgOpts := []registrar.Option{registrar.WithExpires(cfg.MinExpires, cfg.MaxExpires, cfg.DefaultExpires),
 		registrar.WithMaxContacts(cfg.MaxContacts),
 		registrar.WithNodeID(cfg.NodeID),
 		registrar.WithFlowKeeper(s.keepFlow),
-		registrar.WithLogger(s.log))
+		registrar.WithLogger(s.log)}
+	if s.rdb != nil {
+		// Bindings are shared with the domain's other nodes: a device
+		// on a flow of this node is reached through this node.
+		rgOpts = append(rgOpts, registrar.WithEdgePath(func(transport, source string) string { return px.NodePath(transport, source) }))
+	}
+	rg := registrar.New(cfg.Domains, s.store, authSrv, rgOpts...)
 
-	var px *proxy.Proxy
 	stray := func(r *sip.Response) {
 		if px != nil {
 			px.HandleStrayResponse(r)
