@@ -85,6 +85,7 @@ type Proxy struct {
 	accepted        *inviteBranches // INVITEs over UDP answered 2xx, whose transactions ended at once (collector.respondFrom)
 	finals          *finalCache     // non-INVITEs over UDP: their relayed final responses, the transactions ended at once
 	inviteTxs       sync.Map        // key (inviteKey) → *inviteTx: our INVITE client transactions
+	late            lateForks       // INVITEs in progress to users of ours, for devices that register meanwhile
 	anchor          MediaAnchor     // the media bridge for browsers; nil: none
 	mediaDialogs    sync.Map        // dialogKey → *bridgedDialog
 	bridgedDialogs  atomic.Int64    // entries of mediaDialogs
@@ -314,6 +315,7 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 	// Where to: a Route still there (in-dialog, or preloaded), our own
 	// domain's users, or another domain.
 	var plan [][]branchTarget
+	late := "" // the AOR whose devices registering meanwhile join the call
 	switch {
 	case flow != nil:
 		plan = [][]branchTarget{{{hop: *flow, flow: true, browser: nodeFlow && isWebSocket(flow.Transport)}}}
@@ -321,6 +323,9 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 		plan, err = p.uriTargets(ctx, fwd.Route().Address)
 	case !inDialog && p.domains[strings.ToLower(fwd.Recipient.Host)]:
 		plan, err = p.lookup(ctx, fwd)
+		if req.IsInvite() {
+			late = fwd.Recipient.User + "@" + strings.ToLower(fwd.Recipient.Host)
+		}
 	default:
 		plan, err = p.uriTargets(ctx, fwd.Recipient)
 	}
@@ -333,7 +338,7 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 			return err
 		}
 	}
-	return p.relay(ctx, req, fwd, tx, plan, !inDialog && recordRoutes(req.Method), &call, media)
+	return p.relay(ctx, req, fwd, tx, plan, !inDialog && recordRoutes(req.Method), &call, media, late)
 }
 
 // callRecord is what the log line of an INVITE says: how many branches
@@ -450,6 +455,7 @@ type branchTarget struct {
 	domain  string            // the SIP domain a federation target is reached for (TLS: RFC 5922)
 	browser bool              // a browser of ours (registered over WebSocket): WebRTC media
 	node    bool              // through another node of the domain, which holds the device's flow (node.go)
+	key     string            // the binding's Key (late forking: the devices a call has tried)
 }
 
 func isWebSocket(transport string) bool { return transport == "ws" || transport == "wss" }
@@ -495,6 +501,7 @@ func (p *Proxy) lookup(ctx context.Context, req *sip.Request) ([][]branchTarget,
 			p.log.Debug("binding unusable", "aor", aor, "contact", b.Contact, "error", err)
 			continue
 		}
+		t.key = b.Key()
 		if b.Q != lastQ {
 			plan = append(plan, nil)
 			lastQ = b.Q
@@ -604,7 +611,10 @@ func (p *Proxy) uriTargets(ctx context.Context, uri sip.Uri) ([][]branchTarget, 
 // media is the bridge of the call an in-dialog request belongs to; an
 // initial INVITE's branches get their own (anchorBranch), and those that
 // do not win are closed here.
-func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerTransaction, plan [][]branchTarget, recordRoute bool, call *callRecord, media MediaSession) error {
+//
+// late, when not "", is the AOR the INVITE goes to: its devices that
+// register while it is in progress get a branch too (late.go).
+func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerTransaction, plan [][]branchTarget, recordRoute bool, call *callRecord, media MediaSession, late string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c := &collector{p: p, req: req, tx: tx, loop: loopHash(req), media: media}
@@ -618,6 +628,17 @@ func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerT
 			// CANCELed (or over) before we forwarded anything.
 			return nil
 		}
+	}
+	var lf *lateFork
+	if late != "" {
+		lf = &lateFork{c: c, ctx: ctx, rr: recordRoute, known: make(map[string]bool)}
+		for _, group := range plan {
+			for _, t := range group {
+				lf.known[t.key] = true
+			}
+		}
+		p.late.add(late, lf)
+		defer p.late.remove(late, lf)
 	}
 	defer func() {
 		c.mu.Lock()
@@ -646,6 +667,11 @@ func (p *Proxy) relay(ctx context.Context, req, fwd *sip.Request, tx sip.ServerT
 		if c.done() || ctx.Err() != nil {
 			break
 		}
+	}
+	if lf != nil {
+		// Before the answer: no branch joins after it, and those that
+		// joined have had theirs.
+		lf.close()
 	}
 	return c.finish()
 }

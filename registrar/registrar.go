@@ -42,6 +42,7 @@ type Registrar struct {
 	nodeID         string
 	keepFlow       func(transport, source string, until time.Time)
 	edgePath       func(transport, source string) string
+	onChange       func(aor string)
 	now            func() time.Time
 	log            *slog.Logger
 }
@@ -83,6 +84,10 @@ const flowGrace = 30 * time.Second
 func WithEdgePath(f func(transport, source string) string) Option {
 	return func(r *Registrar) { r.edgePath = f }
 }
+
+// WithOnChange makes the registrar call f with the AOR after each
+// REGISTER that added or refreshed bindings (the proxy's late forking).
+func WithOnChange(f func(aor string)) Option { return func(r *Registrar) { r.onChange = f } }
 
 // WithClock replaces time.Now (tests).
 func WithClock(now func() time.Time) Option { return func(r *Registrar) { r.now = now } }
@@ -237,6 +242,9 @@ func (r *Registrar) Register(ctx context.Context, req *sip.Request) (*sip.Respon
 		return nil, se
 	case err != nil:
 		return nil, &sipcore.StatusError{Code: 500, Reason: "Server Internal Error", Err: err}
+	}
+	if r.onChange != nil && len(u.Set) > 0 {
+		r.onChange(aor)
 	}
 	if r.keepFlow != nil && len(u.Set) > 0 {
 		if t := strings.ToLower(req.Transport()); t != "udp" {

@@ -198,3 +198,81 @@ func TestAnyNodeReachesAFlowOfAnother(t *testing.T) {
 		t.Errorf("the 480 took %v", d)
 	}
 }
+
+// TestLateFork: bob's first phone rings without answering; while it
+// rings, his second phone registers, gets a branch of the same call and
+// answers it, and the first stops ringing (CANCEL). On one node, told by
+// its own registrar, and across two nodes on one Redis, where the second
+// phone registers with the node that does not hold the call and the
+// news comes through the store's change notifications.
+func TestLateFork(t *testing.T) {
+	for _, multi := range []bool{false, true} {
+		name := "one node"
+		if multi {
+			name = "two nodes"
+		}
+		t.Run(name, func(t *testing.T) {
+			users := usersFile(t, "a.test", "alice", "bob")
+			var callNode, regNode *server.Server
+			if multi {
+				r := testenv.StartRedis(t)
+				callNode = start(t, server.Config{Domains: []string{"a.test"}, Users: users, Store: r.URL(), NodeID: "n1"})
+				regNode = start(t, server.Config{Domains: []string{"a.test"}, Users: users, Store: r.URL(), NodeID: "n2"})
+			} else {
+				callNode = start(t, server.Config{Domains: []string{"a.test"}, Users: users})
+				regNode = callNode
+			}
+			ringing := make(chan struct{}, 1)
+			var canceled atomic.Int32
+			startPhone(t, callNode, "bob", "a.test", func(phone *sipgo.Server) {
+				phone.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+					tx.OnCancel(func(*sip.Request) { canceled.Add(1) })
+					tx.Respond(sip.NewResponseFromRequest(req, 180, "Ringing", nil))
+					ringing <- struct{}{}
+					select {
+					case <-tx.Done():
+					case <-time.After(10 * time.Second):
+					}
+				})
+			})
+
+			alice := newClient(t, "alice-phone")
+			inv := request(sip.INVITE, "alice@a.test", "bob@a.test", callNode.Addr("udp"))
+			inv.AppendHeader(sip.NewHeader("Contact", "<sip:alice@127.0.0.1:9>"))
+			answer := make(chan *sip.Response, 1)
+			go func() { answer <- do(t, alice, inv, "alice") }()
+			select {
+			case <-ringing:
+			case <-time.After(5 * time.Second):
+				t.Fatal("bob's first phone never rang")
+			}
+
+			// Bob's second phone registers now, and answers at once.
+			var second atomic.Int32
+			startPhone(t, regNode, "bob", "a.test", func(phone *sipgo.Server) {
+				phone.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+					second.Add(1)
+					res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+					res.AppendHeader(sip.NewHeader("Contact", "<sip:bob@127.0.0.1:9>"))
+					tx.Respond(res)
+				})
+				phone.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {})
+			})
+			select {
+			case res := <-answer:
+				if res.StatusCode != 200 || second.Load() != 1 {
+					t.Fatalf("the call: %d %s; bob's second phone got %d INVITEs", res.StatusCode, res.Reason, second.Load())
+				}
+			case <-time.After(8 * time.Second):
+				t.Fatal("the call was not answered by the phone that registered while it rang")
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for canceled.Load() == 0 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if canceled.Load() == 0 {
+				t.Error("bob's first phone was not CANCELed")
+			}
+		})
+	}
+}

@@ -228,6 +228,8 @@ func New(cfg Config) (_ *Server, err error) {
 		registrar.WithNodeID(cfg.NodeID),
 		registrar.WithFlowKeeper(s.keepFlow),
 		registrar.WithLogger(s.log)}
+	// A device that registers while a call to its AOR rings joins the call.
+	rgOpts = append(rgOpts, registrar.WithOnChange(func(aor string) { px.Changed(aor) }))
 	if s.rdb != nil {
 		// Bindings are shared with the domain's other nodes: a device
 		// on a flow of this node is reached through this node.
@@ -260,6 +262,9 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	px = proxy.New(cfg.Domains, s.store, authSrv, creds, res, client, listeners, pxOpts...)
+	if w, ok := s.store.(watcher); ok {
+		go s.watchStore(w, px.Changed)
+	}
 	s.sip, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(s.log))
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -546,4 +551,32 @@ func (s *Server) tcpStats() sipcore.ConnStats {
 		}
 	}
 	return sum
+}
+
+// watcher is a location store that tells of changes made by any node
+// (location/redis.Store).
+type watcher interface {
+	Watch(ctx context.Context) (<-chan string, error)
+}
+
+// watchStore passes every AOR whose bindings change, on any node of the
+// domain, to changed (the proxy's late forking) until the server stops.
+// The subscription is made again when it fails (Redis away at start);
+// go-redis renews an established one by itself.
+func (s *Server) watchStore(w watcher, changed func(aor string)) {
+	for s.base.Err() == nil {
+		ch, err := w.Watch(s.base)
+		if err != nil {
+			s.log.Warn("store: no change notifications (late forking across nodes), retrying in 5 s", "error", err)
+			select {
+			case <-s.base.Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
+			continue
+		}
+		for aor := range ch {
+			changed(aor)
+		}
+	}
 }

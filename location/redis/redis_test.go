@@ -409,13 +409,15 @@ func TestPublishOnChange(t *testing.T) {
 	if m := next(); m.Channel != redis.Key(alice) || m.Payload != alice {
 		t.Fatalf("message %q on %q, want %q on %q", m.Payload, m.Channel, alice, redis.Key(alice))
 	}
-	// A query, a stale update and removing an unknown contact change nothing.
+	// A query, a refresh, a stale update and removing an unknown
+	// contact add or remove no device.
 	register(t, s, alice, 2)
-	if _, err := s.Update(ctx, alice, location.Update{CallID: "c1", CSeq: 1, Now: time.Now(),
+	register(t, s, alice, 5, binding("sip:alice@10.0.0.1", time.Hour))
+	if _, err := s.Update(ctx, alice, location.Update{CallID: "c1", CSeq: 4, Now: time.Now(),
 		Set: []location.Binding{binding("sip:alice@10.0.0.1", time.Hour)}}); !errors.Is(err, location.ErrStaleCSeq) {
 		t.Fatalf("stale Update: %v", err)
 	}
-	if _, err := s.Update(ctx, alice, location.Update{CallID: "c1", CSeq: 3, Now: time.Now(), Remove: []string{"c:sip:nobody"}}); err != nil {
+	if _, err := s.Update(ctx, alice, location.Update{CallID: "c1", CSeq: 6, Now: time.Now(), Remove: []string{"c:sip:nobody"}}); err != nil {
 		t.Fatal(err)
 	}
 	register(t, s, "bob@a.example", 1, binding("sip:bob@10.0.0.9", time.Hour))
@@ -423,7 +425,7 @@ func TestPublishOnChange(t *testing.T) {
 		t.Fatalf("message %q, want bob's: an update that changed nothing published", m.Payload)
 	}
 	// Removing publishes too.
-	if _, err := s.Update(ctx, alice, location.Update{CallID: "c1", CSeq: 4, Now: time.Now(), RemoveAll: true}); err != nil {
+	if _, err := s.Update(ctx, alice, location.Update{CallID: "c1", CSeq: 7, Now: time.Now(), RemoveAll: true}); err != nil {
 		t.Fatal(err)
 	}
 	if m := next(); m.Payload != alice {

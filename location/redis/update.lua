@@ -60,13 +60,14 @@ if not removeAll then
     end
   end
 end
-local hset = {}
+local hset, added = {}, false
 for f, v in pairs(sets) do
   if v then
     final[f] = v
     count = count + 1
     hset[#hset + 1] = f
     hset[#hset + 1] = v[2]
+    added = added or live[f] == nil
   end
 end
 if max > 0 and count > max and count > nlive then
@@ -100,7 +101,9 @@ end
 if count > 0 then
   redis.call('PEXPIREAT', key, latest)
 end
-if #hset > 0 or #del > ndead then
+-- A device added or removed is news to the other nodes (a call ringing
+-- for the AOR gets a branch to a new device); a refresh is not.
+if added or #del > ndead then
   redis.call('PUBLISH', ARGV[6], ARGV[7])
 end
 return out

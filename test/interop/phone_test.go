@@ -240,7 +240,7 @@ func TestSipfedPhoneAndBaresip(t *testing.T) {
 		if err := alice.exit(t, 20*time.Second); err != nil {
 			t.Fatalf("alice: %v\n%s\n--- baresip:\n%s\n%s", err, alice.dump(), bob.dump(), f.logs())
 		}
-		checkBaresipCall(t, alice, bob, rec)
+		checkBaresipCall(t, alice, bob, rec, f.logs)
 	})
 	t.Run("baresip calls sipfed", func(t *testing.T) {
 		f := startFederation(t, fedOptions{})
@@ -260,13 +260,13 @@ func TestSipfedPhoneAndBaresip(t *testing.T) {
 		if err := bob.exit(t, 10*time.Second); err != nil {
 			t.Fatalf("bob: %v\n%s", err, bob.dump())
 		}
-		checkBaresipCall(t, bob, alice, rec)
+		checkBaresipCall(t, bob, alice, rec, f.logs)
 	})
 }
 
 // checkBaresipCall checks a call between sipfed phone s (which recorded
 // into rec) and baresip b: audio arrived both ways.
-func checkBaresipCall(t *testing.T, s *sipfedPhone, b *phone, rec string) {
+func checkBaresipCall(t *testing.T, s *sipfedPhone, b *phone, rec string, logs func() string) {
 	t.Helper()
 	st := stream(t, s.wait(t, "hangup", 5*time.Second))
 	var bs rtpSummary
@@ -277,7 +277,7 @@ func checkBaresipCall(t *testing.T, s *sipfedPhone, b *phone, rec string) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no rtcpsummary line from baresip\n%s", b.dump())
+			t.Fatalf("no rtcpsummary line from baresip\n%s\n--- sipfed phone:\n%s\n--- proxies:\n%s", b.dump(), s.dump(), logs())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
