@@ -65,7 +65,8 @@ test-unit:
 # auth, REGISTER with bindings in Redis; same SIPp scenarios and rates,
 # alternating at every rate, up to where both have failed or the top rate.
 # Tables and p99 charts (SVG) go to $(BENCH_OUT)/results.md. Then sipfed
-# alone: calls through two federated proxies, one phone echoing calls,
+# alone: calls through two federated proxies, REGISTER over three nodes
+# on a Redis Cluster, one phone echoing calls,
 # Redis memory per binding at a million bindings, and the 5-minute soak at
 # 10,000 REGISTER/s (heap and goroutines every 10 s, docs/bench/soak.svg).
 # BENCH_QUICK=1: 2 short rates per workload, a check that it all works.
@@ -85,6 +86,7 @@ bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem $(BENCH_GO_FLAGS) $(PKGS)
 	./scripts/bench-kamailio.sh $(BENCH_FLAGS) -out $(BENCH_OUT)
 	$(GO) run ./test/bench -mode call2 $(BENCH_FLAGS)
+	$(GO) run ./test/bench -mode cluster $(BENCH_FLAGS)
 	$(GO) run ./test/bench -mode phone $(BENCH_FLAGS)
 	$(GO) test -run '^$$' -bench RedisMemory -benchtime 1x ./location/redis -redis-bindings $(BENCH_REDIS_BINDINGS)
 	$(GO) run ./test/bench -mode soak $(BENCH_FLAGS) -out $(BENCH_OUT)

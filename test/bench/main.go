@@ -19,6 +19,8 @@
 //     the callee a SIPp UAS registered at a.test.
 //   - call2: the same call to bob@b.test through two federated proxies,
 //     a.test finding b.test through `sipfed dns` (RFC 3263).
+//   - cluster: REGISTER spread over three nodes of a.test sharing a Redis
+//     Cluster (three masters, three replicas), one SIPp per node.
 //
 // For calls, the response time is the setup time: first INVITE sent to 200
 // received, including the 407 round trip.
@@ -42,6 +44,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -55,7 +58,7 @@ func main() {
 	stores := flag.String("stores", "memory,redis", "stores to measure")
 	target := flag.String("target", "", "measure the SIP server at UDP `host:port` instead of sipfed; it must accept users u0001…u2000@a.test with passwords pw-uNNNN")
 	label := flag.String("label", "external", "name of -target in the results")
-	modes := flag.String("mode", "register", "what to measure, comma-separated: register, call1 (one proxy), call2 (two federated proxies), phone (one sipfed phone echoing many calls), soak (REGISTER at -soak-rate for -soak-for, heap and goroutines sampled), compare (sipfed and Kamailio side by side)")
+	modes := flag.String("mode", "register", "what to measure, comma-separated: register, call1 (one proxy), call2 (two federated proxies), cluster (REGISTER spread over three nodes on a Redis Cluster), phone (one sipfed phone echoing many calls), soak (REGISTER at -soak-rate for -soak-for, heap and goroutines sampled), compare (sipfed and Kamailio side by side)")
 	phoneCalls := flag.Int("phone-calls", 200, "calls the phone holds at once (phone)")
 	flag.StringVar(&procName, "proc", "sipfed", "`name` of the server processes whose CPU time is reported per call (summed over all of them)")
 	callRates := flag.String("call-rates", "100,250,500,1000,1500,2000,2500,3000", "call `rates` per second to try, in order (call1, call2)")
@@ -90,6 +93,8 @@ func main() {
 		switch mode {
 		case "register":
 			err = run(*bin, *stores, *rates, *seconds, *target, *label)
+		case "cluster":
+			err = runCluster(*bin, *rates, *seconds)
 		case "call1", "call2":
 			if *target != "" {
 				err = errors.New("-target measures REGISTER only")
@@ -144,6 +149,7 @@ type result struct {
 	sent      float64 // calls per second SIPp completed, start to finish of its run
 	cpu       float64 // server CPU µs per call
 	why       string  // SIPp's failure counters, when some calls failed
+	times     []float64
 }
 
 // procName names the server processes whose CPU time is measured.
@@ -320,6 +326,13 @@ func run(bin, stores, rates string, seconds int, target, label string) error {
 // measure runs SIPp against addr at each rate in turn until one has
 // failures, printing a row per rate and the RESULT line under label.
 func measure(work string, sc scenario, label, addr, inf, rates string, seconds int) error {
+	return measureSpread(work, sc, label, []string{addr}, []string{inf}, rates, seconds)
+}
+
+// measureSpread is measure with the load spread evenly over several
+// servers (addrs[i] gets its users from infs[i]), one SIPp each, all at
+// once; the row sums their calls and merges their response times.
+func measureSpread(work string, sc scenario, label string, addrs, infs []string, rates string, seconds int) error {
 	best := result{}
 	for _, rs := range strings.Split(rates, ",") {
 		rate, err := strconv.Atoi(rs)
@@ -328,7 +341,7 @@ func measure(work string, sc scenario, label, addr, inf, rates string, seconds i
 		}
 		cpu0 := cpuSample(procName)
 		prof := profile(fmt.Sprintf("%s-%d", label, rate), seconds)
-		r, err := sippRun(work, sc.file, addr, inf, rate, seconds)
+		r, err := sippRunSpread(work, sc.file, addrs, infs, rate, seconds)
 		if err := prof(); err != nil {
 			return err
 		}
@@ -481,12 +494,51 @@ func sippRunOpts(work, file, addr, inf string, rate, seconds, port int, ip strin
 	if err != nil {
 		return r, err
 	}
-	if len(times) > 0 {
-		sort.Float64s(times)
-		r.p50 = times[len(times)/2]
-		r.p99 = times[min(len(times)-1, len(times)*99/100)]
-	}
+	r.times = times
+	r.percentiles()
 	return r, nil
+}
+
+// percentiles sets p50 and p99 from times.
+func (r *result) percentiles() {
+	if len(r.times) > 0 {
+		sort.Float64s(r.times)
+		r.p50 = r.times[len(r.times)/2]
+		r.p99 = r.times[min(len(r.times)-1, len(r.times)*99/100)]
+	}
+}
+
+// sippRunSpread runs one SIPp per server at once, rate spread evenly, and
+// merges their results.
+func sippRunSpread(work, file string, addrs, infs []string, rate, seconds int) (result, error) {
+	if len(addrs) == 1 {
+		return sippRun(work, file, addrs[0], infs[0], rate, seconds)
+	}
+	rs := make([]result, len(addrs))
+	errs := make([]error, len(addrs))
+	var wg sync.WaitGroup
+	for i := range addrs {
+		wg.Go(func() { rs[i], errs[i] = sippRun(work, file, addrs[i], infs[i], rate/len(addrs), seconds) })
+	}
+	wg.Wait()
+	all := result{rate: rate, completed: true}
+	var whys []string
+	for i, r := range rs {
+		if errs[i] != nil {
+			return all, errs[i]
+		}
+		all.ok += r.ok
+		all.fail += r.fail
+		all.sent += r.sent
+		all.completed = all.completed && r.completed
+		all.times = append(all.times, r.times...)
+		if r.why != "" {
+			whys = append(whys, fmt.Sprintf("server %d: %s", i+1, r.why))
+		}
+	}
+	all.why = strings.Join(whys, "; ")
+	all.percentiles()
+	return all, nil
 }
 
 // failReasons sums SIPp's Failed* counters (the cumulative columns of
