@@ -70,12 +70,8 @@ func StartSentinel(t testing.TB) *Sentinel {
 		s.Sentinels = append(s.Sentinels, sn)
 	}
 	waitFor(t, 20*time.Second, "the replica in sync and the Sentinels aware of it and of each other", func(ctx context.Context) error {
-		info, err := redisDo(ctx, master.Addr, "info", "replication")
-		if err != nil {
+		if err := replicaAcks(ctx, master.Addr); err != nil {
 			return err
-		}
-		if !strings.Contains(info.(string), "state=online") {
-			return fmt.Errorf("master's replication: %q", info)
 		}
 		for _, sn := range s.Sentinels {
 			reps, err := redisDo(ctx, sn.Addr, "sentinel", "replicas", s.Name)
@@ -185,12 +181,8 @@ func StartCluster(t testing.TB) *Cluster {
 		// And each master's replica is in sync, not still loading the
 		// first copy (WAIT would count it out).
 		for _, m := range c.Masters(t) {
-			info, err := redisDo(ctx, m.Addr, "info", "replication")
-			if err != nil {
+			if err := replicaAcks(ctx, m.Addr); err != nil {
 				return err
-			}
-			if !strings.Contains(info.(string), "state=online") {
-				return fmt.Errorf("master %s: replica not in sync", m.Addr)
 			}
 		}
 		return nil
@@ -228,6 +220,43 @@ func (c *Cluster) Masters(t testing.TB) []*Redis {
 		}
 	}
 	return out
+}
+
+// replicaAcks reports an error unless the master at addr has a replica
+// in sync that acknowledges a write at once (WAIT 1): "online" in INFO
+// comes before the replica answers WAIT promptly on a loaded machine.
+func replicaAcks(ctx context.Context, addr string) error {
+	c := goredis.NewClient(&goredis.Options{Addr: addr, Protocol: 2, MaxRetries: -1, DialTimeout: time.Second})
+	defer c.Close()
+	info, err := c.Info(ctx, "replication").Result()
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(info, "state=online") {
+		return fmt.Errorf("master %s: replica not in sync", addr)
+	}
+	// WAIT counts the writes made on its own connection: one write first
+	// (in a cluster, to a key of one of this master's slots; the others
+	// answer MOVED), on a single connection.
+	conn := c.Conn()
+	defer conn.Close()
+	for i := 0; ; i++ {
+		err := conn.Set(ctx, fmt.Sprintf("testenv:probe:{%d}", i), 1, time.Minute).Err()
+		if err == nil {
+			break
+		}
+		if !goredis.HasErrorPrefix(err, "MOVED") || i > 1000 {
+			return err
+		}
+	}
+	n, err := conn.Do(ctx, "wait", 1, 500).Int64()
+	if err != nil {
+		return err
+	}
+	if n < 1 {
+		return fmt.Errorf("master %s: no replica acknowledged within 500 ms", addr)
+	}
+	return nil
 }
 
 func (r *Redis) port() string { return r.Addr[strings.LastIndexByte(r.Addr, ':')+1:] }

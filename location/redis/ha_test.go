@@ -138,7 +138,7 @@ func failover(t *testing.T, kind string, wait bool) {
 	c := openHA(t, d.url)
 	s := redis.New(c)
 	if wait {
-		s = redis.New(c, redis.WithMinReplicas(1, 500*time.Millisecond))
+		s = redis.New(c, redis.WithMinReplicas(1, time.Second))
 	}
 	ctx := context.Background()
 
