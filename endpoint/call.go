@@ -652,7 +652,7 @@ func (c *Call) end(ctx context.Context, reason string, bye bool) {
 			}
 			cancel()
 			if err != nil {
-				c.p.log.Debug("bye", "call_id", c.ID, "error", err)
+				c.p.log.Warn("bye failed; media stopped all the same", "call_id", c.ID, "error", err)
 			}
 		}
 		var streams []StreamStats
