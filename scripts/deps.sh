@@ -20,6 +20,7 @@ have chromium     || need+=(chromium)
 have node         || need+=(nodejs)
 have npm          || need+=(npm)
 have systemd-analyze || need+=(systemd)
+have kamailio     || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "deps: missing ${need[*]}; run as root or install them: apt-get install ${need[*]}" >&2
