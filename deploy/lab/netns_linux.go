@@ -14,10 +14,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// inNetns runs f on a thread of its own switched into the named network
+// InNetns runs f on a thread of its own switched into the named network
 // namespace: sockets f makes stay in that namespace, while this process
 // and its other threads stay in their own.
-func inNetns(ns string, f func() error) error {
+func InNetns(ns string, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -60,7 +60,7 @@ func (l *Lab) Dial(ctx context.Context, host, network, addr string) (net.Conn, e
 		return nil, fmt.Errorf("lab: no host %q", host)
 	}
 	var c net.Conn
-	err := inNetns(h.NS, func() error {
+	err := InNetns(h.NS, func() error {
 		var err error
 		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
 		return err
