@@ -30,6 +30,7 @@ type Event struct {
 	Reason    string        `json:"reason,omitempty"`    // why a call ended: local, remote, media-timeout, or the status's reason
 	Digit     string        `json:"digit,omitempty"`
 	Expires   int           `json:"expires,omitempty"`    // registered: seconds granted
+	Proxy     string        `json:"proxy,omitempty"`      // registered: the proxy it went through, ip:port
 	Duration  float64       `json:"duration_s,omitempty"` // hangup: seconds since answered
 	Streams   []StreamStats `json:"streams,omitempty"`    // hangup: per stream
 	Error     string        `json:"error,omitempty"`
@@ -224,18 +225,30 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 		closeSockets()
 		return nil, fmt.Errorf("endpoint: %w", err)
 	}
-	req := sip.NewRequest(sip.INVITE, uri)
-	req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: p.user, Host: p.domain}, Params: tagParams()})
-	req.AppendHeader(&sip.ToHeader{Address: uri})
-	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	req.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"))
-	req.SetBody(body)
-	p.outbound(req)
-
-	sess, err := p.outDlg.WriteInvite(ctx, req)
-	if err != nil {
-		closeSockets()
-		return nil, fmt.Errorf("endpoint: INVITE: %w", err)
+	var req *sip.Request
+	var sess *sipgo.DialogClientSession
+	proxy, targets := p.proxyTargets()
+	for attempt := 1; ; attempt++ {
+		req = sip.NewRequest(sip.INVITE, uri)
+		req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: p.user, Host: p.domain}, Params: tagParams()})
+		req.AppendHeader(&sip.ToHeader{Address: uri})
+		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		req.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"))
+		req.SetBody(body)
+		p.outboundTo(req, proxy)
+		if sess, err = p.outDlg.WriteInvite(ctx, req); err == nil {
+			break
+		}
+		if ctx.Err() != nil || attempt >= targets {
+			closeSockets()
+			return nil, fmt.Errorf("endpoint: INVITE via %s: %w", proxy.AddrPort(), err)
+		}
+		// The proxy could not be reached (a TCP connection refused): the
+		// next target takes the call, and the registration, whose flow
+		// went through the failed one, is renewed.
+		p.log.Debug("INVITE could not reach the proxy", "proxy", proxy.String(), "error", err)
+		proxy = p.failover(ctx, proxy)
+		p.reregister()
 	}
 	sdpCfg.SessionID = offer.SessionID
 	c := &Call{p: p, ID: req.CallID().Value(), Peer: uri.String(), outgoing: true, out: sess, ended: make(chan struct{}), sdpCfg: sdpCfg}

@@ -92,7 +92,7 @@ type Phone struct {
 
 	local     netip.AddrPort // SIP address we listen on
 	transport string
-	proxy     resolver.Target // where every request goes first
+	resolve   func(context.Context) ([]resolver.Target, error) // nil: a configured proxy
 	contact   sip.ContactHeader
 	instance  string // +sip.instance URN (RFC 5626)
 	audio     []sdp.Codec
@@ -102,8 +102,11 @@ type Phone struct {
 
 	mu         sync.Mutex
 	onAnswered func(*Call)
-	calls      map[string]*Call // by Call-ID
-	recorded   int              // calls recorded so far, for file names
+	calls      map[string]*Call  // by Call-ID
+	proxy      resolver.Target   // where every request goes first
+	targets    []resolver.Target // the proxy's RFC 3263 targets, in order
+	kick       chan struct{}     // re-register now: the proxy failed us
+	recorded   int               // calls recorded so far, for file names
 	reg        registration
 	closed     bool
 	ln         net.Listener
@@ -154,7 +157,7 @@ func New(cfg Config) (*Phone, error) {
 	h := hex.EncodeToString(id[:])
 	return &Phone{
 		cfg: cfg, user: user, domain: strings.ToLower(domain), log: cfg.Log, audio: audio, video: video,
-		calls: map[string]*Call{}, done: make(chan struct{}), transport: cfg.Transport,
+		calls: map[string]*Call{}, done: make(chan struct{}), kick: make(chan struct{}, 1), transport: cfg.Transport,
 		instance: "urn:uuid:" + h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:],
 	}, nil
 }
@@ -294,7 +297,8 @@ func (p *Phone) Start(ctx context.Context) error {
 }
 
 // findProxy sets the outbound proxy: the configured one, or the first
-// RFC 3263 target of our domain over our transport.
+// RFC 3263 target of our domain over our transport (the others are kept
+// for failover).
 func (p *Phone) findProxy(ctx context.Context) error {
 	if p.cfg.Proxy != "" {
 		host, port, err := net.SplitHostPort(p.cfg.Proxy)
@@ -314,6 +318,7 @@ func (p *Phone) findProxy(ctx context.Context) error {
 			ip = ips[0]
 		}
 		p.proxy = resolver.Target{Transport: p.transport, Host: host, IP: ip.Unmap(), Port: uint16(n)}
+		p.targets = []resolver.Target{p.proxy}
 		return nil
 	}
 	opts := []resolver.Option{resolver.WithTransports(p.transport), resolver.WithTimeout(2 * time.Second)}
@@ -324,19 +329,110 @@ func (p *Phone) findProxy(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("endpoint: %w", err)
 	}
-	targets, err := res.Resolve(ctx, sip.Uri{Scheme: "sip", Host: p.domain})
+	p.resolve = func(ctx context.Context) ([]resolver.Target, error) {
+		targets, err := res.Resolve(ctx, sip.Uri{Scheme: "sip", Host: p.domain})
+		if err != nil {
+			return nil, fmt.Errorf("endpoint: finding the proxy of %s: %w", p.domain, err)
+		}
+		if len(targets) == 0 {
+			return nil, fmt.Errorf("endpoint: %s has no %s SIP server in DNS", p.domain, p.transport)
+		}
+		return targets, nil
+	}
+	targets, err := p.resolve(ctx)
 	if err != nil {
-		return fmt.Errorf("endpoint: finding the proxy of %s: %w", p.domain, err)
+		return err
 	}
-	if len(targets) == 0 {
-		return fmt.Errorf("endpoint: %s has no %s SIP server in DNS", p.domain, p.transport)
-	}
-	p.proxy = targets[0]
+	p.proxy, p.targets = targets[0], targets
 	return nil
 }
 
-// Proxy returns the address requests are sent to.
-func (p *Phone) Proxy() resolver.Target { return p.proxy }
+// attemptTimeout bounds a REGISTER sent to one of several proxy targets:
+// a proxy that does not answer within it is taken for dead and the next
+// is tried (RFC 3263 §4.3). The last target gets the whole transaction.
+const attemptTimeout = 4 * time.Second
+
+// proxyTargets returns the current proxy and how many targets there are.
+func (p *Phone) proxyTargets() (resolver.Target, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.proxy, len(p.targets)
+}
+
+// failover moves the outbound proxy past bad, which failed a request
+// (transport error, timeout or 503: RFC 3263 §4.3), to the next target;
+// past the last one, DNS is asked again and the round starts over (the
+// domain may have moved its servers). It returns the proxy to use now.
+// Another request that already moved the proxy on is not undone.
+func (p *Phone) failover(ctx context.Context, bad resolver.Target) resolver.Target {
+	p.mu.Lock()
+	if !sameTarget(p.proxy, bad) {
+		defer p.mu.Unlock()
+		return p.proxy
+	}
+	i := 0
+	for i < len(p.targets) && !sameTarget(p.targets[i], bad) {
+		i++
+	}
+	if i+1 < len(p.targets) {
+		p.proxy = p.targets[i+1]
+		defer p.mu.Unlock()
+		p.log.Info("proxy failed, trying the next", "failed", bad.String(), "next", p.proxy.String())
+		return p.proxy
+	}
+	resolve := p.resolve
+	p.mu.Unlock()
+	if resolve == nil {
+		return bad
+	}
+	targets, err := resolve(ctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		p.log.Warn("proxy failed and DNS did not answer again", "failed", bad.String(), "error", err)
+		p.proxy = p.targets[0]
+		return p.proxy
+	}
+	p.targets = targets
+	p.proxy = targets[0]
+	if sameTarget(p.proxy, bad) && len(targets) > 1 {
+		p.proxy = targets[1]
+	}
+	p.log.Info("proxy failed, DNS asked again", "failed", bad.String(), "next", p.proxy.String(), "targets", len(targets))
+	return p.proxy
+}
+
+// sameTarget reports whether a and b are the same transport address.
+func sameTarget(a, b resolver.Target) bool {
+	return a.Transport == b.Transport && a.IP == b.IP && a.Port == b.Port
+}
+
+// reregister asks KeepRegistered to register now: a request found the
+// proxy gone, so the binding through it is likely gone too.
+func (p *Phone) reregister() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// flowLost reports whether the TCP connection to the proxy that carried
+// our registration has closed (RFC 5626 §4.4: a failed flow is
+// re-registered at once, not at the next refresh).
+func (p *Phone) flowLost() bool {
+	if p.transport != "tcp" || !p.registered() {
+		return false
+	}
+	proxy, _ := p.proxyTargets()
+	c, err := p.ua.TransportLayer().GetConnection("tcp", proxy.AddrPort().String())
+	return err != nil || c == nil
+}
+
+// Proxy returns the address requests are sent to now.
+func (p *Phone) Proxy() resolver.Target {
+	proxy, _ := p.proxyTargets()
+	return proxy
+}
 
 // Addr returns the phone's SIP address.
 func (p *Phone) Addr() netip.AddrPort { return p.local }
@@ -354,9 +450,13 @@ func (p *Phone) emit(e Event) {
 // outbound prepares req to go to the proxy: destination and transport,
 // unless a Route already says where it goes.
 func (p *Phone) outbound(req *sip.Request) {
+	p.outboundTo(req, p.Proxy())
+}
+
+func (p *Phone) outboundTo(req *sip.Request, proxy resolver.Target) {
 	req.SetTransport(strings.ToUpper(p.transport))
 	if req.Route() == nil {
-		req.SetDestination(p.proxy.AddrPort().String())
+		req.SetDestination(proxy.AddrPort().String())
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipfed/sipfed/resolver"
 )
 
 // registration is the state of our binding at the registrar.
@@ -37,6 +39,30 @@ func (p *Phone) Register(ctx context.Context) (time.Duration, error) {
 }
 
 func (p *Phone) register(ctx context.Context, expires time.Duration) (time.Duration, error) {
+	proxy, n := p.proxyTargets()
+	for attempt := 1; ; attempt++ {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if attempt < n {
+			actx, cancel = context.WithTimeout(ctx, attemptTimeout)
+		}
+		granted, res, err := p.registerVia(actx, proxy, expires)
+		cancel()
+		// A proxy that failed us (no answer, no connection, 503) is
+		// passed over for the next target (RFC 3263 §4.3), each target
+		// once per REGISTER.
+		failed := res == nil && err != nil || res != nil && res.StatusCode == 503
+		if !failed || attempt >= n || ctx.Err() != nil {
+			return granted, err
+		}
+		p.log.Debug("REGISTER failed at a proxy", "proxy", proxy.String(), "error", err)
+		proxy = p.failover(ctx, proxy)
+	}
+}
+
+// registerVia sends one REGISTER through proxy (answering a digest
+// challenge). A final response other than 200 is returned with a
+// *StatusError.
+func (p *Phone) registerVia(ctx context.Context, proxy resolver.Target, expires time.Duration) (time.Duration, *sip.Response, error) {
 	p.mu.Lock()
 	if p.reg.callID == "" {
 		p.reg.callID = sip.GenerateTagN(16) + "@" + p.local.Addr().String()
@@ -59,23 +85,23 @@ func (p *Phone) register(ctx context.Context, expires time.Duration) (time.Durat
 	req.AppendHeader(contact)
 	req.AppendHeader(sip.NewHeader("Expires", strconv.Itoa(int(expires/time.Second))))
 	req.AppendHeader(sip.NewHeader("Supported", "outbound, path"))
-	p.outbound(req)
+	p.outboundTo(req, proxy)
 
 	res, err := p.client.Do(ctx, req)
 	if err != nil {
-		return 0, fmt.Errorf("endpoint: REGISTER: %w", err)
+		return 0, nil, fmt.Errorf("endpoint: REGISTER via %s: %w", proxy.AddrPort(), err)
 	}
 	if res.StatusCode == 401 || res.StatusCode == 407 {
 		res, err = p.client.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: p.user, Password: p.cfg.Password})
 		if err != nil {
-			return 0, fmt.Errorf("endpoint: REGISTER: %w", err)
+			return 0, nil, fmt.Errorf("endpoint: REGISTER via %s: %w", proxy.AddrPort(), err)
 		}
 		p.mu.Lock()
 		p.reg.cseq = req.CSeq().SeqNo
 		p.mu.Unlock()
 	}
 	if res.StatusCode != 200 {
-		return 0, &StatusError{Method: "REGISTER", Code: res.StatusCode, Reason: res.Reason}
+		return 0, res, &StatusError{Method: "REGISTER", Code: res.StatusCode, Reason: res.Reason}
 	}
 	granted := grantedExpiry(res, p.contact.Address, expires)
 	p.mu.Lock()
@@ -85,7 +111,7 @@ func (p *Phone) register(ctx context.Context, expires time.Duration) (time.Durat
 		p.reg.expires = time.Time{}
 	}
 	p.mu.Unlock()
-	return granted, nil
+	return granted, res, nil
 }
 
 // grantedExpiry reads our binding's expires from the 200 (§10.2.4), or
@@ -134,7 +160,7 @@ func (p *Phone) KeepRegistered(ctx context.Context, first chan<- error) {
 		granted, err := p.Register(ctx)
 		wait := granted / 2
 		if err == nil {
-			p.emit(Event{Event: "registered", AOR: p.AOR(), Expires: int(granted / time.Second)})
+			p.emit(Event{Event: "registered", AOR: p.AOR(), Expires: int(granted / time.Second), Proxy: p.Proxy().AddrPort().String()})
 			backoff = time.Second
 			if granted > 2*time.Minute {
 				wait = granted - time.Minute
@@ -155,12 +181,35 @@ func (p *Phone) KeepRegistered(ctx context.Context, first chan<- error) {
 			first <- err
 			reported = true
 		}
+		if !p.sleep(ctx, wait) {
+			return
+		}
+	}
+}
+
+// sleep waits d, or less when the registration needs renewing now (its
+// TCP flow closed, or a request found the proxy gone); false: ctx ended
+// or the phone closed.
+func (p *Phone) sleep(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-p.done:
-			return
-		case <-time.After(wait):
+			return false
+		case <-timer.C:
+			return true
+		case <-p.kick:
+			return true
+		case <-tick.C:
+			if p.flowLost() {
+				p.log.Info("the connection to the proxy closed: registering again", "proxy", p.Proxy().String())
+				return true
+			}
 		}
 	}
 }

@@ -307,7 +307,7 @@ func (p *eventPrinter) print(ev endpoint.Event) {
 	}
 	switch ev.Event {
 	case "registered":
-		fmt.Fprintf(p.w, "registered %s for %d s\n", ev.AOR, ev.Expires)
+		fmt.Fprintf(p.w, "registered %s for %d s through %s\n", ev.AOR, ev.Expires, ev.Proxy)
 	case "ringing":
 		fmt.Fprintf(p.w, "ringing (%s %s)\n", ev.Direction, ev.Peer)
 	case "answered":

@@ -118,6 +118,7 @@ type event struct {
 	Status    int      `json:"status"`
 	Duration  float64  `json:"duration_s"`
 	Error     string   `json:"error"`
+	Proxy     string   `json:"proxy"`
 	Streams   []stream `json:"streams"`
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -487,44 +486,76 @@ func (c *dnsCapture) queries() []string {
 	return qs
 }
 
-// TestLabPhoneFindsASurvivingNode: with two of a.test's three nodes dead
-// (SIGKILL: their hosts answer with RST at once), six phones that find
-// their proxy through DNS, as hardware phones do, must all register
-// through the survivor (RFC 3263 §4.3: on a transport error, the next
-// target).
-//
-// Known to fail, so run only with LAB_KNOWN_BUGS=1: `sipfed phone`
-// takes the first target of its domain's RFC 3263 list once, at start
-// (endpoint.Phone.findProxy), and sends every REGISTER there: a first
-// REGISTER that fails ends the phone ("connection refused"), and a phone
-// whose node dies after it registered retries that same node, with
-// back-off, for ever. Each phone has a 1 in 3 chance of picking the
-// survivor.
+// TestLabPhoneFindsASurvivingNode: phones that find their proxy through
+// DNS, as hardware phones do, keep a registration while a.test's nodes
+// die around them. With a1 dead (SIGKILL: its host answers with RST at
+// once), six phones over TCP all register through a2 or a3 (RFC 3263
+// §4.3: on a transport error, the next target); then the one of a2 and
+// a3 with more phones dies too, and every phone registered through it
+// notices its connection close and registers through the last node
+// within seconds (RFC 5626 §4.4), not at its next refresh an hour later.
 func TestLabPhoneFindsASurvivingNode(t *testing.T) {
-	if os.Getenv("LAB_KNOWN_BUGS") == "" {
-		t.Skip("SKIPPING: known bug: sipfed phone never tries a second RFC 3263 target for its own proxy; LAB_KNOWN_BUGS=1 runs this test")
-	}
 	l := startLab(t, false)
-	for _, n := range []string{"a1", "a2"} {
-		if err := l.Kill(n, syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
+	if err := l.Kill("a1", syscall.SIGKILL); err != nil {
+		t.Fatal(err)
 	}
 	var phones []*phone
 	for i := 1; i <= phoneHosts; i++ {
 		h := fmt.Sprintf("p%d", i)
 		phones = append(phones, startPhone(t, l, h, "carol-"+h, "carol@a.test", pw["carol@a.test"],
-			"--listen", l.Host(h).IP+":5060", "--transport", "tcp", "register"))
+			"--listen", l.Host(h).IP+":5060", "--transport", "tcp", "--expires", "1h", "register"))
+	}
+	through := func(p *phone, node string) int {
+		n := 0
+		for _, ev := range p.all() {
+			if ev.Event == "registered" && strings.HasPrefix(ev.Proxy, l.Host(node).IP+":") {
+				n++
+			}
+		}
+		return n
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	var failed []string
+	on := map[string][]*phone{}
 	for _, p := range phones {
-		if _, ok := p.wait("registered", "", time.Until(deadline)); !ok {
+		ev, ok := p.wait("registered", "", time.Until(deadline))
+		if !ok {
 			ev, _ := p.find(func(e event) bool { return e.Event == "error" })
 			failed = append(failed, fmt.Sprintf("%s: %s", p.name, ev.Error))
+			continue
+		}
+		if strings.HasPrefix(ev.Proxy, l.Host("a1").IP+":") {
+			failed = append(failed, fmt.Sprintf("%s: registered through a1 (%s), which is dead", p.name, ev.Proxy))
+		}
+		for _, n := range []string{"a2", "a3"} {
+			if through(p, n) > 0 {
+				on[n] = append(on[n], p)
+			}
 		}
 	}
 	if len(failed) > 0 {
-		t.Errorf("%d of %d phones did not register within 10 s, with a3 alive:\n%s", len(failed), len(phones), strings.Join(failed, "\n"))
+		t.Fatalf("%d of %d phones did not register within 10 s, with a1 dead:\n%s", len(failed), len(phones), strings.Join(failed, "\n"))
+	}
+	// The node with more phones dies; they move to the other.
+	victim, survivor := "a2", "a3"
+	if len(on["a3"]) > len(on["a2"]) {
+		victim, survivor = "a3", "a2"
+	}
+	t.Logf("phones registered: %d through a2, %d through a3; killing %s", len(on["a2"]), len(on["a3"]), victim)
+	if err := l.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for _, p := range on[victim] {
+		for through(p, survivor) == 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if through(p, survivor) == 0 {
+			failed = append(failed, fmt.Sprintf("%s: %+v", p.name, p.all()))
+		}
+	}
+	if len(failed) > 0 {
+		t.Errorf("%d of %d phones registered through %s did not move to %s within 10 s of its death:\n%s",
+			len(failed), len(on[victim]), victim, survivor, strings.Join(failed, "\n"))
 	}
 }
