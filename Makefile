@@ -51,7 +51,7 @@ test: deps web vet
 # may be a count (FUZZTIME=2000000x) to avoid it.
 FUZZTIME ?= 2m
 FUZZ_TARGETS := registrar:FuzzRequestPath registrar:FuzzRegister auth:FuzzParseAuthorization media/sdp:FuzzParseOffer \
-	media/file:FuzzParseWAV resolver:FuzzZoneParse resolver:FuzzNAPTR resolver:FuzzAnswer server:FuzzFromHost
+	media/file:FuzzParseWAV resolver:FuzzZoneParse resolver:FuzzNAPTR resolver:FuzzAnswer resolver:FuzzNAPTRRewrite server:FuzzFromHost
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg; done

@@ -8,6 +8,10 @@ var (
 	// ErrUnavailable wraps errors of a credential store that cannot be
 	// reached; the server answers 503 with Retry-After.
 	ErrUnavailable = errors.New("auth: credential store unavailable")
+	// ErrAliasConflict is returned for an alias that would make a name
+	// both a user and an alias, that is in another domain than its user,
+	// or whose user does not exist.
+	ErrAliasConflict = errors.New("auth: alias conflict")
 	// ErrInvalidAOR is returned for an address of record that is not
 	// user@domain.
 	ErrInvalidAOR = errors.New("auth: invalid address of record")

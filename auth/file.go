@@ -18,39 +18,55 @@ import (
 )
 
 // fileHeader opens every users file FileStore writes.
-const fileHeader = `# sipfed users file, written by "sipfed user add|del|import"; edit with care.
+const fileHeader = `# sipfed users file, written by "sipfed user add|del|import|alias"; edit with care.
 # One user per line: AOR md5=HA1 sha-256=HA1, where HA1 is
 # H(user ":" domain ":" password) in lower-case hex (RFC 7616 §3.4.2).
+# An alias line, ALIAS alias=AOR (1001@a.example alias=alice@a.example),
+# makes ALIAS another name of the user AOR of its domain; it has no hashes.
 # Lines starting with '#' and blank lines are ignored; comments are not kept.
 `
 
-// FileStore keeps users in a text file, one per line:
+// FileStore keeps users in a text file, one per line, and their aliases
+// (see AliasResolver), one per line too:
 //
 //	alice@a.example md5=<32 hex digits> sha-256=<64 hex digits>
+//	1001@a.example alias=alice@a.example
 //
 // Lines starting with '#' and blank lines are ignored, as are fields
-// other than md5= and sha-256=. Lookup re-reads the file when its size,
-// modification time or inode changes, checking at most once a second, so
-// users added by "sipfed user add" count on a running server. A file that
-// no longer parses is ignored (the last good contents stay in effect) until
-// it changes again. A missing file is an empty store. Add, Del and Import
-// (many users at once) rewrite the file atomically (temporary file, then
-// rename) with mode 0600; two concurrent writers race, and the last one
-// wins. The file is read whole into one string that the users' hashes
-// point into: a million users take about 250 bytes each and half a
-// second to load.
+// other than md5=, sha-256= and alias=. An alias line has no hashes; its
+// AOR is no user, and its alias= is a user of the same domain. Lookup and
+// Alias re-read the file when its size, modification time or inode
+// changes, checking at most once a second, so users added by "sipfed
+// user add" count on a running server. A file that no longer parses is
+// ignored (the last good contents stay in effect) until it changes again.
+// A missing file is an empty store. Add, Del, Import (many users at once),
+// AddAlias and DelAlias rewrite the file atomically (temporary file, then
+// rename) with mode 0600, the users sorted, then the aliases sorted; two
+// concurrent writers race, and the last one wins. The file is read whole
+// into one string that the users' hashes point into: a million users take
+// about 250 bytes each and half a second to load.
 type FileStore struct {
 	path    string
 	now     func() time.Time
-	users   atomic.Pointer[fileUsers]
+	data    atomic.Pointer[fileData]
 	checked atomic.Int64 // Unix nanoseconds of the last stat
 	mu      sync.Mutex   // serialises reloads and writes
-	stat    fs.FileInfo  // of the contents in users; nil for a missing file
+	stat    fs.FileInfo  // of the contents in data; nil for a missing file
 }
 
-// fileUsers maps domain, then user, to the hashes. The strings point into
+// fileData is what one reading of the file holds. The strings point into
 // the file's contents, read as one string: no allocation per line.
+type fileData struct {
+	users   fileUsers
+	aliases fileAliases
+}
+
+// fileUsers maps domain, then user, to the hashes.
 type fileUsers map[string]map[string]fileHA1
+
+// fileAliases maps domain, then alias, to the user the alias stands for
+// (user parts: "1001" → "alice").
+type fileAliases map[string]map[string]string
 
 // fileHA1 holds a user's hashes; either may be "".
 type fileHA1 struct{ md5, sha256 string }
@@ -61,11 +77,11 @@ var _ CredentialStore = (*FileStore)(nil)
 // (Add creates it); one that does not parse is an error.
 func OpenFile(path string) (*FileStore, error) {
 	s := &FileStore{path: path, now: time.Now}
-	users, st, err := s.read()
+	d, st, err := s.read()
 	if err != nil {
 		return nil, err
 	}
-	s.users.Store(&users)
+	s.data.Store(d)
 	s.stat = st
 	s.checked.Store(s.now().UnixNano())
 	return s, nil
@@ -74,7 +90,7 @@ func OpenFile(path string) (*FileStore, error) {
 // Lookup returns the credential of user@realm, or ErrUnknownUser.
 func (s *FileStore) Lookup(ctx context.Context, user, realm string) (Credential, error) {
 	s.reloadIfChanged()
-	if h, ok := (*s.users.Load())[realm][user]; ok {
+	if h, ok := s.data.Load().users[realm][user]; ok {
 		return Credential{User: user, Realm: realm, HA1MD5: h.md5, HA1SHA256: h.sha256}, nil
 	}
 	return Credential{}, ErrUnknownUser
@@ -94,8 +110,8 @@ func (s *FileStore) reloadIfChanged() {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) || sameFile(st, s.stat) {
 		return
 	}
-	if users, st, err := s.read(); err == nil {
-		s.users.Store(&users)
+	if d, st, err := s.read(); err == nil {
+		s.data.Store(d)
 		s.stat = st
 	}
 }
@@ -109,10 +125,10 @@ func sameFile(a, b fs.FileInfo) bool {
 
 // read parses the file; a missing file is empty. The file is read whole
 // into one string, which the users' strings then point into.
-func (s *FileStore) read() (fileUsers, fs.FileInfo, error) {
+func (s *FileStore) read() (*fileData, fs.FileInfo, error) {
 	f, err := os.Open(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return fileUsers{}, nil, nil
+		return &fileData{users: fileUsers{}, aliases: fileAliases{}}, nil, nil
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("auth: users file: %w", err)
@@ -129,17 +145,25 @@ func (s *FileStore) read() (fileUsers, fs.FileInfo, error) {
 	if _, err := io.Copy(&b, f); err != nil {
 		return nil, nil, fmt.Errorf("auth: users file %s: %w", s.path, err)
 	}
-	users, err := parseUsersFile(b.String())
+	d, err := parseUsersFile(b.String())
 	if err != nil {
 		return nil, nil, fmt.Errorf("auth: %s:%w", s.path, err)
 	}
-	return users, st, nil
+	return d, st, nil
+}
+
+// aliasLine is an alias line of a users file, kept until every user is
+// read.
+type aliasLine struct {
+	line                 int
+	user, domain, target string
 }
 
 // parseUsersFile parses the contents of a users file. Its errors start
 // with the line number.
-func parseUsersFile(data string) (fileUsers, error) {
+func parseUsersFile(data string) (*fileData, error) {
 	users := fileUsers{}
+	var aliases []aliasLine
 	// Most files serve one domain: size the first domain's map for every
 	// line at once (a third faster than growing it), and shrink it at the
 	// end if the guess was wrong.
@@ -154,9 +178,13 @@ func parseUsersFile(data string) (fileUsers, error) {
 		if text == "" || text[0] == '#' {
 			continue
 		}
-		user, realm, h, err := parseUserLine(text)
+		user, realm, h, target, err := parseUserLine(text)
 		if err != nil {
 			return nil, fmt.Errorf("%d: %w", line, err)
+		}
+		if target != "" {
+			aliases = append(aliases, aliasLine{line, user, realm, target})
+			continue
 		}
 		if m == nil || realm != domain {
 			if m = users[realm]; m == nil {
@@ -181,17 +209,39 @@ func parseUsersFile(data string) (fileUsers, error) {
 		}
 		users[first] = small
 	}
-	return users, nil
+	d := &fileData{users: users, aliases: fileAliases{}}
+	for _, a := range aliases {
+		if _, ok := users[a.domain][a.user]; ok {
+			return nil, fmt.Errorf("%d: %w: %s@%s is a user and an alias", a.line, ErrAliasConflict, a.user, a.domain)
+		}
+		if _, ok := users[a.domain][a.target]; !ok {
+			return nil, fmt.Errorf("%d: %w", a.line, errNotUser(a.target, a.domain))
+		}
+		m := d.aliases[a.domain]
+		if m == nil {
+			m = map[string]string{}
+			d.aliases[a.domain] = m
+		}
+		if _, ok := m[a.user]; ok {
+			return nil, fmt.Errorf("%d: %s@%s listed twice", a.line, a.user, a.domain)
+		}
+		m[a.user] = a.target
+	}
+	return d, nil
 }
 
 // parseUserLine parses "alice@a.example md5=HEX sha-256=HEX" (already
-// trimmed), without allocating unless the line has upper-case letters.
-func parseUserLine(text string) (user, domain string, h fileHA1, err error) {
+// trimmed), without allocating unless the line has upper-case letters,
+// or "1001@a.example alias=alice@a.example", for which it returns the
+// target's user part, "alice".
+func parseUserLine(text string) (user, domain string, h fileHA1, target string, err error) {
 	aor, fields, _ := cutSpace(text)
 	user, domain, err = ParseAOR(aor)
 	if err != nil {
-		return "", "", h, err
+		return "", "", h, "", err
 	}
+	var alias string
+	isAlias := false
 	for fields != "" {
 		var f string
 		f, fields, _ = cutSpace(fields)
@@ -203,19 +253,34 @@ func parseUserLine(text string) (user, domain string, h fileHA1, err error) {
 		case "md5":
 			var ok bool
 			if h.md5, ok = lowerHex(v, 32); !ok {
-				return "", "", h, fmt.Errorf("md5= is not 32 hex digits")
+				return "", "", h, "", fmt.Errorf("md5= is not 32 hex digits")
 			}
 		case "sha-256":
 			var ok bool
 			if h.sha256, ok = lowerHex(v, 64); !ok {
-				return "", "", h, fmt.Errorf("sha-256= is not 64 hex digits")
+				return "", "", h, "", fmt.Errorf("sha-256= is not 64 hex digits")
 			}
+		case "alias":
+			alias, isAlias = v, true
 		}
 	}
-	if h.md5 == "" && h.sha256 == "" {
-		return "", "", h, fmt.Errorf("%s@%s has neither md5= nor sha-256=", user, domain)
+	if isAlias {
+		if h.md5 != "" || h.sha256 != "" {
+			return "", "", h, "", fmt.Errorf("%s@%s has alias= and a hash: an alias has no password", user, domain)
+		}
+		target, targetDomain, err := ParseAOR(alias)
+		if err != nil {
+			return "", "", h, "", fmt.Errorf("alias=: %w", err)
+		}
+		if targetDomain != domain {
+			return "", "", h, "", errCrossDomain(user, domain, target, targetDomain)
+		}
+		return user, domain, h, target, nil
 	}
-	return user, domain, h, nil
+	if h.md5 == "" && h.sha256 == "" {
+		return "", "", h, "", fmt.Errorf("%s@%s has neither md5= nor sha-256= nor alias=", user, domain)
+	}
+	return user, domain, h, "", nil
 }
 
 // hexClass is 1 for the digits and a-f, 2 for A-F, 4 for other bytes.
@@ -266,7 +331,8 @@ func cutSpace(s string) (before, after string, found bool) {
 }
 
 // Add sets the password of aor (user@domain), adding the user if needed.
-// Only the HA1 hashes are written.
+// Only the HA1 hashes are written. An aor that is an alias is an error
+// wrapping ErrAliasConflict.
 func (s *FileStore) Add(ctx context.Context, aor, password string) error {
 	user, domain, err := ParseAOR(aor)
 	if err != nil {
@@ -284,7 +350,8 @@ func (s *FileStore) Add(ctx context.Context, aor, password string) error {
 // the file: it is read once, merged in memory and written once. A user's
 // hashes are replaced whole: a credential without HA1SHA256 leaves the
 // user with MD5 alone. When an AOR is in creds more than once, the last
-// wins. Nothing is written when a credential is invalid.
+// wins. Nothing is written when a credential is invalid, or is an alias
+// (an error wrapping ErrAliasConflict).
 func (s *FileStore) Import(ctx context.Context, creds []Credential) (ImportStats, error) {
 	var st ImportStats
 	for i := range creds {
@@ -296,7 +363,14 @@ func (s *FileStore) Import(ctx context.Context, creds []Credential) (ImportStats
 	for _, c := range creds {
 		perDomain[c.Realm]++
 	}
-	err := s.update(func(u fileUsers) error {
+	err := s.update(func(d *fileData) error {
+		for i := 0; i < len(creds) && len(d.aliases) > 0; i++ {
+			c := &creds[i]
+			if target, ok := d.aliases[c.Realm][c.User]; ok {
+				return errIsAlias(c.User, c.Realm, target)
+			}
+		}
+		u := d.users
 		var domain string
 		var m map[string]fileHA1
 		for _, c := range creds {
@@ -322,19 +396,28 @@ func (s *FileStore) Import(ctx context.Context, creds []Credential) (ImportStats
 	return st, nil
 }
 
-// Del removes aor, or returns ErrUnknownUser.
+// Del removes aor and its aliases, or returns ErrUnknownUser.
 func (s *FileStore) Del(ctx context.Context, aor string) error {
 	user, domain, err := ParseAOR(aor)
 	if err != nil {
 		return err
 	}
-	return s.update(func(u fileUsers) error {
+	return s.update(func(d *fileData) error {
+		u := d.users
 		if _, ok := u[domain][user]; !ok {
 			return fmt.Errorf("%s@%s: %w", user, domain, ErrUnknownUser)
 		}
 		delete(u[domain], user)
 		if len(u[domain]) == 0 {
 			delete(u, domain)
+		}
+		for alias, target := range d.aliases[domain] {
+			if target == user {
+				delete(d.aliases[domain], alias)
+			}
+		}
+		if len(d.aliases[domain]) == 0 {
+			delete(d.aliases, domain)
 		}
 		return nil
 	})
@@ -344,13 +427,13 @@ func (s *FileStore) Del(ctx context.Context, aor string) error {
 // empty, sorted.
 func (s *FileStore) List(ctx context.Context, domain string) ([]string, error) {
 	s.mu.Lock()
-	users, _, err := s.read()
+	data, _, err := s.read()
 	s.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
 	var aors []string
-	for d, m := range users {
+	for d, m := range data.users {
 		if domain != "" && d != strings.ToLower(domain) {
 			continue
 		}
@@ -362,40 +445,125 @@ func (s *FileStore) List(ctx context.Context, domain string) ([]string, error) {
 	return aors, nil
 }
 
+// Alias returns the user part of the AOR that user@domain is an alias
+// of, or ErrUnknownUser. It reloads the file as Lookup does.
+func (s *FileStore) Alias(ctx context.Context, user, domain string) (string, error) {
+	s.reloadIfChanged()
+	if target, ok := s.data.Load().aliases[strings.ToLower(domain)][user]; ok {
+		return target, nil
+	}
+	return "", ErrUnknownUser
+}
+
+// AddAlias makes alias (e.g. 1001@a.example) stand for the user aor of
+// the same domain. An alias that stands for another user is pointed at
+// aor instead, as Add replaces a password. An alias in another domain
+// than aor, an alias that is a user, or an aor that is not a user is an
+// error wrapping ErrAliasConflict.
+func (s *FileStore) AddAlias(ctx context.Context, alias, aor string) error {
+	user, target, domain, err := parseAlias(alias, aor)
+	if err != nil {
+		return err
+	}
+	return s.update(func(d *fileData) error {
+		if _, ok := d.users[domain][user]; ok {
+			return errIsUser(user, domain)
+		}
+		if _, ok := d.users[domain][target]; !ok {
+			return errNotUser(target, domain)
+		}
+		m := d.aliases[domain]
+		if m == nil {
+			m = map[string]string{}
+			d.aliases[domain] = m
+		}
+		m[user] = target
+		return nil
+	})
+}
+
+// DelAlias removes alias, or returns an error wrapping ErrUnknownUser
+// when it is not an alias.
+func (s *FileStore) DelAlias(ctx context.Context, alias string) error {
+	user, domain, err := ParseAOR(alias)
+	if err != nil {
+		return err
+	}
+	return s.update(func(d *fileData) error {
+		if _, ok := d.aliases[domain][user]; !ok {
+			return errNoAlias(user, domain)
+		}
+		delete(d.aliases[domain], user)
+		if len(d.aliases[domain]) == 0 {
+			delete(d.aliases, domain)
+		}
+		return nil
+	})
+}
+
+// ListAliases returns the aliases of domain, or of every domain when
+// domain is empty, sorted by alias.
+func (s *FileStore) ListAliases(ctx context.Context, domain string) ([]Alias, error) {
+	s.mu.Lock()
+	d, _, err := s.read()
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return d.list(strings.ToLower(domain)), nil
+}
+
+// list returns the aliases of domain (lower case), or of every domain
+// when domain is empty, sorted by alias.
+func (d *fileData) list(domain string) []Alias {
+	var aliases []Alias
+	for dom, m := range d.aliases {
+		if domain != "" && dom != domain {
+			continue
+		}
+		for user, target := range m {
+			aliases = append(aliases, Alias{user + "@" + dom, target + "@" + dom})
+		}
+	}
+	sortAliases(aliases)
+	return aliases
+}
+
 // update reads the file afresh, applies change and writes it back.
-func (s *FileStore) update(change func(fileUsers) error) error {
+func (s *FileStore) update(change func(*fileData) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	users, _, err := s.read()
+	d, _, err := s.read()
 	if err != nil {
 		return err
 	}
-	if err := change(users); err != nil {
+	if err := change(d); err != nil {
 		return err
 	}
-	st, err := s.write(users)
+	st, err := s.write(d)
 	if err != nil {
 		return err
 	}
-	s.users.Store(&users)
+	s.data.Store(d)
 	s.stat = st
 	return nil
 }
 
-// write replaces the file with users, sorted, atomically, mode 0600.
-func (s *FileStore) write(users fileUsers) (fs.FileInfo, error) {
+// write replaces the file with d's users, sorted, then its aliases,
+// sorted, atomically, mode 0600.
+func (s *FileStore) write(d *fileData) (fs.FileInfo, error) {
 	type entry struct {
 		user, domain string
 		h            fileHA1
 	}
 	n := 0
-	for _, m := range users {
+	for _, m := range d.users {
 		n += len(m)
 	}
 	entries := make([]entry, 0, n)
-	for d, m := range users {
+	for domain, m := range d.users {
 		for u, h := range m {
-			entries = append(entries, entry{u, d, h})
+			entries = append(entries, entry{u, domain, h})
 		}
 	}
 	// By AOR, as the lines sort: no character of an AOR sorts before the
@@ -403,6 +571,7 @@ func (s *FileStore) write(users fileUsers) (fs.FileInfo, error) {
 	slices.SortFunc(entries, func(a, b entry) int {
 		return compareAOR(a.user, a.domain, b.user, b.domain)
 	})
+	aliases := d.list("")
 	tmp, err := os.CreateTemp(filepath.Dir(s.path), "."+filepath.Base(s.path)+".tmp*")
 	if err != nil {
 		return nil, fmt.Errorf("auth: users file: %w", err)
@@ -426,6 +595,15 @@ func (s *FileStore) write(users fileUsers) (fs.FileInfo, error) {
 			w.WriteString(" sha-256=")
 			w.WriteString(e.h.sha256)
 		}
+		w.WriteByte('\n')
+	}
+	if len(aliases) > 0 {
+		w.WriteByte('\n')
+	}
+	for _, a := range aliases {
+		w.WriteString(a.Alias)
+		w.WriteString(" alias=")
+		w.WriteString(a.AOR)
 		w.WriteByte('\n')
 	}
 	if err := w.Flush(); err != nil {

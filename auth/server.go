@@ -423,7 +423,9 @@ func checkURI(uri string) error {
 	if err := sip.ParseUri(uri, u); err != nil {
 		return fmt.Errorf("%w: uri %q: %v", ErrMalformed, clip(uri), err)
 	}
-	if u.Host == "" {
+	if u.Host == "" && !(strings.EqualFold(u.Scheme, "tel") && u.Raw() != "") {
+		// A tel: Request-URI (a number dialled, RFC 3966) is the one
+		// kind without a host.
 		return fmt.Errorf("%w: uri %q has no host", ErrMalformed, clip(uri))
 	}
 	return nil

@@ -31,6 +31,7 @@ type Event struct {
 	Digit     string        `json:"digit,omitempty"`
 	Expires   int           `json:"expires,omitempty"`    // registered: seconds granted
 	Proxy     string        `json:"proxy,omitempty"`      // registered: the proxy it went through, ip:port
+	To        string        `json:"to,omitempty"`         // ringing (in): the address the caller dialled (an alias, a number)
 	Duration  float64       `json:"duration_s,omitempty"` // hangup: seconds since answered
 	Streams   []StreamStats `json:"streams,omitempty"`    // hangup: per stream
 	Error     string        `json:"error,omitempty"`
@@ -70,10 +71,23 @@ func (c *Call) Result() Event {
 	return c.hangup
 }
 
-// parseTarget reads "bob@b.test", "sip:bob@b.test" or a bare "bob" (of
-// our own domain).
+// parseTarget reads "bob@b.test", "sip:bob@b.test", a bare "bob" or
+// extension "1001" (of our own domain), or a telephone number
+// "+81312345678" or "tel:+81312345678", which goes to our own domain's
+// proxy as sip:+81312345678@our.domain;user=phone (RFC 3261 §19.1.6)
+// for it to look up (ENUM).
 func (p *Phone) parseTarget(target string) (sip.Uri, error) {
 	s := strings.TrimSpace(target)
+	if len(s) > 4 && strings.EqualFold(s[:4], "tel:") {
+		s = s[4:]
+		if !strings.HasPrefix(s, "+") {
+			return sip.Uri{}, fmt.Errorf("endpoint: %q: want a global number, tel:+…", target)
+		}
+	}
+	if strings.HasPrefix(s, "+") && !strings.ContainsAny(s, "@:") {
+		number, _, _ := strings.Cut(s, ";")
+		return sip.Uri{Scheme: "sip", User: number, Host: p.domain, UriParams: sip.HeaderParams{{K: "user", V: "phone"}}}, nil
+	}
 	if !strings.Contains(s, "@") && !strings.Contains(s, ":") {
 		s += "@" + p.domain
 	}
@@ -790,7 +804,9 @@ func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		dlg.Close()
 		return
 	}
-	p.emit(Event{Event: "ringing", CallID: id, Peer: peer, Direction: "in"})
+	// The number or name the caller dialled: an alias (1001) or a
+	// telephone number reaches this phone under the To it was called by.
+	p.emit(Event{Event: "ringing", CallID: id, Peer: peer, Direction: "in", To: sipcore.Sanitize(req.To().Address.String())})
 	if p.cfg.AnswerDelay > 0 {
 		select {
 		case <-time.After(p.cfg.AnswerDelay):

@@ -87,6 +87,10 @@ type Proxy struct {
 	inviteTxs       sync.Map        // key (inviteKey) → *inviteTx: our INVITE client transactions
 	late            lateForks       // INVITEs in progress to users of ours, for devices that register meanwhile
 	anchor          MediaAnchor     // the media bridge for browsers; nil: none
+	aliases         Aliases         // nil: no aliases
+	enum            ENUMResolver    // looks numbers up (numbers.go)
+	enumSuffixes    []string        // none: numbers are not looked up
+	enumFallback    *sip.Uri        // where numbers without an ENUM record go; nil: 404
 	mediaDialogs    sync.Map        // dialogKey → *bridgedDialog
 	bridgedDialogs  atomic.Int64    // entries of mediaDialogs
 	bridgedUsers    sync.Map        // a browser's AOR → *atomic.Int32: its bridges open now
@@ -322,9 +326,16 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 	case fwd.Route() != nil:
 		plan, err = p.uriTargets(ctx, fwd.Route().Address)
 	case !inDialog && p.domains[strings.ToLower(fwd.Recipient.Host)]:
-		plan, err = p.lookup(ctx, fwd)
+		var aor string
+		plan, aor, err = p.routeLocal(ctx, req, fwd, &numberRoute{ours: challenge && p.domains[strings.ToLower(req.From().Address.Host)]})
 		if req.IsInvite() {
-			late = fwd.Recipient.User + "@" + strings.ToLower(fwd.Recipient.Host)
+			late = aor
+		}
+	case !inDialog && strings.EqualFold(fwd.Recipient.Scheme, "tel"):
+		var aor string
+		plan, aor, err = p.routeTel(ctx, req, fwd, &numberRoute{ours: challenge && p.domains[strings.ToLower(req.From().Address.Host)]})
+		if req.IsInvite() {
+			late = aor
 		}
 	default:
 		plan, err = p.uriTargets(ctx, fwd.Recipient)
@@ -479,11 +490,7 @@ func (p *Proxy) lookup(ctx context.Context, req *sip.Request) ([][]branchTarget,
 	if len(bindings) == 0 {
 		if _, err := p.users.Lookup(ctx, ruri.User, domain); err != nil {
 			if errors.Is(err, auth.ErrUnknownUser) {
-				if p.hideUsers && !p.domains[strings.ToLower(req.From().Address.Host)] {
-					// Outsiders cannot tell who exists (enumeration).
-					return nil, sipcore.Errorf(480, "Temporarily Unavailable")
-				}
-				return nil, sipcore.Errorf(404, "Not Found")
+				return nil, errUnknownUser // an alias? a number? (routeLocal)
 			}
 			if errors.Is(err, auth.ErrUnavailable) {
 				return nil, sipcore.Errorf(503, "User directory unavailable").With(sip.NewHeader("Retry-After", "5"))

@@ -34,6 +34,7 @@ type Registrar struct {
 	domains        map[string]bool
 	store          location.Store
 	auth           Authenticator
+	aliases        Aliases
 	minExpires     int
 	maxExpires     int
 	defaultExpires int
@@ -88,6 +89,16 @@ func WithEdgePath(f func(transport, source string) string) Option {
 // WithOnChange makes the registrar call f with the AOR after each
 // REGISTER that added or refreshed bindings (the proxy's late forking).
 func WithOnChange(f func(aor string)) Option { return func(r *Registrar) { r.onChange = f } }
+
+// Aliases finds the user an alias of the domain stands for;
+// auth.FileStore and auth.RedisStore are ones.
+type Aliases interface {
+	Alias(ctx context.Context, user, domain string) (string, error)
+}
+
+// WithAliases names the aliases: a user registering one of its own
+// aliases is told to register its AOR (403 either way).
+func WithAliases(a Aliases) Option { return func(r *Registrar) { r.aliases = a } }
 
 // WithClock replaces time.Now (tests).
 func WithClock(now func() time.Time) Option { return func(r *Registrar) { r.now = now } }
@@ -167,6 +178,13 @@ func (r *Registrar) Register(ctx context.Context, req *sip.Request) (*sip.Respon
 	}
 	aor := sipcore.AOR(to)
 	if !sipcore.SameUser(user, to.User, domain) {
+		if r.aliases != nil {
+			if target, err := r.aliases.Alias(ctx, to.User, domain); err == nil && sipcore.SameUser(user, target, domain) {
+				// Its own alias: calls to it reach the AOR's devices
+				// already; a binding of its own would split them.
+				return nil, sipcore.Errorf(403, "%s is an alias of %s@%s: register that", aor, target, domain)
+			}
+		}
 		return nil, sipcore.Errorf(403, "Not allowed to register %s", aor)
 	}
 	// Step 6: the Contacts and their intervals.

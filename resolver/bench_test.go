@@ -46,3 +46,30 @@ func BenchmarkResolveCold(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkENUM is a proxy looking up a number it looked up before: the
+// NAPTR records come from the cache, the regexp is compiled and applied
+// again, and the steps are written again.
+func BenchmarkENUM(b *testing.B) {
+	l := startLab(b, enumZones)
+	r := newResolver(b, l.Addr())
+	ctx := context.Background()
+	suffixes := []string{"e164.lab"}
+	for _, c := range []struct{ name, number string }{
+		{"terminal_backref", "+81300000006"},
+		{"non_terminal", "+81300000007"},
+		{"order_preference_4_records", "+81300000005"},
+	} {
+		if _, err := r.ENUM(ctx, c.number, suffixes); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := r.ENUM(ctx, c.number, suffixes); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

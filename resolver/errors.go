@@ -24,6 +24,19 @@ var (
 	// ErrUnsupported is a URI we cannot resolve: another scheme, or a
 	// transport we do not speak.
 	ErrUnsupported = errors.New("not supported")
+
+	// ErrENUMNoRecord is a number with no ENUM record for SIP under any
+	// suffix: no NAPTR at all, or none with the E2U+sip service (RFC 6116,
+	// RFC 3764). A proxy answers 404, or hands the number to a gateway.
+	ErrENUMNoRecord = errors.New("no E2U+sip record")
+	// ErrENUMBadRecord is a number whose ENUM records for SIP are all
+	// unusable: a regexp that is malformed or does not match, a result
+	// that is not a sip: or sips: URI, unknown flags. A proxy answers 502:
+	// the fault is in someone else's DNS.
+	ErrENUMBadRecord = errors.New("no usable E2U+sip record")
+	// ErrENUMLoop is a chain of non-terminal ENUM records that comes back
+	// to a name already visited, or goes on too long. A proxy answers 482.
+	ErrENUMLoop = errors.New("ENUM loop")
 )
 
 // LookupError is a failed DNS look-up: the name and type asked for, and why.

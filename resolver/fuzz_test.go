@@ -102,3 +102,37 @@ func FuzzAnswer(f *testing.F) {
 		}
 	})
 }
+
+// FuzzNAPTRRewrite feeds NAPTR regexp fields and numbers to the DDDS
+// substitution of RFC 3402 §3.2 (the fields come from other domains'
+// DNS): no panic, a result of at most 1024 bytes, no CR or LF in an error,
+// and a result taken for a SIP URI only of printable ASCII.
+func FuzzNAPTRRewrite(f *testing.F) {
+	for _, c := range naptrRewriteCases {
+		f.Add(c.re, c.aus)
+	}
+	f.Add(`!^\+81(.*)$!sip:\1@b.test!`, "+81312345678")
+	f.Add("!^(.*)$!sip:\\1\\1\\1\\1\\1\\1\\1\\1\\1@b.test!i", "+1\r\n")
+	f.Fuzz(func(t *testing.T, re, aus string) {
+		out, err := NAPTRRewrite(re, aus)
+		if err != nil {
+			if out != "" || strings.ContainsAny(err.Error(), "\r\n") {
+				t.Fatalf("NAPTRRewrite(%q, %q) = %q, %q", re, aus, out, err)
+			}
+			return
+		}
+		if len(out) > maxRewrite || len(re) > maxRegexpField {
+			t.Fatalf("NAPTRRewrite(%q, %q): accepted, %d bytes out", re, aus, len(out))
+		}
+		uri, err := checkSIPURI(out)
+		if err != nil {
+			if strings.ContainsAny(err.Error(), "\r\n") {
+				t.Fatalf("checkSIPURI(%q): error %q", out, err)
+			}
+			return
+		}
+		if strings.ContainsFunc(uri, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+			t.Fatalf("NAPTRRewrite(%q, %q) = %q, taken for a SIP URI", re, aus, uri)
+		}
+	})
+}

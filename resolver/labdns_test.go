@@ -96,8 +96,8 @@ func TestLabServerZonesOfDeployLab(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := s.Zones(); !slices.Equal(got, []string{"a.test.", "b.test."}) {
-		t.Errorf("deploy/lab serves %q, want a.test. and b.test.", got)
+	if got := s.Zones(); !slices.Equal(got, []string{"a.test.", "b.test.", "e164.lab."}) {
+		t.Errorf("deploy/lab serves %q, want a.test., b.test. and e164.lab.", got)
 	}
 }
 

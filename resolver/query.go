@@ -219,4 +219,7 @@ func (r *Resolver) flush() {
 	r.pmu.Lock()
 	clear(r.plans)
 	r.pmu.Unlock()
+	r.smu.Lock()
+	clear(r.substs)
+	r.smu.Unlock()
 }

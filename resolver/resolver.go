@@ -92,6 +92,9 @@ type Resolver struct {
 
 	dmu  sync.RWMutex // guards down
 	down map[downKey]time.Time
+
+	smu    sync.Mutex            // guards substs
+	substs map[string]substEntry // ENUM regexp fields, compiled
 }
 
 // Option configures a Resolver.
@@ -203,6 +206,7 @@ func New(opts ...Option) (*Resolver, error) {
 		calls:      map[rrKey]*call{},
 		plans:      map[planKey]*plan{},
 		down:       map[downKey]time.Time{},
+		substs:     map[string]substEntry{},
 	}
 	for _, o := range opts {
 		if err := o(r); err != nil {

@@ -7,10 +7,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipfed/sipfed/auth"
 	"github.com/sipfed/sipfed/sipcore"
@@ -86,6 +89,15 @@ type Config struct {
 	// does not exist 480, as for one who is offline, not 404, so that
 	// outsiders cannot enumerate users.
 	HideUsers bool
+	// ENUMSuffixes are the ENUM trees (RFC 6116) a user of ours calling
+	// an E.164 number has it looked up in, in turn; nil: e164.arpa. A
+	// list holding "none" turns ENUM off (numbers that are no user or
+	// alias get 404).
+	ENUMSuffixes []string
+	// ENUMFallback is the SIP URI (a gateway) a number with no ENUM record
+	// is sent to, with the number as its user part when it has none;
+	// empty: 404.
+	ENUMFallback string
 	// TCPMaxConns bounds the connections open at once on each TCP
 	// listener (default 2048, Kamailio's tcp_max_connections),
 	// TCPMaxPerSource those from one IPv4 address or IPv6 /64 (default
@@ -193,6 +205,12 @@ func (c Config) withDefaults() Config {
 	if c.FailoverTimeout == 0 {
 		c.FailoverTimeout = 5 * time.Second
 	}
+	if c.ENUMSuffixes == nil {
+		c.ENUMSuffixes = []string{"e164.arpa"}
+	}
+	if slices.Contains(c.ENUMSuffixes, "none") {
+		c.ENUMSuffixes = []string{}
+	}
 	if c.PikeRate == 0 {
 		c.PikeRate = sipcore.DefaultPikeRate // burst and block: sipcore.NewPike's
 	}
@@ -232,6 +250,16 @@ func (c Config) validate() error {
 	}
 	if err := auth.CheckAlgorithms(c.DigestAlgorithms); err != nil {
 		return configErr("digest algorithms: %v", err)
+	}
+	for _, sfx := range c.ENUMSuffixes {
+		if strings.Trim(sfx, ".") == "" || strings.ContainsAny(sfx, " @:/\r\n\t") {
+			return configErr("ENUM suffix %q is not a domain name", sfx)
+		}
+	}
+	if c.ENUMFallback != "" {
+		if _, err := c.enumFallback(); err != nil {
+			return configErr("ENUM fallback %q: %v", c.ENUMFallback, err)
+		}
 	}
 	if c.Users == "redis" && c.Store == "memory" {
 		return configErr("users in redis need a Redis store (redis://…)")
@@ -373,4 +401,16 @@ func addrPort(a net.Addr) netip.AddrPort {
 	}
 	ap, _ := netip.ParseAddrPort(a.String())
 	return ap
+}
+
+// enumFallback parses ENUMFallback: a sip: or sips: URI with a host.
+func (c Config) enumFallback() (*sip.Uri, error) {
+	var u sip.Uri
+	if err := sip.ParseUri(c.ENUMFallback, &u); err != nil {
+		return nil, err
+	}
+	if u.Scheme != "sip" && u.Scheme != "sips" || u.Host == "" {
+		return nil, errors.New("want a SIP URI with a host, e.g. sip:gw.a.example")
+	}
+	return &u, nil
 }

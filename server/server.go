@@ -235,6 +235,9 @@ func New(cfg Config) (_ *Server, err error) {
 		// on a flow of this node is reached through this node.
 		rgOpts = append(rgOpts, registrar.WithEdgePath(func(transport, source string) string { return px.NodePath(transport, source) }))
 	}
+	if a, ok := creds.(auth.AliasResolver); ok {
+		rgOpts = append(rgOpts, registrar.WithAliases(a))
+	}
 	rg := registrar.New(cfg.Domains, s.store, authSrv, rgOpts...)
 
 	stray := func(r *sip.Response) {
@@ -261,6 +264,14 @@ func New(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	if a, ok := creds.(auth.AliasResolver); ok {
+		pxOpts = append(pxOpts, proxy.WithAliases(a))
+	}
+	fallback, _ := cfg.enumFallback() // validated
+	if cfg.ENUMFallback == "" {
+		fallback = nil
+	}
+	pxOpts = append(pxOpts, proxy.WithENUM(res, cfg.ENUMSuffixes, fallback))
 	px = proxy.New(cfg.Domains, s.store, authSrv, creds, res, client, listeners, pxOpts...)
 	if w, ok := s.store.(watcher); ok {
 		go s.watchStore(w, px.Changed)

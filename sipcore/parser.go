@@ -147,7 +147,9 @@ func CheckRequest(req *sip.Request) error {
 	if req.CSeq().MethodName != req.Method {
 		return Errorf(400, "CSeq method %s does not match request method", req.CSeq().MethodName)
 	}
-	if req.From().Address.Host == "" || req.To().Address.Host == "" {
+	// To may be a telephone number as dialled (RFC 3966 tel:, RFC 3261
+	// §8.1.1.2); From is who the request is from, a SIP address.
+	if to := &req.To().Address; req.From().Address.Host == "" || to.Host == "" && !(strings.EqualFold(to.Scheme, "tel") && to.Raw() != "") {
 		return Errorf(400, "From and To must be SIP URIs with a host")
 	}
 	return nil

@@ -31,7 +31,7 @@ func commands() map[string]command {
 		"serve":   {"run a domain's registrar and proxy", runServe},
 		"phone":   {"a softphone: register, call URI, or answer", runPhone},
 		"demo":    {"two domains, DNS, phones and a call on this machine (make run)", runDemo},
-		"user":    {"add, delete and list users (add|del|list)", runUser},
+		"user":    {"manage users and their aliases (add|del|list|import|alias)", runUser},
 		"version": {"print the version, VCS revision and Go version (also --version)", runVersion},
 	}
 }

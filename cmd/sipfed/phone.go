@@ -309,6 +309,10 @@ func (p *eventPrinter) print(ev endpoint.Event) {
 	case "registered":
 		fmt.Fprintf(p.w, "registered %s for %d s through %s\n", ev.AOR, ev.Expires, ev.Proxy)
 	case "ringing":
+		if ev.To != "" {
+			fmt.Fprintf(p.w, "ringing (%s %s, for %s)\n", ev.Direction, ev.Peer, ev.To)
+			break
+		}
 		fmt.Fprintf(p.w, "ringing (%s %s)\n", ev.Direction, ev.Peer)
 	case "answered":
 		fmt.Fprintf(p.w, "answered (%s %s), call %s\n", ev.Direction, ev.Peer, ev.CallID)

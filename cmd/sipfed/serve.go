@@ -124,6 +124,7 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 		dns           = newListFlag()
 		trusted       = newListFlag()
 		wsOrigins     = newListFlag()
+		enumSuffixes  = newListFlag("e164.arpa")
 		mediaPorts    string
 		gcPercent     int
 	)
@@ -160,6 +161,8 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 	fs.DurationVar(&c.TimerC, "timer-c", 180*time.Second, "Timer C: how long an INVITE branch may ring before it is CANCELed (RFC 3261 §16.6); a whole INVITE is bounded at twice this")
 	fs.DurationVar(&c.FailoverTimeout, "failover-timeout", 5*time.Second, "how long to wait for any answer from another domain's server before trying the next one")
 	fs.BoolVar(&signature, "server-header", true, "send Server: sipfed/VERSION on the responses sipfed makes (false: none, for operators who do not say what they run)")
+	fs.Var(enumSuffixes, "enum-suffix", "ENUM `tree` (RFC 6116) a number dialled by a user of ours is looked up in, in turn (repeatable; none: no ENUM, numbers that are no user or alias get 404)")
+	fs.StringVar(&c.ENUMFallback, "enum-fallback", "", "SIP `URI` (a gateway) for numbers with no ENUM record, the number as its user part; empty: 404")
 	fs.BoolVar(&c.HideUsers, "hide-users", false, "answer other domains' requests for users who do not exist 480, as for offline ones, not 404 (no user enumeration)")
 	fs.IntVar(&c.TCPMaxConns, "tcp-max-connections", sipcore.DefaultMaxConns, "most TCP connections open at once on each TCP listener; more are closed at once (0: no limit)")
 	fs.IntVar(&c.TCPMaxPerSource, "tcp-max-per-source", sipcore.DefaultMaxPerSource, "most TCP connections open at once from one IP address (IPv6: one /64); more are closed at once (0: no limit)")
@@ -230,6 +233,7 @@ func serveConfig(e *env, args []string) (server.Config, serveProc, error) {
 		return c, serveProc{}, usagef("--media-timeout and --media-max-calls must be positive")
 	}
 	c.Domains, c.Listen, c.DNS, c.WSOrigins = domains.vals, listen.vals, dns.vals, wsOrigins.vals
+	c.ENUMSuffixes = enumSuffixes.vals
 	if signature {
 		c.ServerHeader = serverHeader(debug.ReadBuildInfo())
 	}

@@ -22,6 +22,10 @@ type userAdmin interface {
 	Del(ctx context.Context, aor string) error
 	List(ctx context.Context, domain string) ([]string, error)
 	Import(ctx context.Context, creds []auth.Credential) (auth.ImportStats, error)
+	auth.AliasResolver
+	AddAlias(ctx context.Context, alias, aor string) error
+	DelAlias(ctx context.Context, alias string) error
+	ListAliases(ctx context.Context, domain string) ([]auth.Alias, error)
 }
 
 var (
@@ -29,14 +33,16 @@ var (
 	_ userAdmin = (*auth.RedisStore)(nil)
 )
 
-const userUsage = `Usage: sipfed user add|del|list|import [--users FILE | --store redis://…] [--password-stdin] [AOR... | DOMAIN | FILE]
+const userUsage = `Usage: sipfed user add|del|list|import|alias [--users FILE | --store redis://…] [--password-stdin] [AOR... | DOMAIN | FILE]
 
   sipfed user add alice@a.example          set alice's password (prompted, or --password-stdin)
   sipfed user add --password-stdin a@x b@x set several, one password per stdin line, in order
-  sipfed user del alice@a.example          remove alice (or several)
+  sipfed user del alice@a.example          remove alice (or several), and their aliases
   sipfed user list [a.example]             print the users, one AOR per line, sorted
   sipfed user import [--format F] [--skip-bad] [--dry-run] [FILE|-]
                                            add or update many users from FILE (or stdin)
+  sipfed user alias add|del|list …         other names of users (1001@a.example for
+                                           alice@a.example); see 'sipfed user alias --help'
 
 Only the HA1 hashes (MD5 and SHA-256) are stored, never the password. The
 users file is written with mode 0600; a running 'sipfed serve' picks up
@@ -83,19 +89,41 @@ password (a new 401, counted by the failure guard). Give those users a
 password with 'sipfed user add' (or import one) to offer them SHA-256, or
 serve them with --digest-algorithms MD5.`
 
-// runUser implements sipfed user add|del|list|import.
+const aliasUsage = `Usage: sipfed user alias add|del|list [--users FILE | --store redis://…] [ALIAS AOR | ALIAS... | DOMAIN]
+
+  sipfed user alias add 1001@a.example alice@a.example
+                                    make 1001 another name of alice: calls to
+                                    1001@a.example reach alice's devices
+  sipfed user alias del 1001@a.example
+                                    remove the alias (or several)
+  sipfed user alias list [a.example]
+                                    print the aliases, "ALIAS AOR" per line, sorted
+
+An alias is a name within its user's domain: a number ("1001",
+"+81312345678") or a name ("sales"). It has no password: phones register
+and authenticate as the user. A name is a user or an alias, never both:
+'alias add' refuses an alias that is a user or a user that does not
+exist, and 'user add' and 'user import' refuse a user that is an alias.
+'alias add' of an alias that stands for another user points it at the
+new one. 'user del' removes the user's aliases too. The store is chosen
+as for 'sipfed user add' (--users, --store); a running 'sipfed serve'
+picks up changes to the users file within a second.`
+
+// runUser implements sipfed user add|del|list|import|alias.
 func runUser(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 {
-		return usagef("missing subcommand: add, del, list or import (see --help)")
+		return usagef("missing subcommand: add, del, list, import or alias (see --help)")
 	}
 	sub := args[0]
 	switch sub {
 	case "-h", "--help", "help":
 		fmt.Fprintln(e.stdout, userUsage)
 		return errHelp
+	case "alias":
+		return runUserAlias(ctx, e, args[1:])
 	case "add", "del", "list", "import":
 	default:
-		return usagef("unknown subcommand %q: want add, del, list or import", sub)
+		return usagef("unknown subcommand %q: want add, del, list, import or alias", sub)
 	}
 	fs := newFlagSet(e, "user "+sub, userUsage)
 	fs.withConfig()
@@ -188,6 +216,109 @@ func runUser(ctx context.Context, e *env, args []string) error {
 		}
 		for _, a := range list {
 			fmt.Fprintln(e.stdout, a)
+		}
+		return nil
+	}
+}
+
+// runUserAlias implements sipfed user alias add|del|list.
+func runUserAlias(ctx context.Context, e *env, args []string) error {
+	if len(args) == 0 {
+		return usagef("missing alias subcommand: add, del or list (see 'sipfed user alias --help')")
+	}
+	sub := args[0]
+	switch sub {
+	case "-h", "--help", "help":
+		fmt.Fprintln(e.stdout, aliasUsage)
+		return errHelp
+	case "add", "del", "list":
+	default:
+		return usagef("unknown alias subcommand %q: want add, del or list", sub)
+	}
+	fs := newFlagSet(e, "user alias "+sub, aliasUsage)
+	fs.withConfig()
+	users := fs.String("users", "", "users `file` (default users.txt), or 'redis' to use --store")
+	store := fs.String("store", "", "Redis `URL` holding the users (redis://, rediss://, redis+sentinel://, redis+cluster://)")
+	pos, err := fs.parse(e, args[1:])
+	if err != nil {
+		return err
+	}
+	// The AORs given, as the stores keep them.
+	var aors []string
+	switch sub {
+	case "add":
+		if len(pos) != 2 {
+			return usagef("want ALIAS AOR, e.g. 1001@a.example alice@a.example; got %d arguments", len(pos))
+		}
+	case "del":
+		if len(pos) == 0 {
+			return usagef("missing the alias, e.g. 1001@a.example")
+		}
+	case "list":
+		if len(pos) > 1 {
+			return usagef("too many arguments: %q", pos)
+		}
+	}
+	if sub != "list" {
+		for _, a := range pos {
+			user, domain, err := auth.ParseAOR(a)
+			if err != nil {
+				return usagef("%v", err)
+			}
+			aors = append(aors, user+"@"+domain)
+		}
+	}
+	if sub == "add" {
+		_, aliasDomain, _ := strings.Cut(aors[0], "@")
+		if _, domain, _ := strings.Cut(aors[1], "@"); domain != aliasDomain {
+			return usagef("%s and %s are in different domains: an alias is another name within its user's domain", aors[0], aors[1])
+		}
+	}
+
+	admin, _, closeStore, err := openUserAdmin(*users, *store, false)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+
+	switch sub {
+	case "add":
+		for i, aor := range aors {
+			if aor != pos[i] {
+				fmt.Fprintf(e.stderr, "sipfed user: storing %s as %s\n", pos[i], aor)
+			}
+		}
+		alias, aor := aors[0], aors[1]
+		user, domain, _ := strings.Cut(alias, "@")
+		old, err := admin.Alias(ctx, user, domain)
+		if err != nil && !errors.Is(err, auth.ErrUnknownUser) {
+			return err
+		}
+		if err := admin.AddAlias(ctx, alias, aor); err != nil {
+			return err
+		}
+		if old != "" && old+"@"+domain != aor {
+			fmt.Fprintf(e.stderr, "sipfed user: %s stood for %s@%s; it now stands for %s\n", alias, old, domain, aor)
+		}
+		return nil
+	case "del":
+		for _, alias := range aors {
+			if err := admin.DelAlias(ctx, alias); err != nil {
+				return err
+			}
+		}
+		return nil
+	default:
+		domain := ""
+		if len(pos) == 1 {
+			domain = pos[0]
+		}
+		list, err := admin.ListAliases(ctx, domain)
+		if err != nil {
+			return err
+		}
+		for _, a := range list {
+			fmt.Fprintln(e.stdout, a.Alias, a.AOR)
 		}
 		return nil
 	}

@@ -366,3 +366,138 @@ func TestUserAddMany(t *testing.T) {
 		t.Error("x@a.example added although y@a.example had no password")
 	}
 }
+
+// TestUserAlias adds, replaces, lists and deletes aliases in a users
+// file, and checks the conflicts with users both ways.
+func TestUserAlias(t *testing.T) {
+	users := filepath.Join(t.TempDir(), "users.txt")
+	for _, aor := range []string{"alice@a.example", "bob@a.example", "carol@b.example"} {
+		if code, _, stderr := runUserCLI(t, "pw\n", "add", aor, "--users", users, "--password-stdin"); code != 0 {
+			t.Fatalf("add %s: exit %d: %s", aor, code, stderr)
+		}
+	}
+	for _, c := range []struct {
+		args         []string
+		code         int
+		stdout, note string
+	}{
+		{[]string{"alias", "add", "1001@a.example", "alice@a.example", "--users", users}, 0, "", ""},
+		{[]string{"alias", "add", "--users", users, "sip:+81312345678@A.example", "alice@a.example"}, 0, "",
+			"sipfed user: storing sip:+81312345678@A.example as +81312345678@a.example\n"},
+		{[]string{"alias", "add", "200@b.example", "carol@b.example", "--users=" + users}, 0, "", ""},
+		{[]string{"alias", "add", "1001@a.example", "alice@a.example", "--users", users}, 0, "", ""},
+		{[]string{"alias", "list", "--users", users}, 0, "+81312345678@a.example alice@a.example\n1001@a.example alice@a.example\n200@b.example carol@b.example\n", ""},
+		{[]string{"alias", "list", "B.example", "--users", users}, 0, "200@b.example carol@b.example\n", ""},
+		{[]string{"alias", "list", "c.example", "--users", users}, 0, "", ""},
+		{[]string{"alias", "add", "1001@a.example", "bob@a.example", "--users", users}, 0, "",
+			"sipfed user: 1001@a.example stood for alice@a.example; it now stands for bob@a.example\n"},
+		{[]string{"alias", "add", "bob@a.example", "alice@a.example", "--users", users}, 1, "",
+			"sipfed user: auth: alias conflict: bob@a.example is a user (delete the user first)\n"},
+		{[]string{"alias", "add", "2000@a.example", "nobody@a.example", "--users", users}, 1, "",
+			"sipfed user: auth: alias conflict: nobody@a.example is not a user\n"},
+		{[]string{"alias", "add", "2000@a.example", "1001@a.example", "--users", users}, 1, "",
+			"sipfed user: auth: alias conflict: 1001@a.example is not a user\n"},
+		{[]string{"add", "1001@a.example", "--users", users, "--password-stdin"}, 1, "",
+			"sipfed user: auth: alias conflict: 1001@a.example is an alias of bob@a.example (delete the alias first)\n"},
+		{[]string{"alias", "del", "1001@a.example", "--users", users}, 0, "", ""},
+		{[]string{"alias", "del", "1001@a.example", "--users", users}, 1, "",
+			"sipfed user: 1001@a.example is not an alias: auth: unknown user\n"},
+		{[]string{"del", "alice@a.example", "--users", users}, 0, "", ""},
+		{[]string{"alias", "list", "--users", users}, 0, "200@b.example carol@b.example\n", ""},
+	} {
+		code, stdout, stderr := runUserCLI(t, "pw\n", c.args...)
+		if code != c.code || stdout != c.stdout || stderr != c.note {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q\nwant exit %d, stdout %q, stderr %q", c.args, code, stdout, stderr, c.code, c.stdout, c.note)
+		}
+	}
+	code, stdout, stderr := runUserCLI(t, "200@b.example:pw\ndave@b.example:pw\n", "import", "--users", users)
+	if code != 1 || stdout != "" || !strings.Contains(stderr, "200@b.example is an alias of carol@b.example") {
+		t.Errorf("import of an alias: exit %d, %q %s", code, stdout, stderr)
+	}
+	if _, out, _ := runUserCLI(t, "", "list", "--users", users); out != "bob@a.example\ncarol@b.example\n" {
+		t.Errorf("list: %q", out)
+	}
+	data, _ := os.ReadFile(users)
+	if !strings.HasSuffix(string(data), "\n\n200@b.example alias=carol@b.example\n") {
+		t.Errorf("users file:\n%s", data)
+	}
+}
+
+// TestUserAliasUsage checks exit statuses: 0 for help, 2 for command-line
+// mistakes (before the store is opened), 1 for a missing users file.
+func TestUserAliasUsage(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users.txt")
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--help"}, 0, "sipfed user alias add|del|list"},
+		{[]string{"alias", "--help"}, 0, "Usage: sipfed user alias add|del|list"},
+		{[]string{"alias", "add", "--help"}, 0, "--store URL"},
+		{[]string{"alias"}, 2, "missing alias subcommand"},
+		{[]string{"alias", "frob"}, 2, `unknown alias subcommand "frob"`},
+		{[]string{"frob"}, 2, "want add, del, list, import or alias"},
+		{[]string{"alias", "add", "1001@a.example", "--users", users}, 2, "want ALIAS AOR, e.g. 1001@a.example alice@a.example; got 1 arguments"},
+		{[]string{"alias", "add", "1001@a.example", "alice@a.example", "x@a.example", "--users", users}, 2, "want ALIAS AOR"},
+		{[]string{"alias", "add", "1001", "alice@a.example", "--users", users}, 2, "invalid address of record"},
+		{[]string{"alias", "add", "1001@a.example", "alice@B.example", "--users", users}, 2,
+			"sipfed user: 1001@a.example and alice@b.example are in different domains: an alias is another name within its user's domain (see --help)"},
+		{[]string{"alias", "del", "--users", users}, 2, "missing the alias"},
+		{[]string{"alias", "del", "10 01@a.example", "--users", users}, 2, "invalid address of record"},
+		{[]string{"alias", "list", "a.example", "b.example", "--users", users}, 2, "too many arguments"},
+		{[]string{"alias", "list", "--users", "redis"}, 2, "--users redis needs --store"},
+		{[]string{"alias", "add", "1001@a.example", "alice@a.example", "--password-stdin", "--users", users}, 2, "flag provided but not defined: --password-stdin"},
+		{[]string{"alias", "list", "--users", users}, 1, "sipfed user: users file " + users + " does not exist (create it with 'sipfed user add')"},
+		{[]string{"alias", "add", "1001@a.example", "alice@a.example", "--users", users}, 1, "does not exist"},
+	} {
+		code, stdout, stderr := runUserCLI(t, "", c.args...)
+		if code != c.code || !strings.Contains(stdout+stderr, c.want) {
+			t.Errorf("%q: exit %d, want %d with %q\nstdout: %s\nstderr: %s", c.args, code, c.code, c.want, stdout, stderr)
+		}
+		if c.code != 0 && strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%q: not one line on stderr: %q", c.args, stderr)
+		}
+	}
+	if _, err := os.Stat(users); !os.IsNotExist(err) {
+		t.Errorf("a failed command wrote %s", users)
+	}
+}
+
+// TestUserAliasRedis runs alias add, list and del against a real
+// redis-server, the store given by flag, SIPFED_STORE and --config.
+func TestUserAliasRedis(t *testing.T) {
+	r := testenv.StartRedis(t)
+	for _, aor := range []string{"alice@a.example", "bob@a.example"} {
+		if code, _, stderr := runUserCLI(t, "pw\n", "add", aor, "--store", r.URL(), "--password-stdin"); code != 0 {
+			t.Fatalf("add %s: exit %d: %s", aor, code, stderr)
+		}
+	}
+	if code, _, stderr := runUserCLI(t, "", "alias", "add", "1001@a.example", "alice@a.example", "--store", r.URL()); code != 0 {
+		t.Fatalf("alias add: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, map[string]string{"SIPFED_STORE": r.URL(), "SIPFED_USERS": "redis"}, "user", "alias", "add", "+81312345678@a.example", "bob@a.example"); code != 0 {
+		t.Fatalf("alias add with SIPFED_STORE: exit %d: %s", code, stderr)
+	}
+	config := filepath.Join(t.TempDir(), "sipfed.yaml")
+	writeFile(t, config, "store: "+r.URL()+"\n")
+	if code, out, stderr := runUserCLI(t, "", "alias", "list", "a.example", "--config", config); code != 0 || out != "+81312345678@a.example bob@a.example\n1001@a.example alice@a.example\n" {
+		t.Fatalf("alias list --config: exit %d, %q %s", code, out, stderr)
+	}
+	if code, _, stderr := runUserCLI(t, "", "alias", "add", "bob@a.example", "alice@a.example", "--store", r.URL()); code != 1 || stderr != "sipfed user: auth: alias conflict: bob@a.example is a user (delete the user first)\n" {
+		t.Errorf("alias add of a user: exit %d: %q", code, stderr)
+	}
+	if code, _, stderr := runUserCLI(t, "pw\n", "add", "1001@a.example", "--store", r.URL(), "--password-stdin"); code != 1 || !strings.Contains(stderr, "1001@a.example is an alias of alice@a.example") {
+		t.Errorf("add of an alias: exit %d: %q", code, stderr)
+	}
+	if code, _, stderr := runUserCLI(t, "", "alias", "del", "1001@a.example", "--store", r.URL()); code != 0 {
+		t.Errorf("alias del: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := runUserCLI(t, "", "del", "bob@a.example", "--store", r.URL()); code != 0 {
+		t.Errorf("del bob: exit %d: %s", code, stderr)
+	}
+	if code, out, stderr := runUserCLI(t, "", "alias", "list", "--store", r.URL()); code != 0 || out != "" {
+		t.Errorf("alias list after del: exit %d, %q %s", code, out, stderr)
+	}
+}

@@ -53,7 +53,7 @@ const phoneBase, maxPhones = 100, 150
 // Domains and their hosts.
 var (
 	ANodes = []string{"a1", "a2", "a3"}
-	Zones  = []string{"a.test", "b.test", "kam.test"}
+	Zones  = []string{"a.test", "b.test", "kam.test", "e164.lab"}
 )
 
 // DefaultUsers are made at Up when Config.Users is nil.
@@ -470,6 +470,27 @@ func (l *Lab) AddUser(ctx context.Context, aor, password string) error {
 	return l.addUsers(ctx, d, []string{aor}, []string{password})
 }
 
+// AddAlias makes alias (e.g. 1001@a.test) stand for the user aor of the
+// same domain (sipfed user alias add), in a.test's Redis or b.test's
+// users file.
+func (l *Lab) AddAlias(ctx context.Context, alias, aor string) error {
+	_, d, _ := strings.Cut(alias, "@")
+	switch d {
+	case "a.test":
+		if out, err := l.Run(ctx, "redis", "", l.cfg.Sipfed, "user", "alias", "add", "--store", l.RedisURL(), alias, aor); err != nil {
+			return fmt.Errorf("lab: alias %s: %v: %s", alias, err, out)
+		}
+	case "b.test":
+		out, err := exec.CommandContext(ctx, l.cfg.Sipfed, "user", "alias", "add", "--users", l.usersFile(), alias, aor).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("lab: alias %s: %v: %s", alias, err, out)
+		}
+	default:
+		return fmt.Errorf("lab: aliases of %s are not made here", d)
+	}
+	return nil
+}
+
 func (l *Lab) addUsers(ctx context.Context, domain string, aors, passwords []string) error {
 	stdin := strings.Join(passwords, "\n") + "\n"
 	switch domain {
@@ -503,7 +524,8 @@ func (l *Lab) nodeArgs(host string) []string {
 	a := []string{l.cfg.Sipfed, "serve",
 		"--listen", "udp:" + h.IP + ":5060", "--listen", "tcp:" + h.IP + ":5060", "--advertise", h.IP,
 		"--node-id", host, "--dns", DNSIP + ":53", "--http", h.IP + ":" + strconv.Itoa(HTTPPort),
-		"--failover-timeout", l.cfg.FailoverTimeout.String(), "--log-level", l.cfg.LogLevel}
+		"--failover-timeout", l.cfg.FailoverTimeout.String(), "--log-level", l.cfg.LogLevel,
+		"--enum-suffix", "e164.lab"}
 	// The other servers send for many phones from one address: never
 	// rate-limited or banned (README: What an operator must still do).
 	for _, s := range serverHosts {

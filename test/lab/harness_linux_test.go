@@ -119,6 +119,7 @@ type event struct {
 	Duration  float64  `json:"duration_s"`
 	Error     string   `json:"error"`
 	Proxy     string   `json:"proxy"`
+	To        string   `json:"to"`
 	Streams   []stream `json:"streams"`
 }
 
