@@ -118,6 +118,8 @@ type fedOptions struct {
 	bZone    func(bPort int) string // b.test's zone; default: UDP and TCP to the b proxy
 	aArgs    []string               // more flags for the a.test proxy
 	aUsers   []string               // more users of a.test: AOR, password pairs
+	aAliases []string               // aliases of a.test's users: alias, AOR pairs
+	zones    map[string]string      // more zones the lab DNS serves (an ENUM tree): origin → text
 	logLevel string
 	// tls gives each proxy a TLS listener with a certificate from a
 	// private CA (naming its domain and 127.0.0.1), publishes it first
@@ -152,9 +154,14 @@ func startFederation(t *testing.T, o fedOptions) *federation {
 		}
 		aTLSArgs, bTLSArgs = tlsArgs("a.test", f.aTLS), tlsArgs("b.test", f.bTLS)
 	}
-	f.dns = startDNS(t, map[string]string{"a.test": aZone, "b.test": bZone})
+	zones := map[string]string{"a.test": aZone, "b.test": bZone}
+	for origin, text := range o.zones {
+		zones[origin] = text
+	}
+	f.dns = startDNS(t, zones)
 	ua, ub := filepath.Join(f.dir, "a-users.txt"), filepath.Join(f.dir, "b-users.txt")
 	addAORs(t, ua, append([]string{"alice@a.test", "pw-alice", "bob@a.test", "pw-bob"}, o.aUsers...)...)
+	addAliases(t, ua, o.aAliases...)
 	addAORs(t, ub, "bob@b.test", "pw-bob")
 	level := o.logLevel
 	if level == "" {

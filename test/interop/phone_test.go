@@ -292,9 +292,11 @@ func checkBaresipCall(t *testing.T, s *sipfedPhone, b *phone, rec string, logs f
 		t.Errorf("sipfed phone's media peer %v is not baresip's RTP port %s", st["remote"], bs.local)
 	}
 	// baresip's summary counts what its last RTCP interval saw, so less
-	// than the whole call.
-	if n, _ := st["packets_received"].(float64); n < 100 || bs.received < 50 {
-		t.Errorf("packets received: sipfed phone %v, baresip %d; want ≥ 100 and ≥ 50", st["packets_received"], bs.received)
+	// than the whole call: 52 to 296 packets in 6 s calls here, the
+	// interval being randomised. Ten say audio reached it; the sipfed
+	// phone's count and recording check the rest.
+	if n, _ := st["packets_received"].(float64); n < 100 || bs.received < 10 {
+		t.Errorf("packets received: sipfed phone %v, baresip %d; want ≥ 100 and ≥ 10", st["packets_received"], bs.received)
 	}
 	if snr := recordedToneSNR(t, rec, 0.5, 2); snr < 10 {
 		t.Errorf("sipfed phone's recording of baresip: 440 Hz at %.1f dB over the rest, want ≥ 10", snr)
