@@ -52,6 +52,32 @@ type FileStore struct {
 	checked atomic.Int64 // Unix nanoseconds of the last stat
 	mu      sync.Mutex   // serialises reloads and writes
 	stat    fs.FileInfo  // of the contents in data; nil for a missing file
+	warn    atomic.Pointer[func(string)]
+}
+
+// OnWarning gives f what the store has to say about the file it reads: a
+// change that did not load (the last good contents stay in effect) and
+// alias lines left out. The current contents' are said at once.
+func (s *FileStore) OnWarning(f func(msg string)) {
+	s.warn.Store(&f)
+	s.sayDropped(s.data.Load())
+}
+
+func (s *FileStore) warnf(format string, args ...any) {
+	if f := s.warn.Load(); f != nil {
+		(*f)(fmt.Sprintf(format, args...))
+	}
+}
+
+// sayDropped warns of the alias lines d left out, the first ten.
+func (s *FileStore) sayDropped(d *fileData) {
+	for i, msg := range d.dropped {
+		if i == 10 {
+			s.warnf("users file %s: %d more alias lines left out", s.path, len(d.dropped)-i)
+			break
+		}
+		s.warnf("users file %s: %s", s.path, msg)
+	}
 }
 
 // fileData is what one reading of the file holds. The strings point into
@@ -59,6 +85,9 @@ type FileStore struct {
 type fileData struct {
 	users   fileUsers
 	aliases fileAliases
+	// dropped says which alias lines were left out: their user is gone,
+	// or their name is a user's (users win; see parseUsersFile).
+	dropped []string
 }
 
 // fileUsers maps domain, then user, to the hashes.
@@ -110,10 +139,15 @@ func (s *FileStore) reloadIfChanged() {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) || sameFile(st, s.stat) {
 		return
 	}
-	if d, st, err := s.read(); err == nil {
-		s.data.Store(d)
-		s.stat = st
+	d, rst, rerr := s.read()
+	if rerr != nil {
+		s.warnf("%v: not reloaded, the last good contents stay in effect", rerr)
+		s.stat = st // said once per change
+		return
 	}
+	s.data.Store(d)
+	s.stat = rst
+	s.sayDropped(d)
 }
 
 func sameFile(a, b fs.FileInfo) bool {
@@ -210,12 +244,18 @@ func parseUsersFile(data string) (*fileData, error) {
 		users[first] = small
 	}
 	d := &fileData{users: users, aliases: fileAliases{}}
+	// An alias whose user is gone, or whose name is now a user's, is left
+	// out rather than failing the file: deleting a user's line by hand
+	// must take effect (a compromised account locked out) even when an
+	// alias still names it. The next write drops the line.
 	for _, a := range aliases {
 		if _, ok := users[a.domain][a.user]; ok {
-			return nil, fmt.Errorf("%d: %w: %s@%s is a user and an alias", a.line, ErrAliasConflict, a.user, a.domain)
+			d.dropped = append(d.dropped, fmt.Sprintf("line %d: %s@%s is a user and an alias: the alias is left out", a.line, a.user, a.domain))
+			continue
 		}
 		if _, ok := users[a.domain][a.target]; !ok {
-			return nil, fmt.Errorf("%d: %w", a.line, errNotUser(a.target, a.domain))
+			d.dropped = append(d.dropped, fmt.Sprintf("line %d: %s@%s stands for %s@%s, who is no user: left out", a.line, a.user, a.domain, a.target, a.domain))
+			continue
 		}
 		m := d.aliases[a.domain]
 		if m == nil {

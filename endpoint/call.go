@@ -15,6 +15,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipfed/sipfed/media/sdp"
+	"github.com/sipfed/sipfed/resolver"
 	"github.com/sipfed/sipfed/sipcore"
 )
 
@@ -86,7 +87,11 @@ func (p *Phone) parseTarget(target string) (sip.Uri, error) {
 	}
 	if strings.HasPrefix(s, "+") && !strings.ContainsAny(s, "@:") {
 		number, _, _ := strings.Cut(s, ";")
-		return sip.Uri{Scheme: "sip", User: number, Host: p.domain, UriParams: sip.HeaderParams{{K: "user", V: "phone"}}}, nil
+		n, ok := resolver.NormalizeE164(number)
+		if !ok {
+			return sip.Uri{}, fmt.Errorf("endpoint: %q: want a global number, + and up to 15 digits", target)
+		}
+		return sip.Uri{Scheme: "sip", User: n, Host: p.domain, UriParams: sip.HeaderParams{{K: "user", V: "phone"}}}, nil
 	}
 	if !strings.Contains(s, "@") && !strings.Contains(s, ":") {
 		s += "@" + p.domain

@@ -433,6 +433,10 @@ func (p *Proxy) runBranch(parent context.Context, c *collector, b *branch) {
 // attempt sends one copy of b to hop. It returns next=true when the caller
 // should try the next target (failover allowed and the target failed).
 func (p *Proxy) attempt(parent context.Context, c *collector, b *branch, hop resolver.Target, failover bool) (next bool, final *sip.Response) {
+	if !b.target.gateway && p.isGateway(parent, hop) {
+		p.log.Info("branch to the ENUM fallback gateway refused", "call_id", sipcore.CallID(c.req), "target", hop.String())
+		return failover, synth(c.req, 403, "Forbidden")
+	}
 	r, err := p.prepare(c.req, c.loop, b, hop, true)
 	if err != nil {
 		p.log.Debug("branch not sent", "target", hop.String(), "error", err)

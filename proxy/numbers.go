@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -55,9 +56,15 @@ var errUnknownUser = errors.New("proxy: no such user")
 // numberRoute is the state of one request's trip through aliases and
 // ENUM.
 type numberRoute struct {
-	ours bool            // the caller is an authenticated user of ours: ENUM is open to them
-	seen map[string]bool // numbers looked up so far
+	ours     bool            // the caller is an authenticated user of ours: ENUM is open to them
+	seen     map[string]bool // numbers looked up so far
+	deadline time.Time       // for all of the request's ENUM look-ups (enumBudget)
 }
+
+// enumBudget bounds the time one request's ENUM look-ups take together,
+// however many names and numbers they visit (slow DNS servers answering
+// just within the resolver's timeout): then 504.
+const enumBudget = 4 * time.Second
 
 // routeLocal makes the plan for a request whose Request-URI is in one of
 // our domains: a user's devices, an alias's user's, or, for an E.164
@@ -82,12 +89,13 @@ func (p *Proxy) routeLocal(ctx context.Context, req, fwd *sip.Request, nr *numbe
 		target, aerr := p.aliases.Alias(ctx, ruri.User, domain)
 		switch {
 		case aerr == nil:
+			dialled := ruri.User
 			ruri.User = target
 			plan, err = p.lookup(ctx, fwd)
-			if errors.Is(err, errUnknownUser) { // the user went after the alias was read
-				err = sipcore.Errorf(404, "Not Found")
+			if !errors.Is(err, errUnknownUser) {
+				return plan, target + "@" + domain, err
 			}
-			return plan, target + "@" + domain, err
+			ruri.User = dialled // an alias of a user gone: as for nobody
 		case errors.Is(aerr, auth.ErrUnavailable):
 			return nil, "", sipcore.Errorf(503, "User directory unavailable").With(sip.NewHeader("Retry-After", "5"))
 		case !errors.Is(aerr, auth.ErrUnknownUser):
@@ -109,6 +117,11 @@ func (p *Proxy) routeLocal(ctx context.Context, req, fwd *sip.Request, nr *numbe
 // ours as that domain's user. Only users of ours may send one (the
 // policy refused everyone else: a tel: URI is in no domain of ours).
 func (p *Proxy) routeTel(ctx context.Context, req, fwd *sip.Request, nr *numberRoute) ([][]branchTarget, string, error) {
+	if !nr.ours {
+		// The policy refused it already (a tel: URI is in no domain of
+		// ours); never a number look-up for anyone else.
+		return nil, "", sipcore.Errorf(403, "Forbidden")
+	}
 	s := strings.TrimPrefix(fwd.Recipient.String(), fwd.Recipient.Scheme+":")
 	number, params, _ := strings.Cut(s, ";")
 	if n, ok := resolver.NormalizeE164(number); ok {
@@ -138,7 +151,12 @@ func (p *Proxy) routeNumber(ctx context.Context, req, fwd *sip.Request, number s
 		nr.seen = map[string]bool{}
 	}
 	nr.seen[number] = true
-	res, err := p.enum.ENUM(ctx, number, p.enumSuffixes)
+	if nr.deadline.IsZero() {
+		nr.deadline = time.Now().Add(enumBudget)
+	}
+	ectx, cancel := context.WithDeadline(ctx, nr.deadline)
+	res, err := p.enum.ENUM(ectx, number, p.enumSuffixes)
+	cancel()
 	switch {
 	case errors.Is(err, resolver.ErrENUMNoRecord):
 		if p.enumFallback == nil {
@@ -155,6 +173,11 @@ func (p *Proxy) routeNumber(ctx context.Context, req, fwd *sip.Request, number s
 		}
 		fwd.Recipient = *u
 		plan, err := p.uriTargets(ctx, *u)
+		for _, g := range plan {
+			for i := range g {
+				g[i].gateway = true // the one way there
+			}
+		}
 		return plan, "", err
 	case errors.Is(err, resolver.ErrENUMBadRecord):
 		p.log.Info("ENUM: bad record", "number", number, "error", err)
@@ -175,6 +198,12 @@ func (p *Proxy) routeNumber(ctx context.Context, req, fwd *sip.Request, number s
 	if err := sip.ParseUri(res.URI, &u); err != nil || u.Host == "" {
 		return nil, "", sipcore.Errorf(502, "Bad Gateway (unusable ENUM record for %s)", number)
 	}
+	// A Request-URI carries no headers and no method (RFC 3261 §19.1.1):
+	// a record cannot add a Route or turn the INVITE into something else.
+	u.Headers = nil
+	if u.UriParams != nil {
+		u.UriParams.Remove("method")
+	}
 	p.log.Debug("ENUM", "number", number, "uri", sipcore.Sanitize(res.URI))
 	fwd.Recipient = u
 	if p.domains[strings.ToLower(u.Host)] {
@@ -185,19 +214,46 @@ func (p *Proxy) routeNumber(ctx context.Context, req, fwd *sip.Request, number s
 }
 
 // phoneDigits is the user part of a telephone-number URI without its
-// parameters (RFC 3966 ";phone-context=…") and visual separators.
+// parameters (RFC 3966 ";phone-context=…") and visual separators, when
+// what is left is a number ("+", digits, "*", "#"); a name (john.doe,
+// whatever ;user=phone says) stays as it is.
 func phoneDigits(user string) string {
-	user, _, _ = strings.Cut(user, ";")
-	if !strings.ContainsAny(user, "-.()") {
-		return user
-	}
+	number, _, _ := strings.Cut(user, ";")
 	var b strings.Builder
-	for _, c := range user {
-		switch c {
-		case '-', '.', '(', ')':
-		default:
+	for i, c := range number {
+		switch {
+		case c == '-' || c == '.' || c == '(' || c == ')':
+		case c >= '0' && c <= '9' || c == '*' || c == '#' || c == '+' && i == 0:
 			b.WriteRune(c)
+		default:
+			return user
 		}
 	}
+	if b.Len() == 0 {
+		return user
+	}
 	return b.String()
+}
+
+// isGateway reports whether hop is an address of the ENUM fallback
+// gateway. The gateway takes numbers to the telephone network, at a
+// cost: the fallback of routeNumber, for an authenticated user of ours,
+// is the only way there. A Contact registered at the gateway (call
+// forwarding to a premium number), an ENUM record or a Request-URI
+// naming it, a preloaded Route: none reaches it (403), except in a
+// dialog the fallback set up.
+func (p *Proxy) isGateway(ctx context.Context, hop resolver.Target) bool {
+	if p.enumFallback == nil {
+		return false
+	}
+	gws, err := p.res.Resolve(ctx, *p.enumFallback)
+	if err != nil {
+		return false
+	}
+	for _, g := range gws {
+		if g.IP == hop.IP && g.Port == hop.Port {
+			return true
+		}
+	}
+	return false
 }

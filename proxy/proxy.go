@@ -343,6 +343,15 @@ func (p *Proxy) ServeSIP(ctx context.Context, req *sip.Request, tx sip.ServerTra
 	if err != nil {
 		return err
 	}
+	if inDialog && ourDialog {
+		// A dialog of ours: its requests go where it was set up, the
+		// gateway included.
+		for _, g := range plan {
+			for i := range g {
+				g[i].gateway = true
+			}
+		}
+	}
 	var media MediaSession
 	if inDialog && ourDialog {
 		if media, err = p.anchorInDialog(ctx, req, fwd); err != nil {
@@ -467,6 +476,7 @@ type branchTarget struct {
 	browser bool              // a browser of ours (registered over WebSocket): WebRTC media
 	node    bool              // through another node of the domain, which holds the device's flow (node.go)
 	key     string            // the binding's Key (late forking: the devices a call has tried)
+	gateway bool              // may go to the ENUM fallback gateway (numbers.go: guardGateway)
 }
 
 func isWebSocket(transport string) bool { return transport == "ws" || transport == "wss" }

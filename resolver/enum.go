@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"regexp/syntax"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -28,6 +29,14 @@ const (
 	maxRegexpField = 255
 	// maxShown cuts values from DNS quoted in errors and steps.
 	maxShown = 256
+	// maxRegexpSize caps a NAPTR regular expression with its counted
+	// repeats written out (expandedSize): a real ENUM rule is a few dozen.
+	maxRegexpSize = 1000
+	// maxENUMRecords caps the NAPTR records one look-up tries under a
+	// suffix, across the names it visits: a name may hold any number,
+	// each with a regular expression to compile, and a zone with
+	// hundreds would make a look-up cost seconds.
+	maxENUMRecords = 20
 	// maxSubsts caps the cache of compiled regexp fields (a few KB each),
 	// below WithMaxEntries when that is lower.
 	maxSubsts = 1000
@@ -269,12 +278,44 @@ func compileERE(ere string, d byte, icase bool) (*regexp.Regexp, error) {
 		}
 		sb.WriteByte(c)
 	}
+	// Counted repeats multiply a program's size ("(.{1000}){9}" is nine
+	// thousand instructions from 13 bytes): a hostile zone could make each
+	// look-up compile megabytes. A number has at most 15 digits; an
+	// expression that would expand past maxRegexpSize is refused before
+	// it is compiled.
+	tree, err := syntax.Parse(sb.String(), syntax.Perl)
+	if err != nil {
+		return nil, err
+	}
+	if n := expandedSize(tree); n > maxRegexpSize {
+		return nil, fmt.Errorf("expands to %d or more operations, at most %d", n, maxRegexpSize)
+	}
 	re, err := regexp.Compile(sb.String())
 	if err != nil {
 		return nil, err
 	}
 	re.Longest() // POSIX EREs match leftmost-longest
 	return re, nil
+}
+
+// expandedSize bounds the size of re once its counted repeats are
+// written out, stopping early past maxRegexpSize.
+func expandedSize(re *syntax.Regexp) int {
+	n := 1
+	for _, sub := range re.Sub {
+		n += expandedSize(sub)
+		if n > maxRegexpSize {
+			return n
+		}
+	}
+	if re.Op == syntax.OpRepeat {
+		times := max(re.Min, re.Max)
+		if times < 1 {
+			times = 1
+		}
+		n *= times
+	}
+	return n
 }
 
 // ENUM looks number up under each suffix in turn (the first suffix with a
@@ -348,6 +389,7 @@ type enumWalk struct {
 	path   map[string]bool // names on the current chain: one seen again is a loop
 	tried  map[string]bool // names looked up already
 	hops   int             // non-terminal records followed
+	tries  int             // records tried (maxENUMRecords)
 	sawSIP bool            // a record with the E2U+sip service was seen
 	loop   string          // the first loop found, for the error
 	bad    []string        // why each record for SIP was unusable
@@ -388,6 +430,10 @@ func (w *enumWalk) walk(ctx context.Context, name string) (found bool, err error
 	})
 	w.step("%s NAPTR: %d record(s)", strings.TrimSuffix(name, "."), len(ns))
 	for i, n := range ns {
+		if w.tries++; w.tries > maxENUMRecords {
+			w.step("stop at %s: more than %d records tried", text(n), maxENUMRecords)
+			return false, fmt.Errorf("resolver: ENUM %s under %s: more than %d records tried: %w", w.aus, w.sfx, maxENUMRecords, ErrENUMBadRecord)
+		}
 		found, err := w.try(ctx, n)
 		if err != nil {
 			return false, err

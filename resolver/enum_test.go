@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -585,5 +586,42 @@ func TestENUMZonesOfDeployLab(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestENUMHostileZone: a zone whose owner wants the look-up to cost
+// seconds and gigabytes (hundreds of records per name, each with a
+// regular expression that expands to megabytes) gets a bad-record
+// answer after a bounded number of records, none of them compiled big.
+func TestENUMHostileZone(t *testing.T) {
+	var z strings.Builder
+	z.WriteString("$ORIGIN e164.lab.\n$TTL 60\n@ IN SOA ns.e164.lab. h.e164.lab. 1 3600 600 86400 60\n")
+	big := strings.Repeat(".{1000}", 30)
+	for i := range 200 {
+		fmt.Fprintf(&z, "8.7.6.5.4.3.2.1.3.1.8 IN NAPTR 10 %d \"u\" \"E2U+sip\" \"!^%s(%d)?$!sip:x@b.test!\" .\n", i, big, i)
+	}
+	l := startLab(t, map[string]string{"e164.lab": z.String()})
+	r := newResolver(t, l.Addr())
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	res, err := r.ENUM(context.Background(), "+81312345678", []string{"e164.lab"})
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrENUMBadRecord) {
+		t.Fatalf("ENUM = %q, %v; want a bad record", res.URI, err)
+	}
+	if !strings.Contains(strings.Join(res.Steps, "\n"), "expands to") {
+		t.Errorf("steps do not say the expression was too big:\n%s", strings.Join(res.Steps, "\n"))
+	}
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 8<<20 {
+		t.Errorf("the heap grew by %d MB", grew>>20)
+	}
+	t.Logf("%v", err)
+
+	// A repeat that a number needs stays allowed.
+	got, err := NAPTRRewrite(`!^\+([0-9]{1,15})$!sip:\1@b.test!`, "+81312345678")
+	if err != nil || got != "sip:81312345678@b.test" {
+		t.Errorf("NAPTRRewrite with a counted repeat = %q, %v", got, err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/miekg/dns"
 
 	"github.com/sipfed/sipfed/auth"
 	"github.com/sipfed/sipfed/sipcore"
@@ -252,7 +253,7 @@ func (c Config) validate() error {
 		return configErr("digest algorithms: %v", err)
 	}
 	for _, sfx := range c.ENUMSuffixes {
-		if strings.Trim(sfx, ".") == "" || strings.ContainsAny(sfx, " @:/\r\n\t") {
+		if _, ok := dns.IsDomainName(sfx); !ok || strings.Trim(sfx, ".") == "" || strings.Contains(sfx, "..") || strings.ContainsAny(sfx, " @:/\r\n\t") {
 			return configErr("ENUM suffix %q is not a domain name", sfx)
 		}
 	}

@@ -63,7 +63,12 @@ func TestNumbers(t *testing.T) {
 	zoneA, zoneB, zoneE := filepath.Join(dir, "a.test.zone"), filepath.Join(dir, "b.test.zone"), filepath.Join(dir, "e164.test.zone")
 	writeZone(t, zoneA, "a.test", 1)
 	writeZone(t, zoneB, "b.test", 1)
-	if err := os.WriteFile(zoneE, []byte(enumZone), 0o600); err != nil {
+	// A device reached straight from an ENUM record whose URI has a
+	// method and a header, which a Request-URI must not carry.
+	direct := &recorder{}
+	directAddr := serveRecorder(t, direct)
+	zone := enumZone + `7.0.0.0.0.0.0.0.3.1.8 IN NAPTR 10 100 "u" "E2U+sip" "!^.*$!sip:x@` + directAddr + `;method=BYE?Route=%3Csip:evil.test;lr%3E!" .` + "\n"
+	if err := os.WriteFile(zoneE, []byte(zone), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	lab := startLabDNS(t, zoneA, zoneB, zoneE)
@@ -119,6 +124,8 @@ func TestNumbers(t *testing.T) {
 		phone    *recorder
 		want     string // the Request-URI and To the phone got
 	}{
+		// A Request-URI has no method and no headers: the record's are dropped.
+		{"ENUM URI with a method and a Route", "tel:+81300000007", direct, "sip:x@" + directAddr + " | tel:+81300000007"},
 		{"extension", "sip:1001@a.test", alice, "| sip:1001@a.test"},
 		{"extension as a number", "sip:1001@a.test;user=phone", alice, "| sip:1001@a.test;user=phone"},
 		{"tel URI through ENUM", "tel:+81312345678", bob, "| tel:+81312345678"},
@@ -145,6 +152,8 @@ func TestNumbers(t *testing.T) {
 		{"no record", "tel:+81399999999", 404},
 		{"not a number", "tel:1234", 404},
 		{"nobody", "sip:2002@a.test", 404},
+		// user=phone makes a number of digits, never a name of dots.
+		{"a name as a telephone number", "sip:a.l.i.c.e@a.test;user=phone", 404},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			res := message(c.to, a.Addr("udp"), "carol@a.test", "carol")
@@ -177,6 +186,28 @@ func TestNumbers(t *testing.T) {
 		got := gw.take()
 		if want := "sip:+81399999999@" + gwAddr + ";user=phone | tel:+81399999999"; len(got) != 1 || got[0] != want {
 			t.Errorf("the gateway got %q; want %q", got, want)
+		}
+	})
+
+	t.Run("the gateway is reached through the fallback only", func(t *testing.T) {
+		// carol forwards her calls to a premium number at the gateway by
+		// registering it as her Contact; mallory of b.test calls her.
+		c := newClient(t, "carol-forwarding")
+		reg := request(sip.REGISTER, "carol@a.test", "carol@a.test", aGW.Addr("udp"))
+		reg.Recipient = sip.Uri{Scheme: "sip", Host: "a.test"}
+		reg.AppendHeader(sip.NewHeader("Contact", "<sip:+19005551234@"+gwAddr+";user=phone>"))
+		if res := do(t, c, reg, "carol"); res.StatusCode != 200 {
+			t.Fatalf("REGISTER: %d %s", res.StatusCode, res.Reason)
+		}
+		if res := message("sip:carol@a.test", aGW.Addr("udp"), "mallory@b.test", "mallory"); res.StatusCode != 403 {
+			t.Errorf("mallory → carol, registered at the gateway: %d %s; want 403", res.StatusCode, res.Reason)
+		}
+		// Nor does a user of ours dial the gateway directly.
+		if res := message("sip:+19005551234@"+gwAddr+";user=phone", aGW.Addr("udp"), "carol@a.test", "carol"); res.StatusCode != 403 {
+			t.Errorf("carol → the gateway directly: %d %s; want 403", res.StatusCode, res.Reason)
+		}
+		if got := gw.take(); len(got) != 0 {
+			t.Errorf("the gateway got %q", got)
 		}
 	})
 

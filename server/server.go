@@ -164,6 +164,7 @@ func New(cfg Config) (_ *Server, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("server: users: %w", err)
 		}
+		f.OnWarning(func(msg string) { s.log.Warn(msg) })
 		creds = f
 	}
 	secret := s.nonceSecret()
