@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -137,15 +138,21 @@ type cancelGate struct {
 	sent        bool
 	send        func()
 	cancel      context.CancelFunc // ends the wait: stop, or no 487 in 64*T1
+	force       context.CancelCauseFunc
 	done        chan struct{}
 }
+
+// abandon ends the wait at once, without a CANCEL (nothing answered the
+// INVITE: there is nothing to cancel), for the next proxy to take it.
+func (g *cancelGate) abandon() { g.force(sipgo.WaitAnswerForceCancelErr) }
 
 // cancelAfterProvisional returns the context to wait for the answer in,
 // which outlives ctx, and the gate that sends the CANCEL (send) when ctx
 // ends.
 func cancelAfterProvisional(ctx context.Context, send func()) (context.Context, *cancelGate) {
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	g := &cancelGate{cancel: cancel, send: send, done: make(chan struct{})}
+	fctx, force := context.WithCancelCause(context.WithoutCancel(ctx))
+	wctx, cancel := context.WithCancel(fctx)
+	g := &cancelGate{cancel: cancel, force: force, send: send, done: make(chan struct{})}
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -188,6 +195,7 @@ func (g *cancelGate) saw(res *sip.Response) {
 func (g *cancelGate) stop() {
 	close(g.done)
 	g.cancel()
+	g.force(nil)
 }
 
 // sendCancel sends the CANCEL of inv (its Request-URI, top Via, Route,
@@ -246,6 +254,8 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 	}
 	var req *sip.Request
 	var sess *sipgo.DialogClientSession
+	var c *Call
+	var earlySDP []byte
 	proxy, targets := p.proxyTargets()
 	for attempt := 1; ; attempt++ {
 		req = sip.NewRequest(sip.INVITE, uri)
@@ -255,46 +265,72 @@ func (p *Phone) Dial(ctx context.Context, target string) (*Call, error) {
 		req.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"))
 		req.SetBody(body)
 		p.outboundTo(req, proxy)
-		if sess, err = p.outDlg.WriteInvite(ctx, req); err == nil {
-			break
+		if sess, err = p.outDlg.WriteInvite(ctx, req); err != nil {
+			if ctx.Err() != nil || attempt >= targets {
+				closeSockets()
+				return nil, fmt.Errorf("endpoint: INVITE via %s: %w", proxy.AddrPort(), err)
+			}
+			// The proxy could not be reached (a TCP connection refused):
+			// the next target takes the call, and the registration,
+			// whose flow went through the failed one, is renewed.
+			p.log.Debug("INVITE could not reach the proxy", "proxy", proxy.String(), "error", err)
+			proxy = p.failover(ctx, proxy)
+			p.reregister()
+			continue
 		}
-		if ctx.Err() != nil || attempt >= targets {
-			closeSockets()
-			return nil, fmt.Errorf("endpoint: INVITE via %s: %w", proxy.AddrPort(), err)
+		sdpCfg.SessionID = offer.SessionID
+		c = &Call{p: p, ID: req.CallID().Value(), Peer: uri.String(), outgoing: true, out: sess, ended: make(chan struct{}), sdpCfg: sdpCfg}
+		rang := false
+		earlySDP = nil
+		waitCtx, cancelWait := cancelAfterProvisional(ctx, func() { p.sendCancel(sess.InviteRequest) })
+		// A proxy answers an INVITE with 100 Trying at once (RFC 3261
+		// §16.2): one that says nothing for attemptTimeout, when other
+		// targets remain, is taken for dead (RFC 3263 §4.3), as over
+		// UDP nothing else would tell.
+		var heard, silent atomic.Bool
+		var watchdog *time.Timer
+		if attempt < targets {
+			watchdog = time.AfterFunc(attemptTimeout, func() {
+				if !heard.Load() {
+					silent.Store(true)
+					cancelWait.abandon()
+				}
+			})
 		}
-		// The proxy could not be reached (a TCP connection refused): the
-		// next target takes the call, and the registration, whose flow
-		// went through the failed one, is renewed.
-		p.log.Debug("INVITE could not reach the proxy", "proxy", proxy.String(), "error", err)
-		proxy = p.failover(ctx, proxy)
-		p.reregister()
+		err = sess.WaitAnswer(waitCtx, sipgo.AnswerOptions{Username: p.user, Password: p.cfg.Password, OnResponse: func(res *sip.Response) error {
+			heard.Store(true)
+			cancelWait.saw(res)
+			if res.StatusCode == 183 && len(res.Body()) > 0 && c.audio == nil {
+				// Early media (RFC 3960): the ringback or announcement the
+				// callee's side plays before answering is played now.
+				if n, nv, err := answered(offer, res.Body()); err == nil && p.openMedia(c, socks, n, nv) == nil {
+					c.audio.sess.SetReceiveTimeout(0) // it may stop before the answer
+					earlySDP = res.Body()
+				}
+			}
+			if (res.StatusCode == 180 || res.StatusCode == 183) && !rang {
+				rang = true
+				ev := Event{Event: "ringing", CallID: c.ID, Peer: c.Peer, Direction: "out"}
+				if c.audio != nil {
+					ev.Reason = "early-media"
+				}
+				p.emit(ev)
+			}
+			return nil
+		}})
+		if watchdog != nil {
+			watchdog.Stop()
+		}
+		cancelWait.stop()
+		if err != nil && silent.Load() && ctx.Err() == nil {
+			p.log.Info("no answer to the INVITE from the proxy: trying the next", "proxy", proxy.String())
+			sess.Close()
+			proxy = p.failover(ctx, proxy)
+			p.reregister()
+			continue
+		}
+		break
 	}
-	sdpCfg.SessionID = offer.SessionID
-	c := &Call{p: p, ID: req.CallID().Value(), Peer: uri.String(), outgoing: true, out: sess, ended: make(chan struct{}), sdpCfg: sdpCfg}
-	rang := false
-	var earlySDP []byte
-	waitCtx, cancelWait := cancelAfterProvisional(ctx, func() { p.sendCancel(sess.InviteRequest) })
-	defer cancelWait.stop()
-	err = sess.WaitAnswer(waitCtx, sipgo.AnswerOptions{Username: p.user, Password: p.cfg.Password, OnResponse: func(res *sip.Response) error {
-		cancelWait.saw(res)
-		if res.StatusCode == 183 && len(res.Body()) > 0 && c.audio == nil {
-			// Early media (RFC 3960): the ringback or announcement the
-			// callee's side plays before answering is played now.
-			if n, nv, err := answered(offer, res.Body()); err == nil && p.openMedia(c, socks, n, nv) == nil {
-				c.audio.sess.SetReceiveTimeout(0) // it may stop before the answer
-				earlySDP = res.Body()
-			}
-		}
-		if (res.StatusCode == 180 || res.StatusCode == 183) && !rang {
-			rang = true
-			ev := Event{Event: "ringing", CallID: c.ID, Peer: c.Peer, Direction: "out"}
-			if c.audio != nil {
-				ev.Reason = "early-media"
-			}
-			p.emit(ev)
-		}
-		return nil
-	}})
 	if err != nil {
 		c.closeMedia()
 		closeSockets()

@@ -160,3 +160,31 @@ func portOf(a net.Addr) int {
 	}
 	return 0
 }
+
+// TestPhoneDialFailsOverASilentProxy: a phone over UDP whose first proxy
+// takes datagrams and never answers (a machine gone, not a process)
+// dials: after the attempt timeout with no 100 Trying the INVITE goes to
+// the next SRV target, and the call is answered.
+func TestPhoneDialFailsOverASilentProxy(t *testing.T) {
+	l := startFailoverLab(t)
+	alice := newPhone(t, endpoint.Config{AOR: "alice@a.test", Password: "pw-alice", DNS: []string{l.dns}, Log: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := alice.Register(ctx); err != nil {
+		t.Fatalf("alice: register: %v", err)
+	}
+	carol := newPhone(t, endpoint.Config{AOR: "carol@a.test", Password: "pw-carol", DNS: []string{l.dns}, Log: slog.New(slog.DiscardHandler)})
+	if got := int(carol.Proxy().Port); got == portOf(l.a1.Addr("udp")) {
+		t.Fatalf("carol starts with a1 as her proxy; want the silent first target")
+	}
+	start := time.Now()
+	call, err := carol.Dial(ctx, "alice@a.test")
+	if err != nil {
+		t.Fatalf("dial through a silent first proxy: %v", err)
+	}
+	t.Logf("answered after %v through %s", time.Since(start).Round(time.Millisecond), carol.Proxy())
+	if got, want := int(carol.Proxy().Port), portOf(l.a1.Addr("udp")); got != want {
+		t.Errorf("the call went through port %d; want a1's %d", got, want)
+	}
+	call.Hangup(ctx)
+}
