@@ -319,13 +319,7 @@ func TestUsersFileAliasLines(t *testing.T) {
 func TestFileStoreUserDeletedByHand(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "users")
-	clk := newClock()
-	s, err := OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.now = clk.now
-	s.checked.Store(clk.now().UnixNano())
+	s, clk := openOnClock(t, path)
 	var warned []string
 	s.OnWarning(func(msg string) { warned = append(warned, msg) })
 	for _, u := range []string{"alice@a.example", "bob@a.example"} {
@@ -380,13 +374,7 @@ func TestFileStoreUserDeletedByHand(t *testing.T) {
 func TestFileStoreAliasReload(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "users")
-	clk := newClock()
-	server, err := OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	server.now = clk.now
-	server.checked.Store(clk.now().UnixNano())
+	server, clk := openOnClock(t, path)
 
 	cli, _ := OpenFile(path)
 	if err := cli.Add(ctx, "alice@a.example", "alice-secret"); err != nil {

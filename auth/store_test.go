@@ -106,13 +106,7 @@ func TestFileStore(t *testing.T) {
 func TestFileStoreReloadsAfterExternalChange(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "users")
-	clk := newClock()
-	server, err := OpenFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	server.now = clk.now
-	server.checked.Store(clk.now().UnixNano())
+	server, clk := openOnClock(t, path)
 
 	cli, _ := OpenFile(path)
 	if err := cli.Add(ctx, "alice@a.example", "alice-secret"); err != nil {
@@ -188,4 +182,18 @@ func TestRedisStoppedIs503(t *testing.T) {
 	if se.Code != 503 || len(se.Headers) != 1 || se.Headers[0].Name() != "Retry-After" || se.Headers[0].Value() != "5" {
 		t.Fatalf("with Redis down: %v %v", err, se.Headers)
 	}
+}
+
+// openOnClock opens the users file at path as a server does, on a clock
+// the test moves (reloads are checked once a second of it).
+func openOnClock(t *testing.T, path string) (*FileStore, *clock) {
+	t.Helper()
+	clk := newClock()
+	s, err := OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.now = clk.now
+	s.checked.Store(clk.now().UnixNano())
+	return s, clk
 }

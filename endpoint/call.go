@@ -204,6 +204,11 @@ func (g *cancelGate) stop() {
 func (p *Phone) sendCancel(inv *sip.Request) {
 	c := sipcore.CancelFor(inv)
 	p.outbound(c)
+	if d := inv.Destination(); d != "" && c.Route() == nil {
+		// Where the INVITE went (RFC 3261 §9.1), though the phone may have
+		// moved to another proxy since (failover).
+		c.SetDestination(d)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 64*sip.T1)
 	defer cancel()
 	tx, err := p.client.TransactionRequest(ctx, c, func(*sipgo.Client, *sip.Request) error { return nil })

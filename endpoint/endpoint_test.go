@@ -43,17 +43,7 @@ func startLab(t *testing.T) *lab {
 		}
 		return path
 	}
-	za, zb := zone("a.test", 1), zone("b.test", 1)
-	dns, err := resolver.NewLabServer(za, zb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := dns.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	t.Cleanup(stop)
-	go dns.Serve(ctx)
+	dns := serveDNS(t, zone("a.test", 1), zone("b.test", 1))
 	l := &lab{dns: dns.Addr()}
 	l.a = startDomain(t, "a.test", l.dns, "alice", "carol")
 	l.b = startDomain(t, "b.test", l.dns, "bob")
@@ -63,6 +53,22 @@ func startLab(t *testing.T) *lab {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// serveDNS serves zone files on a loopback port until the test ends.
+func serveDNS(t *testing.T, files ...string) *resolver.LabServer {
+	t.Helper()
+	dns, err := resolver.NewLabServer(files...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dns.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	go dns.Serve(ctx)
+	return dns
 }
 
 func startDomain(t *testing.T, domain, dns string, users ...string) *server.Server {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/sipfed/sipfed/endpoint"
-	"github.com/sipfed/sipfed/resolver"
 )
 
 // failoverLab is a.test served by two nodes behind SRV records that list
@@ -61,16 +60,7 @@ a2 IN A 127.0.0.1
 		}
 	}
 	write(1, 1, 1, 1)
-	dns, err := resolver.NewLabServer(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := dns.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	t.Cleanup(stop)
-	go dns.Serve(ctx)
+	dns := serveDNS(t, path)
 	l := &failoverLab{dns: dns.Addr()}
 	a1 := startDomain(t, "a.test", l.dns, "alice", "carol")
 	a2 := startDomain(t, "a.test", l.dns, "alice", "carol")

@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -211,6 +210,20 @@ func TestNumbers(t *testing.T) {
 		}
 	})
 
+	t.Run("DNS that never answers", func(t *testing.T) {
+		// The ENUM tree's server takes the queries and says nothing: the
+		// request gets 504 once the look-ups' budget is spent, not a hang.
+		silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer silent.Close()
+		aSilent := start(t, server.Config{Domains: []string{"a.test"}, Users: usersA, DNS: []string{silent.LocalAddr().String()}, ENUMSuffixes: []string{"e164.test"}})
+		if res := message("tel:+81312345678", aSilent.Addr("udp"), "carol@a.test", "carol"); res.StatusCode != 504 {
+			t.Errorf("a number whose ENUM server is silent: %d %s; want 504", res.StatusCode, res.Reason)
+		}
+	})
+
 	t.Run("REGISTER of an alias", func(t *testing.T) {
 		c := newClient(t, "alice-again")
 		reg := request(sip.REGISTER, "1001@a.test", "1001@a.test", a.Addr("udp"))
@@ -226,20 +239,5 @@ func TestNumbers(t *testing.T) {
 // serveRecorder serves r on a UDP port of its own and returns its address.
 func serveRecorder(t *testing.T, r *recorder) string {
 	t.Helper()
-	ua, err := sipgo.NewUA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ua.Close() })
-	srv, err := sipgo.NewServer(ua)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.setup(srv)
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.ServeUDP(pc)
-	return fmt.Sprint(pc.LocalAddr())
+	return serveUDP(t, r.setup).LocalAddr().String()
 }

@@ -94,21 +94,7 @@ func newClient(t *testing.T, name string) *sipgo.Client {
 // the handlers setup installs, and registers it at s.
 func startPhone(t *testing.T, s *server.Server, user, domain string, setup func(*sipgo.Server)) {
 	t.Helper()
-	ua, err := sipgo.NewUA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ua.Close() })
-	phone, err := sipgo.NewServer(ua)
-	if err != nil {
-		t.Fatal(err)
-	}
-	setup(phone)
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go phone.ServeUDP(pc)
+	pc := serveUDP(t, setup)
 	c := newClient(t, user+"-phone")
 	reg := request(sip.REGISTER, user+"@"+domain, user+"@"+domain, s.Addr("udp"))
 	reg.Recipient = sip.Uri{Scheme: "sip", Host: domain}
@@ -116,6 +102,28 @@ func startPhone(t *testing.T, s *server.Server, user, domain string, setup func(
 	if res := do(t, c, reg, user); res.StatusCode != 200 {
 		t.Fatalf("REGISTER %s@%s: %d %s", user, domain, res.StatusCode, res.Reason)
 	}
+}
+
+// serveUDP serves a SIP endpoint with the handlers setup installs on a
+// loopback UDP port of its own, until the test ends.
+func serveUDP(t *testing.T, setup func(*sipgo.Server)) net.PacketConn {
+	t.Helper()
+	ua, err := sipgo.NewUA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ua.Close() })
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setup(srv)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeUDP(pc)
+	return pc
 }
 
 // messagePhone is a setup for startPhone: MESSAGE answered 200 and

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,15 +20,13 @@ import (
 // The calls it carries are tested in test/lab.
 
 var (
-	buildOnce sync.Once
+	built     testenv.LazySipfed
 	sipfedBin string
-	buildErr  error
-	removeBin = func() {}
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	removeBin()
+	built.Remove()
 	os.Exit(code)
 }
 
@@ -46,10 +43,7 @@ func needRoot(t *testing.T) string {
 	}
 	testenv.Need(t, "ip")
 	testenv.Need(t, "redis-server")
-	buildOnce.Do(func() { sipfedBin, removeBin, buildErr = testenv.BuildSipfed() })
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
+	sipfedBin = built.Path(t)
 	return sipfedBin
 }
 

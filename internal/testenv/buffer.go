@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 )
 
 // Buffer is a bytes.Buffer that several goroutines may write to: the
@@ -61,4 +62,32 @@ func BuildSipfed() (bin string, remove func(), err error) {
 		return "", nil, fmt.Errorf("building sipfed: %w", err)
 	}
 	return bin, func() { os.RemoveAll(dir) }, nil
+}
+
+// LazySipfed is cmd/sipfed built on first use and shared by a test
+// binary's tests: call Path from the tests that run it and Remove from
+// TestMain after m.Run.
+type LazySipfed struct {
+	once   sync.Once
+	bin    string
+	remove func()
+	err    error
+}
+
+// Path builds the binary the first time (BuildSipfed) and returns it;
+// a failed build fails t.
+func (l *LazySipfed) Path(t testing.TB) string {
+	t.Helper()
+	l.once.Do(func() { l.bin, l.remove, l.err = BuildSipfed() })
+	if l.err != nil {
+		t.Fatal(l.err)
+	}
+	return l.bin
+}
+
+// Remove deletes the binary, if it was built.
+func (l *LazySipfed) Remove() {
+	if l.remove != nil {
+		l.remove()
+	}
 }

@@ -22,15 +22,13 @@ import (
 )
 
 var (
-	buildOnce sync.Once
+	built     testenv.LazySipfed
 	sipfedBin string
-	buildErr  error
-	removeBin = func() {}
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	removeBin()
+	built.Remove()
 	os.Exit(code)
 }
 
@@ -59,10 +57,7 @@ func startLab(t *testing.T, withKam bool) *lab.Lab {
 	}
 	testenv.Need(t, "ip")
 	testenv.Need(t, "redis-server")
-	buildOnce.Do(func() { sipfedBin, removeBin, buildErr = testenv.BuildSipfed() })
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
+	sipfedBin = built.Path(t)
 	kam, _ := exec.LookPath("kamailio")
 	if !withKam {
 		kam = ""
